@@ -1,0 +1,142 @@
+"""The whole agent as one object, for the CLI and for embedding in another Python program.
+
+    from operator_use import App
+
+    async with App.from_config(channels=[my_channel], llm=my_llm) as app:
+        await app.wait_closed()
+
+`App` wires the bus, the channels and their gateway, the orchestrator and the agent. Everything not
+given is built from the configuration (`config.yaml` + `OPERATOR_*` variables).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .agent.context import ContextBuilder
+from .agent.hooks import Hooks
+from .agent.loop import Agent
+from .agent.tools import Tool, ToolRegistry
+from .bus.base import Bus
+from .bus.memory import MemoryBus
+from .channels.base import Channel
+from .config import Config, load_config
+from .gateway.gateway import Gateway
+from .orchestrator.orchestrator import Orchestrator
+from .providers.llm.base import LLM
+from .session.store import SessionStore
+from .workspace import ensure_workspace
+
+log = logging.getLogger(__name__)
+
+
+class NoLLMConfigured(Exception):
+    """No model is configured and none was found; the message says what to set."""
+
+
+class App:
+    def __init__(self, config: Config | None = None, *, channels: Sequence[Channel] | None = None,
+                 llm: LLM | None = None, tools: Iterable[Tool] | None = None, bus: Bus | None = None,
+                 hooks: Hooks | None = None, gateway_options: dict[str, Any] | None = None) -> None:
+        self.config = config or load_config()
+        self.bus: Bus = bus or MemoryBus()
+        self.llm = llm
+        self.llm_reason: str | None = "given by the embedding program" if llm else None
+        self.hooks = hooks or Hooks()
+        self._given_channels = list(channels) if channels is not None else None
+        self._given_tools = list(tools) if tools is not None else None
+        self._gateway_options = gateway_options or {}
+        self.channels: list[Channel] = []
+        self.gateway: Gateway | None = None
+        self.orchestrator: Orchestrator | None = None
+        self.agent: Agent | None = None
+        self.sessions = SessionStore(self.config.home)
+        self.restart_requested = False
+        self._closed = asyncio.Event()
+        self._started = False
+
+    @classmethod
+    def from_config(cls, config: Config | dict[str, Any] | None = None, **kw: Any) -> App:
+        if isinstance(config, dict):
+            config = load_config(**config)
+        return cls(config, **kw)
+
+    # --- building ---
+
+    async def _build_llm(self) -> LLM:
+        from .providers.llm.setup import llm_from_config
+
+        llm, reason = await llm_from_config(self.config.llm)
+        if llm is None:
+            raise NoLLMConfigured(reason)
+        self.llm_reason = reason
+        return llm
+
+    def _build_channels(self) -> list[Channel]:
+        from .channels.registry import build_channels
+
+        return build_channels(self.config, on_eof=self.request_stop)
+
+    def _build_tools(self) -> list[Tool]:
+        from .tools import builtin_tools
+
+        return builtin_tools(sandbox=self.config.agent.sandbox, shell_timeout=self.config.agent.shell_timeout)
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        workspace = self.config.workspace
+        await asyncio.to_thread(ensure_workspace, workspace)
+        if self.llm is None:
+            self.llm = await self._build_llm()
+        self.channels = self._given_channels if self._given_channels is not None else self._build_channels()
+        tools = ToolRegistry(self._given_tools if self._given_tools is not None else self._build_tools())
+        self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,
+                           max_iterations=self.config.agent.max_iterations,
+                           context_tokens=self.config.llm.context_window,
+                           reply_reserve_tokens=self.config.llm.max_tokens)
+        self.gateway = Gateway(self.bus, self.channels, **self._gateway_options)
+        self.orchestrator = Orchestrator(
+            self.bus, self.agent, self.sessions, {c.name: c.config for c in self.channels},
+            workspace=workspace, max_concurrent_turns=self.config.agent.max_concurrent_turns,
+            on_restart=self._restart, status=self.gateway.status,
+        )
+        await self.orchestrator.start()
+        await self.gateway.start()
+        self._started = True
+        log.info("operator-use started: model %s; channels %s", self.llm.label, ", ".join(c.name for c in self.channels))
+
+    async def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        if self.orchestrator:
+            await self.orchestrator.stop()
+        if self.gateway:
+            await self.gateway.stop()
+        if self.llm:
+            await self.llm.aclose()
+        await self.bus.close()
+        self._closed.set()
+
+    def request_stop(self) -> None:
+        self._closed.set()
+
+    async def _restart(self) -> None:
+        self.restart_requested = True
+        self._closed.set()
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

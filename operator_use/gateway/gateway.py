@@ -1,0 +1,283 @@
+"""The gateway: starts the channels and delivers everything the agents put on the outgoing bus.
+
+Isolation is the point of its shape. Outgoing items are routed by channel and then by chat into *lanes*:
+one queue and one worker per chat, created on demand and retired when idle. A chat's messages stay in
+order, while a slow chat, or a platform whose calls hang, only ever holds up its own lane: the
+dispatcher never awaits a platform call, so other chats and other channels keep flowing.
+
+Channels that fail to start are retried in the background with exponential backoff; the others run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..bus.base import Bus, OutboundItem
+from ..channels.base import Channel, ChannelError, FormattingRejected, RetryAfter
+from ..messages import Address, OutgoingMessage, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, TextPart, Typing
+from .clock import Clock, RealClock
+from .splitting import split_markdown
+from .stream_editor import StreamEditor
+from .tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+_STREAM_EVENTS = (StreamStart, StreamDelta, StreamBlockEnd, StreamDone)
+
+
+@dataclass(eq=False)
+class _Lane:
+    queue: asyncio.Queue[OutboundItem] = field(default_factory=asyncio.Queue)
+    task: asyncio.Task[None] | None = None
+
+
+class Gateway:
+    def __init__(
+        self,
+        bus: Bus,
+        channels: list[Channel],
+        clock: Clock | None = None,
+        start_retry_base: float = 1.0,
+        start_retry_max: float = 60.0,
+        *,
+        editor: StreamEditor | None = None,
+        typing_interval: float = 4.0,
+        typing_max: float = 300.0,
+        max_send_retries: int = 5,
+        start_wait: float = 30.0,
+    ) -> None:
+        self.bus = bus
+        self.clock: Clock = clock or RealClock()
+        self.channels: dict[str, Channel] = {ch.name: ch for ch in channels}
+        if len(self.channels) != len(channels):
+            raise ValueError("two channels share a name")
+        self.editor = editor or StreamEditor(self.clock)
+        self.start_retry_base = start_retry_base
+        self.start_retry_max = start_retry_max
+        self.typing_interval = typing_interval
+        self.typing_max = typing_max  # a refresher whose stop signal never comes still ends
+        self.max_send_retries = max_send_retries
+        self.start_wait = start_wait
+        self._state: dict[str, str] = {name: "down" for name in self.channels}
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._typing: dict[str, asyncio.Task[None]] = {}
+        self._tasks = TaskSet("gateway")  # dispatcher, channel starters
+        self._lane_tasks = TaskSet("gateway-lane")
+        self._typing_tasks = TaskSet("gateway-typing")
+        self._dispatcher: asyncio.Task[None] | None = None
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        """Start every channel concurrently and the outbound dispatcher. Returns once each channel has
+        made its first attempt; failed ones keep retrying in the background."""
+        first_attempts = [asyncio.Event() for _ in self.channels]
+        for ch, attempted in zip(self.channels.values(), first_attempts):
+            self._state[ch.name] = "starting"
+            self._tasks.spawn(self._keep_starting(ch, attempted), name=f"start-{ch.name}")
+        self._dispatcher = self._tasks.spawn(self._dispatch(), name="gateway-dispatch")
+        # A channel whose start() hangs must not hold up the app: stop waiting after start_wait.
+        attempts = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in first_attempts)))
+        deadline = asyncio.ensure_future(self.clock.sleep(self.start_wait))
+        try:
+            await asyncio.wait({attempts, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            attempts.cancel()
+            deadline.cancel()
+            await asyncio.gather(attempts, deadline, return_exceptions=True)
+        if any(state == "starting" for state in self._state.values()):
+            log.warning("gateway started; still starting: %s", [n for n, st in self._state.items() if st == "starting"])
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop dispatching, let lanes finish what is queued (up to `timeout` real seconds), cancel the
+        rest, then stop the channels (each given `timeout`). Real seconds, not the clock: shutdown must be
+        bounded even when nothing advances a fake clock."""
+        await self._tasks.cancel_all()  # dispatcher and pending start retries
+        self._dispatcher = None
+        lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
+        if lanes:
+            _, pending = await asyncio.wait(lanes, timeout=timeout)
+            if pending:
+                log.warning("gateway stop: %d chat lane(s) still busy, cancelled", len(pending))
+        await self._lane_tasks.cancel_all()
+        self._lanes.clear()
+        await self._typing_tasks.cancel_all()
+        self._typing.clear()
+        await self.editor.aclose()
+        # "starting" too: a start cancelled half-way may hold a connection that disconnect() releases.
+        live = [ch for ch in self.channels.values() if self._state[ch.name] in ("up", "starting")]
+        results = await asyncio.gather(
+            *(asyncio.wait_for(ch.stop(), timeout) for ch in live), return_exceptions=True
+        )
+        for ch, res in zip(live, results):
+            if isinstance(res, BaseException):
+                log.error("channel %s failed to stop cleanly", ch.name, exc_info=res)
+        for name in self.channels:
+            self._state[name] = "down"
+
+    def status(self) -> dict[str, str]:
+        """Per channel: "starting", "down", or once up the channel's own status ("up", "reconnecting"...)."""
+        out: dict[str, str] = {}
+        for name, ch in self.channels.items():
+            state = self._state[name]
+            if state == "up":
+                try:
+                    state = ch.status() or "up"
+                except Exception:
+                    log.exception("channel %s status() failed", name)
+            out[name] = state
+        return out
+
+    async def _keep_starting(self, ch: Channel, attempted: asyncio.Event) -> None:
+        delay = self.start_retry_base
+        while True:
+            self._state[ch.name] = "starting"
+            try:
+                await ch.start(self.bus.publish_incoming)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._state[ch.name] = "down"
+                attempted.set()
+                log.warning("channel %s failed to start (%r); retrying in %.1fs", ch.name, e, delay)
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, self.start_retry_max)
+                continue
+            self._state[ch.name] = "up"
+            attempted.set()
+            log.info("channel %s up", ch.name)
+            return
+
+    # --- routing ---
+
+    async def _dispatch(self) -> None:
+        while True:
+            item = await self.bus.next_outgoing()
+            try:
+                self.route(item)
+            except Exception:
+                log.exception("could not route %s", type(item).__name__)
+
+    def route(self, item: OutboundItem) -> None:
+        """Hand one outgoing item to its chat's lane (never waits: lanes are unbounded queues)."""
+        ch = self.channels.get(item.address.channel)
+        if ch is None:
+            log.warning("outgoing %s for unknown channel %r dropped", item.kind, item.address.channel)
+            return
+        key = (ch.name, item.address.key)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = _Lane()
+            lane.task = self._lane_tasks.spawn(self._lane_worker(key, lane, ch), name=f"lane-{item.address.key}")
+        lane.queue.put_nowait(item)
+
+    async def _lane_worker(self, key: tuple[str, str], lane: _Lane, ch: Channel) -> None:
+        try:
+            while True:
+                item = lane.queue.get_nowait() if not lane.queue.empty() else None
+                if item is None:
+                    return  # idle: retire; the next item for this chat starts a new lane
+                try:
+                    await self._deliver(ch, item)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("delivering %s to %s failed", item.kind, item.address.key)
+        finally:
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
+
+    async def _deliver(self, ch: Channel, item: OutboundItem) -> None:
+        if isinstance(item, Typing):
+            # Queued like the rest: an older reply still being sent must not stop a newer typing indicator.
+            self._set_typing(ch, item.address, item.active)
+        elif isinstance(item, OutgoingMessage):
+            self._set_typing(ch, item.address, False)
+            await self._send_message(ch, item)
+        elif isinstance(item, _STREAM_EVENTS):
+            if isinstance(item, StreamDone):
+                self._set_typing(ch, item.address, False)
+            await self.editor.handle(ch, item)
+
+    # --- whole messages ---
+
+    async def _send_message(self, ch: Channel, msg: OutgoingMessage) -> None:
+        reply_to = msg.reply_to
+        text = msg.text
+        for chunk in split_markdown(text, ch.capabilities.max_length) if text.strip() else []:
+            if await self._send_text(ch, msg.address, chunk, reply_to):
+                reply_to = None  # only the first chunk replies
+        others = [p for p in msg.parts if not isinstance(p, TextPart)]
+        if others:
+            await self._retrying(
+                lambda: ch.send_parts(msg.address, others, reply_to=reply_to), what=f"{ch.name} send_parts"
+            )
+
+    async def _send_text(self, ch: Channel, address: Address, chunk: str, reply_to: str | None) -> bool:
+        try:
+            formatted = ch.format(chunk)
+        except Exception:
+            log.exception("%s.format failed; sending raw text", ch.name)
+            formatted = chunk
+        try:
+            return await self._retrying(
+                lambda: ch.send(address, formatted, reply_to=reply_to), what=f"{ch.name} send", reraise_format=True
+            )
+        except FormattingRejected:
+            log.warning("%s rejected formatting; resending as plain text", ch.name)
+            return await self._retrying(lambda: ch.send(address, chunk, reply_to=reply_to, plain=True), what=f"{ch.name} send")
+
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str, reraise_format: bool = False) -> bool:
+        """Run a platform call, honouring RetryAfter; log (never raise) other channel errors."""
+        for _ in range(self.max_send_retries):
+            try:
+                await call()
+                return True
+            except RetryAfter as e:
+                log.info("%s: retry after %.1fs", what, e.seconds)
+                await self.clock.sleep(e.seconds)
+            except FormattingRejected:
+                if reraise_format:
+                    raise
+                log.error("%s: formatting rejected even as plain text; dropped", what)
+                return False
+            except ChannelError as e:
+                log.error("%s failed: %s", what, e)
+                return False
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", what)
+                return False
+        log.error("%s: still rate limited after %d tries; dropped", what, self.max_send_retries)
+        return False
+
+    # --- typing ---
+
+    def _set_typing(self, ch: Channel, address: Address, active: bool) -> None:
+        key = address.key
+        current = self._typing.pop(key, None)
+        if current is not None:
+            current.cancel()
+        if active:
+            self._typing[key] = self._typing_tasks.spawn(self._refresh_typing(ch, address), name=f"typing-{key}")
+
+    async def _refresh_typing(self, ch: Channel, address: Address) -> None:
+        # Platforms show "typing…" for ~5 s per call: refresh until told to stop (or typing_max passes).
+        started = self.clock.now()
+        try:
+            while self.clock.now() - started < self.typing_max:
+                try:
+                    await ch.typing(address)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # a lost typing indicator is not worth more than a debug line
+                    log.debug("%s typing failed: %r", ch.name, e)
+                await self.clock.sleep(self.typing_interval)
+        finally:
+            if self._typing.get(address.key) is asyncio.current_task():
+                del self._typing[address.key]

@@ -1,0 +1,236 @@
+"""Every message that crosses the pipeline, as JSON-serializable pydantic models.
+
+Three families live here:
+- what channels put on the bus (`IncomingMessage`) and what the gateway delivers (`OutgoingMessage`
+  and the `Stream*` events of a reply that is streamed into one edited message);
+- the parts a message is made of (text, audio, image, file);
+- the LLM history (`SystemMessage`, `HumanMessage`, `AIMessage`, `ToolMessage`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+class _Model(BaseModel):
+    # Binary payloads (audio, images) travel as base64 in JSON so every message survives a broker.
+    model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", frozen=False)
+
+
+# --- parts -----------------------------------------------------------------------------------
+
+
+class TextPart(_Model):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class AudioPart(_Model):
+    type: Literal["audio"] = "audio"
+    data: bytes = b""
+    mime: str = "audio/ogg"
+    duration_s: float | None = None
+    # A voice note recorded as such (Telegram voice, Discord voice message), not an audio file.
+    voice_note: bool = True
+
+
+class ImagePart(_Model):
+    type: Literal["image"] = "image"
+    data: bytes = b""
+    mime: str = "image/png"
+    url: str | None = None
+
+
+class FilePart(_Model):
+    type: Literal["file"] = "file"
+    name: str
+    mime: str = "application/octet-stream"
+    data: bytes = b""
+    # Where the channel saved it in the workspace, when it did.
+    path: str | None = None
+
+
+Part = Annotated[Union[TextPart, AudioPart, ImagePart, FilePart], Field(discriminator="type")]
+
+
+# --- addressing -------------------------------------------------------------------------------
+
+
+class Address(_Model):
+    """Where a conversation lives: one channel, one chat, optionally one thread/topic within it."""
+
+    channel: str
+    chat_id: str
+    thread_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        return conversation_key(self.channel, self.chat_id, self.thread_id)
+
+
+def conversation_key(channel: str, chat_id: str, thread_id: str | None = None) -> str:
+    return f"{channel}:{chat_id}:{thread_id}" if thread_id else f"{channel}:{chat_id}"
+
+
+# --- bus messages ----------------------------------------------------------------------------
+
+
+class IncomingMessage(_Model):
+    id: str = Field(default_factory=new_id)
+    channel: str
+    chat_id: str
+    thread_id: str | None = None
+    user_id: str
+    user_name: str | None = None
+    parts: list[Part] = Field(default_factory=list)
+    # Platform message id, so replies can quote it.
+    message_id: str | None = None
+    is_direct: bool = True
+    mentioned: bool = False
+    received_at: float = Field(default_factory=time.time)
+
+    @property
+    def address(self) -> Address:
+        return Address(channel=self.channel, chat_id=self.chat_id, thread_id=self.thread_id)
+
+    @property
+    def key(self) -> str:
+        return conversation_key(self.channel, self.chat_id, self.thread_id)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @classmethod
+    def of_text(cls, channel: str, chat_id: str, user_id: str, text: str, **kw: Any) -> IncomingMessage:
+        return cls(channel=channel, chat_id=chat_id, user_id=user_id, parts=[TextPart(text=text)], **kw)
+
+
+class OutgoingMessage(_Model):
+    """A whole message: command replies, errors, files, voice notes."""
+
+    kind: Literal["message"] = "message"
+    address: Address
+    parts: list[Part] = Field(default_factory=list)
+    reply_to: str | None = None
+
+    @property
+    def text(self) -> str:
+        return "\n".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @classmethod
+    def of_text(cls, address: Address, text: str, reply_to: str | None = None) -> OutgoingMessage:
+        return cls(address=address, parts=[TextPart(text=text)], reply_to=reply_to)
+
+
+class StreamStart(_Model):
+    kind: Literal["stream_start"] = "stream_start"
+    address: Address
+    stream_id: str
+    reply_to: str | None = None
+
+
+class StreamDelta(_Model):
+    """New text of a streamed reply: only what is new, never the accumulated text."""
+
+    kind: Literal["stream_delta"] = "stream_delta"
+    address: Address
+    stream_id: str
+    delta: str
+
+
+class StreamBlockEnd(_Model):
+    """The model stopped writing to call tools: the text so far stays as it is."""
+
+    kind: Literal["stream_block_end"] = "stream_block_end"
+    address: Address
+    stream_id: str
+
+
+class StreamDone(_Model):
+    kind: Literal["stream_done"] = "stream_done"
+    address: Address
+    stream_id: str
+    # True when the turn was cancelled or failed: the editor flushes what it has and marks nothing.
+    interrupted: bool = False
+
+
+class Typing(_Model):
+    kind: Literal["typing"] = "typing"
+    address: Address
+    active: bool = True
+
+
+Outbound = Annotated[
+    Union[OutgoingMessage, StreamStart, StreamDelta, StreamBlockEnd, StreamDone, Typing],
+    Field(discriminator="kind"),
+]
+OutboundAdapter: TypeAdapter[Any] = TypeAdapter(Outbound)
+StreamEvent = Union[StreamStart, StreamDelta, StreamBlockEnd, StreamDone]
+
+
+# --- LLM history -----------------------------------------------------------------------------
+
+
+class ToolCall(_Model):
+    id: str
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class Usage(_Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+        )
+
+
+class SystemMessage(_Model):
+    role: Literal["system"] = "system"
+    content: str
+
+
+class HumanMessage(_Model):
+    role: Literal["human"] = "human"
+    content: str
+    images: list[ImagePart] = Field(default_factory=list)
+    user_id: str | None = None
+    at: float = Field(default_factory=time.time)
+
+
+class AIMessage(_Model):
+    role: Literal["ai"] = "ai"
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    model: str | None = None
+    usage: Usage | None = None
+    at: float = Field(default_factory=time.time)
+
+
+class ToolMessage(_Model):
+    role: Literal["tool"] = "tool"
+    tool_call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+    at: float = Field(default_factory=time.time)
+
+
+HistoryMessage = Annotated[
+    Union[SystemMessage, HumanMessage, AIMessage, ToolMessage], Field(discriminator="role")
+]
+HistoryAdapter: TypeAdapter[Any] = TypeAdapter(HistoryMessage)

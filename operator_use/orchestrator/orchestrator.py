@@ -1,0 +1,255 @@
+"""The orchestrator: from an incoming message to a turn of the agent, and its events back to the bus.
+
+It authorizes every message (commands included), handles session commands, queues each conversation's
+messages so one turn runs at a time per conversation, and turns the agent's events into stream events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+
+from ..agent.loop import Agent, AgentEvent, BlockEnd, TextDelta
+from ..agent.turn import TurnContext
+from ..bus.base import Bus
+from ..channels.base import ChannelConfig
+from ..messages import (
+    Address,
+    AudioPart,
+    HumanMessage,
+    ImagePart,
+    IncomingMessage,
+    OutgoingMessage,
+    StreamBlockEnd,
+    StreamDelta,
+    StreamDone,
+    StreamStart,
+    TextPart,
+    Typing,
+    Usage,
+    new_id,
+)
+from ..providers.llm.base import AuthError, LLMError
+from ..session.store import SessionStore
+from .commands import ADMIN_COMMANDS, COMMANDS, Command, help_text, parse_command
+from .lanes import Lanes
+
+log = logging.getLogger(__name__)
+
+Transcribe = Callable[[AudioPart], Awaitable[str]]
+
+GENERIC_ERROR = "Sorry, something went wrong while answering. The details are in the agent's log."
+LLM_UNAVAILABLE = "The model is unavailable right now ({reason}). Please try again in a moment."
+LLM_AUTH = "The model provider refused the agent's credentials; the owner needs to check the configuration."
+
+
+class Orchestrator:
+    def __init__(self, bus: Bus, agent: Agent, sessions: SessionStore, channel_configs: Mapping[str, ChannelConfig], *,
+                 workspace: Path, max_concurrent_turns: int = 8, transcribe: Transcribe | None = None,
+                 on_restart: Callable[[], Awaitable[None]] | None = None,
+                 status: Callable[[], Mapping[str, str]] | None = None) -> None:
+        self.bus = bus
+        self.agent = agent
+        self.sessions = sessions
+        self.channel_configs = channel_configs
+        self.workspace = workspace
+        self.transcribe = transcribe
+        self.on_restart = on_restart
+        self.channel_status = status
+        self.lanes: Lanes[IncomingMessage] = Lanes(self._turn, max_concurrent_turns)
+        self.usage = Usage()
+        self.turns_done = 0
+        self._task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    # --- lifecycle ---
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._consume(), name="orchestrator")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.lanes.close()
+        for task in list(self._side_tasks):
+            task.cancel()
+        await asyncio.gather(*self._side_tasks, return_exceptions=True)
+
+    async def _consume(self) -> None:
+        while True:
+            message = await self.bus.next_incoming()
+            try:
+                await self.handle(message)
+            except Exception:
+                log.exception("could not handle message %s from %s", message.id, message.key)
+
+    # --- routing ---
+
+    def _config(self, channel: str) -> ChannelConfig | None:
+        return self.channel_configs.get(channel)
+
+    def is_allowed(self, message: IncomingMessage) -> bool:
+        config = self._config(message.channel)
+        return config is not None and config.allows(message.user_id, message.user_name)
+
+    def is_admin(self, message: IncomingMessage) -> bool:
+        config = self._config(message.channel)
+        return config is not None and config.is_admin(message.user_id, message.user_name)
+
+    async def handle(self, message: IncomingMessage) -> None:
+        if not self.is_allowed(message):
+            # Commands included: an unknown sender cannot /stop, /new or /restart anything.
+            log.info("denied message from %s user %s (%s)", message.channel, message.user_id, message.user_name)
+            config = self._config(message.channel)
+            if config and config.rejection_message:
+                await self.reply(message, config.rejection_message)
+            return
+        command = parse_command(message.text) if message.text else None
+        if command is not None:
+            await self._command(message, command)
+            return
+        if not message.parts:
+            return
+        self.lanes.submit(message.key, message)
+
+    async def reply(self, message: IncomingMessage, text: str) -> None:
+        await self.bus.publish_outgoing(OutgoingMessage.of_text(message.address, text, reply_to=message.message_id))
+
+    # --- commands ---
+
+    async def _command(self, message: IncomingMessage, command: Command) -> None:
+        if command.name not in COMMANDS:
+            await self.reply(message, f"Unknown command /{command.name}. Send /help for the list.")
+            return
+        if command.name in ADMIN_COMMANDS and not self.is_admin(message):
+            log.warning("non-admin %s:%s tried /%s", message.channel, message.user_id, command.name)
+            await self.reply(message, f"/{command.name} is for admins only.")
+            return
+        if command.name == "start":
+            await self.reply(message, "Hello! Send me a message to get started, or /help for the commands.")
+        elif command.name == "help":
+            await self.reply(message, help_text())
+        elif command.name == "stop":
+            stopped = self.lanes.cancel(message.key)
+            await self.reply(message, "Stopped." if stopped else "Nothing to stop.")
+        elif command.name == "new":
+            self.lanes.cancel(message.key)
+            archived = await self.sessions.archive(message.key)
+            await self.reply(message, "Started a new conversation." + (" The previous one was archived." if archived else ""))
+        elif command.name == "status":
+            await self.reply(message, await self._status_text(message))
+        elif command.name == "restart":
+            await self.reply(message, "Restarting...")
+            if self.on_restart is not None:
+                task = asyncio.create_task(self.on_restart(), name="restart")
+                self._side_tasks.add(task)
+                task.add_done_callback(self._side_done)
+
+    def _side_done(self, task: asyncio.Task[None]) -> None:
+        self._side_tasks.discard(task)
+        if not task.cancelled() and task.exception():
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def _status_text(self, message: IncomingMessage) -> str:
+        session = await self.sessions.load(message.key)
+        used = Usage()
+        for m in session.messages:
+            if m.role == "ai" and m.usage:
+                used = used + m.usage
+        lines = [
+            f"Model: {getattr(self.agent.llm, 'label', '?')}",
+            f"Turns running: {self.lanes.running}; this conversation: "
+            f"{'busy' if self.lanes.busy(message.key) else 'idle'}, {self.lanes.queued(message.key)} queued",
+            f"This conversation: {len(session.messages)} messages, "
+            f"{used.input_tokens} tokens in / {used.output_tokens} out",
+        ]
+        if self.channel_status is not None:
+            lines.append("Channels: " + ", ".join(f"{k} {v}" for k, v in self.channel_status().items()))
+        return "\n".join(lines)
+
+    # --- one turn ---
+
+    async def _human_message(self, message: IncomingMessage) -> HumanMessage | None:
+        texts: list[str] = []
+        images: list[ImagePart] = []
+        for part in message.parts:
+            if isinstance(part, TextPart):
+                texts.append(part.text)
+            elif isinstance(part, ImagePart):
+                images.append(part)
+            elif isinstance(part, AudioPart):
+                if self.transcribe is None:
+                    await self.reply(message, "I can't listen to voice notes: speech-to-text is not set up "
+                                              "(install operator-use[voice]).")
+                    return None
+                texts.append(await self.transcribe(part))
+            elif part.type == "file":
+                texts.append(f"[file {part.name} ({part.mime})" + (f" saved at {part.path}]" if part.path else "]"))
+        text = "\n".join(t for t in texts if t)
+        if not text and not images:
+            return None
+        return HumanMessage(content=text, images=images, user_id=message.user_id)
+
+    async def _turn(self, message: IncomingMessage) -> None:
+        address = message.address
+        human = await self._human_message(message)
+        if human is None:
+            return
+        stream_id = new_id()
+        started = False
+
+        async def emit(event: AgentEvent) -> None:
+            nonlocal started
+            if isinstance(event, TextDelta):
+                if not started:
+                    started = True
+                    await self.bus.publish_outgoing(StreamStart(address=address, stream_id=stream_id,
+                                                                reply_to=message.message_id))
+                await self.bus.publish_outgoing(StreamDelta(address=address, stream_id=stream_id, delta=event.text))
+            elif isinstance(event, BlockEnd) and started:
+                await self.bus.publish_outgoing(StreamBlockEnd(address=address, stream_id=stream_id))
+
+        async def send_text(text: str) -> None:
+            await self.bus.publish_outgoing(OutgoingMessage.of_text(address, text))
+
+        ctx = TurnContext(address=address, user_id=message.user_id, user_name=message.user_name,
+                          session_key=message.key, workspace=self.workspace, is_admin=self.is_admin(message),
+                          turn_id=stream_id, send_text=send_text)
+        session = await self.sessions.load(message.key)
+        history = list(session.messages)
+
+        async def persist(batch: list) -> None:  # type: ignore[type-arg]
+            await self.sessions.append(message.key, batch)
+
+        await self.bus.publish_outgoing(Typing(address=address))
+        error: str | None = None
+        interrupted = False
+        try:
+            result = await self.agent.run(ctx, history, human, emit=emit, persist=persist)
+            self.usage = self.usage + result.usage
+            self.turns_done += 1
+        except asyncio.CancelledError:
+            interrupted = True
+            raise
+        except AuthError:
+            log.exception("LLM authentication failed in %s", message.key)
+            error = LLM_AUTH
+        except LLMError as exc:
+            log.warning("LLM failed in %s: %s", message.key, exc)
+            error = LLM_UNAVAILABLE.format(reason=type(exc).__name__.replace("Error", "").rstrip("_").lower() or "error")
+        except Exception:
+            log.exception("turn failed in %s", message.key)
+            error = GENERIC_ERROR
+        finally:
+            # Shielded: a cancelled turn must still close its stream and stop the typing indicator.
+            await asyncio.shield(self._close_turn(address, stream_id, started, interrupted or error is not None))
+        if error:
+            await self.bus.publish_outgoing(OutgoingMessage.of_text(address, error, reply_to=message.message_id))
+
+    async def _close_turn(self, address: Address, stream_id: str, started: bool, interrupted: bool) -> None:
+        if started:
+            await self.bus.publish_outgoing(StreamDone(address=address, stream_id=stream_id, interrupted=interrupted))
+        await self.bus.publish_outgoing(Typing(address=address, active=False))

@@ -1,0 +1,1 @@
+"""Model providers: LLMs (llm/), speech-to-text (stt/), text-to-speech (tts/)."""

@@ -1,0 +1,211 @@
+"""run_shell: one shell command in the workspace, bounded in time, output and reach.
+
+- The shell leads its own session/process group, so timeout and cancellation kill everything it started
+  (SIGTERM, a grace period, then SIGKILL), and nothing left in the background outlives the call.
+- Output goes to a pipe we create ourselves rather than asyncio's PIPE: asyncio's Process.wait() also
+  waits for its pipes to close, which a background child holding stdout would delay until the timeout.
+- Only the first and last 16 KB of output are kept, whatever the command prints.
+- The environment is scrubbed of anything that looks like a credential of the agent itself.
+
+This tool is NOT confined to the workspace: cwd is the workspace, but the command can touch anything the
+host user can. That is why its risk is "high".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field, create_model
+
+from ..agent.tools import Tool, ToolError
+from ..agent.turn import TurnContext
+
+OUTPUT_HEAD = OUTPUT_TAIL = 16 * 1024
+DEFAULT_TIMEOUT, MAX_TIMEOUT = 60, 600
+DRAIN_GRACE = 0.5  # after the shell exits, how long background writers may keep the pipe open
+KILL_GRACE = 2.0  # between SIGTERM and SIGKILL
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "AUTH", "COOKIE",
+                 "SESSION")
+_URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")  # DATABASE_URL=postgres://user:pw@host
+
+
+def _looks_secret(name: str, value: str) -> bool:
+    upper = name.upper()
+    return (upper.startswith("OPERATOR_") or any(w in upper for w in _SECRET_WORDS)
+            or bool(_URL_WITH_PASSWORD.search(value)))
+
+
+def scrubbed_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """A copy of environ without variables that look like secrets (PATH, HOME, LANG... stay)."""
+    return {k: v for k, v in environ.items() if not _looks_secret(k, v)}
+
+
+class _Capture(asyncio.Protocol):
+    """Pipe reader that keeps the head and the tail of the output: memory stays bounded."""
+
+    def __init__(self, done: asyncio.Future[None]) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.done = done
+
+    def data_received(self, data: bytes) -> None:
+        self.total += len(data)
+        room = OUTPUT_HEAD - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * OUTPUT_TAIL:  # trim in batches, not on every chunk
+                del self.tail[:-OUTPUT_TAIL]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def text(self) -> str:
+        tail = self.tail[-OUTPUT_TAIL:]
+        omitted = self.total - len(self.head) - len(tail)
+        out = self.head.decode("utf-8", errors="replace")
+        if omitted:
+            out += f"\n[... {omitted} bytes omitted ...]\n"
+        return out + tail.decode("utf-8", errors="replace")
+
+
+def _group_alive(pgid: int) -> bool:
+    """True if a live (non-zombie) process is left in the group.
+
+    killpg(pgid, 0) alone also succeeds on zombies, and orphans stay zombies forever when PID 1 does not
+    reap (containers), so on Linux we look at /proc for a member that is not a zombie.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not os.path.isdir("/proc"):
+        return True
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()  # after "(comm)": state ppid pgrp ...
+        except OSError:
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+async def _stop_group(pgid: int) -> bool:
+    """SIGTERM the group, give it KILL_GRACE, then SIGKILL. Return True if anything was still running."""
+    if not _group_alive(pgid):
+        return False
+    loop = asyncio.get_running_loop()
+    try:
+        _signal_group(pgid, signal.SIGTERM)
+        deadline = loop.time() + KILL_GRACE
+        while _group_alive(pgid) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        # Also runs if we are cancelled while waiting: the group never survives this function.
+        if _group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    return True
+
+
+class RunShellParams(BaseModel):
+    command: str = Field(description="Shell command line, run with /bin/sh in the workspace directory.")
+    timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
+
+
+async def _run_shell(ctx: TurnContext, p: RunShellParams) -> str:
+    if not os.path.isdir(ctx.workspace):
+        raise ToolError(f"workspace {ctx.workspace} does not exist")
+    loop = asyncio.get_running_loop()
+    rfd, wfd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_shell(
+            p.command, stdin=asyncio.subprocess.DEVNULL, stdout=wfd, stderr=wfd, cwd=ctx.workspace,
+            env=scrubbed_env(os.environ), start_new_session=True)
+    except OSError as exc:
+        os.close(rfd)
+        raise ToolError(f"could not start the shell: {exc}") from None
+    finally:
+        os.close(wfd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
+    pgid = proc.pid  # start_new_session: the shell leads its own process group
+    done: asyncio.Future[None] = loop.create_future()
+    capture = _Capture(done)
+    pipe = os.fdopen(rfd, "rb", buffering=0)
+    transport = None
+    timed_out = leftovers = False
+    try:
+        transport, _ = await loop.connect_read_pipe(lambda: capture, pipe)
+        try:
+            await asyncio.wait_for(proc.wait(), p.timeout)
+        except TimeoutError:
+            timed_out = True
+        else:
+            await asyncio.wait({done}, timeout=DRAIN_GRACE)  # let output in flight arrive
+    finally:
+        try:
+            # Exit, timeout or cancellation: nothing started by the command outlives the call.
+            leftovers = await _stop_group(pgid)
+            if proc.returncode is None:
+                with contextlib.suppress(TimeoutError):  # stuck in the kernel (D state): don't hang
+                    await asyncio.wait_for(proc.wait(), KILL_GRACE)
+            if leftovers or timed_out:  # killed writers: let the pipe reach EOF. Only a process that left
+                await asyncio.wait({done}, timeout=DRAIN_GRACE)  # the group (setsid) holds it longer.
+        finally:
+            if transport is not None:
+                transport.close()
+            else:
+                pipe.close()
+
+    out = capture.text().rstrip("\n") or "(no output)"
+    rc = proc.returncode
+    if timed_out:
+        status = f"[timed out after {p.timeout} s; the command and its child processes were killed]"
+    elif rc is not None and rc < 0:
+        try:
+            status = f"[killed by signal {signal.Signals(-rc).name}]"
+        except ValueError:
+            status = f"[killed by signal {-rc}]"
+    else:
+        status = f"[exit code {rc}]"
+    if leftovers and not timed_out:
+        status += " [processes still running in the background were stopped]"
+    return f"{out}\n{status}"
+
+
+def shell_tools(default_timeout: int = DEFAULT_TIMEOUT) -> list[Tool]:
+    params = RunShellParams
+    if default_timeout != DEFAULT_TIMEOUT:
+        # The configured default (agent.shell_timeout) is what the model sees in the schema.
+        default_timeout = min(max(1, default_timeout), MAX_TIMEOUT)
+        params = create_model("RunShellParams", __base__=RunShellParams,
+                              timeout=(int, Field(default_timeout, ge=1, le=MAX_TIMEOUT,
+                                                  description="Seconds before the command is killed.")))
+    return [
+        Tool("run_shell", "Run a shell command (/bin/sh) in the workspace directory. Returns combined "
+             f"stdout/stderr (first and last {OUTPUT_HEAD // 1024} KB) and the exit code. There is no stdin. "
+             f"Timeout defaults to {default_timeout} s (max {MAX_TIMEOUT}); processes left running in the "
+             "background are stopped when the command returns.", params, _run_shell,
+             risk="high", max_output=OUTPUT_HEAD + OUTPUT_TAIL + 1024),
+    ]

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from operator_use.messages import AIMessage, HumanMessage, ToolCall, ToolMessage
+from operator_use.session.store import SessionStore
+from operator_use.session.truncate import estimate_tokens, fit_to_budget
+
+
+async def test_a_history_whose_writer_was_killed_mid_line_loads(tmp_path: Path) -> None:
+    """A real writer process is SIGKILLed after writing half a line; the history still loads and grows."""
+    script = textwrap.dedent(f"""
+        import asyncio, os, time
+        from pathlib import Path
+        from operator_use.session.store import SessionStore
+        from operator_use.messages import HumanMessage, AIMessage
+
+        async def main():
+            store = SessionStore(Path({str(tmp_path)!r}))
+            await store.append("test:c1", [HumanMessage(content="one"), AIMessage(content="two")])
+            line = HumanMessage(content="three " * 50).model_dump_json().encode()
+            with open(store.path_for("test:c1"), "ab") as f:
+                f.write(line[: len(line) // 2])
+                f.flush()
+            print("ready", flush=True)
+            while True:
+                time.sleep(1)  # parked until the test kills us; a plain script, not async code
+
+        asyncio.run(main())
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        # Blocks until the writer says the half line is on disk (or exits): no timing involved.
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    store = SessionStore(tmp_path)
+    session = await store.load("test:c1")
+    assert [m.content for m in session.messages] == ["one", "two"]
+    await store.append("test:c1", [HumanMessage(content="four")])
+    reloaded = SessionStore(tmp_path)
+    assert [m.content for m in (await reloaded.load("test:c1")).messages] == ["one", "two", "four"]
+
+
+async def test_corrupt_middle_line_is_skipped_not_fatal(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    path = store.path_for("x:1")
+    path.parent.mkdir(parents=True)
+    path.write_text(HumanMessage(content="a").model_dump_json() + "\n{not json\n" + AIMessage(content="b").model_dump_json() + "\n")
+    assert [m.content for m in (await store.load("x:1")).messages] == ["a", "b"]
+
+
+async def test_keys_with_threads_and_odd_characters_round_trip(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    key = "telegram:-100123:42/../x"
+    await store.append(key, [HumanMessage(content="hi")])
+    assert store.path_for(key).parent == store.sessions_dir
+    assert [s.key for s in store.list_sessions()] == [key]
+    archived = await store.archive(key)
+    assert archived is not None and archived.exists()
+    assert (await store.load(key)).messages == []
+
+
+def _conversation(rng: random.Random, turns: int) -> list:  # type: ignore[type-arg]
+    out: list = []  # type: ignore[type-arg]
+    n = 0
+    for t in range(turns):
+        out.append(HumanMessage(content="q" * rng.randint(1, 400)))
+        for _ in range(rng.randint(0, 3)):
+            calls = [ToolCall(id=f"c{(n := n + 1)}", name="t", arguments={"x": "y" * rng.randint(0, 300)})
+                     for _ in range(rng.randint(1, 3))]
+            out.append(AIMessage(content="thinking" * rng.randint(0, 3), tool_calls=calls))
+            out.extend(ToolMessage(tool_call_id=c.id, name="t", content="r" * rng.randint(1, 2000)) for c in calls)
+        out.append(AIMessage(content="a" * rng.randint(1, 600)))
+    return out
+
+
+def test_truncation_never_splits_a_tool_call_from_its_result() -> None:
+    rng = random.Random(7)
+    for trial in range(300):
+        messages = _conversation(rng, rng.randint(1, 8))
+        budget = rng.randint(10, 3000)
+        kept = fit_to_budget(messages, budget)
+        assert isinstance(kept[0], HumanMessage), "the current question is always kept, history starts at a question"
+        calls = {c.id for m in kept if isinstance(m, AIMessage) for c in m.tool_calls}
+        results = {m.tool_call_id for m in kept if isinstance(m, ToolMessage)}
+        assert calls == results, f"trial {trial}: calls and results separated"
+        # Kept messages are a suffix of the conversation, in order.
+        assert messages[-len(kept):] == kept
+        last_question = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
+        current_turn = messages[last_question:]
+        if len(kept) > len(current_turn):
+            assert sum(estimate_tokens(m) for m in kept) <= budget, f"trial {trial}: over budget"
+
+
+def test_truncation_drops_orphan_results_and_incomplete_calls() -> None:
+    orphan = ToolMessage(tool_call_id="gone", name="t", content="r")
+    dangling = AIMessage(tool_calls=[ToolCall(id="c9", name="t")])
+    messages = [orphan, HumanMessage(content="q"), dangling, AIMessage(content="a")]
+    kept = fit_to_budget(messages, 10_000)
+    assert orphan not in kept and dangling not in kept
+    assert [m.content for m in kept] == ["q", "a"]
