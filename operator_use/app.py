@@ -87,13 +87,18 @@ class App:
 
     # --- lifecycle ---
 
+    async def prepare(self) -> LLM:
+        """Create the workspace and choose the model (raises NoLLMConfigured). `start` calls it too."""
+        await asyncio.to_thread(ensure_workspace, self.config.workspace)
+        if self.llm is None:
+            self.llm = await self._build_llm()
+        return self.llm
+
     async def start(self) -> None:
         if self._started:
             return
         workspace = self.config.workspace
-        await asyncio.to_thread(ensure_workspace, workspace)
-        if self.llm is None:
-            self.llm = await self._build_llm()
+        self.llm = await self.prepare()
         self.channels = self._given_channels if self._given_channels is not None else self._build_channels()
         tools = ToolRegistry(self._given_tools if self._given_tools is not None else self._build_tools())
         self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,

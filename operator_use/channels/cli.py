@@ -56,7 +56,7 @@ class TerminalChannel(Channel):
         return Address(channel=self.name, chat_id=CHAT_ID)
 
     async def connect(self) -> None:
-        self._write("operator-use: type a message, /help for commands, Ctrl-D to quit.\n")
+        self._write("operator-use: type a message, /help for commands, Ctrl-D to quit.\n" + self.cli_config.prompt)
         self._reader = asyncio.create_task(self._read_loop(), name="cli-reader")
         self._reader.add_done_callback(_log_failure)
 
@@ -116,7 +116,7 @@ class TerminalChannel(Channel):
 
     async def finalize(self, address: Address, message_id: str) -> None:
         self._printed.pop(message_id, None)
-        self._write(("" if self._at_line_start else "\n") + "\n")
+        self._write(("" if self._at_line_start else "\n") + "\n" + self.cli_config.prompt)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

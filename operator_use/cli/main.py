@@ -62,12 +62,13 @@ async def _serve(application: App) -> None:
         except (NotImplementedError, RuntimeError):
             pass
     try:
-        await application.start()
+        llm = await application.prepare()
     except NoLLMConfigured as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Model: {application.llm.label if application.llm else '?'} ({application.llm_reason})", err=True)
+    typer.echo(f"Model: {llm.label} ({application.llm_reason})", err=True)
     try:
+        await application.start()
         await application.wait_closed()
     finally:
         await application.stop()

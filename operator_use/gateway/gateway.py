@@ -218,18 +218,28 @@ class Gateway:
             )
 
     async def _send_text(self, ch: Channel, address: Address, chunk: str, reply_to: str | None) -> bool:
+        sent: list[str] = []
+
+        async def send(text: str, plain: bool) -> None:
+            sent.append(await ch.send(address, text, reply_to=reply_to, plain=plain))
+
         try:
             formatted = ch.format(chunk)
         except Exception:
             log.exception("%s.format failed; sending raw text", ch.name)
             formatted = chunk
         try:
-            return await self._retrying(
-                lambda: ch.send(address, formatted, reply_to=reply_to), what=f"{ch.name} send", reraise_format=True
-            )
+            ok = await self._retrying(lambda: send(formatted, False), what=f"{ch.name} send", reraise_format=True)
         except FormattingRejected:
             log.warning("%s rejected formatting; resending as plain text", ch.name)
-            return await self._retrying(lambda: ch.send(address, chunk, reply_to=reply_to, plain=True), what=f"{ch.name} send")
+            ok = await self._retrying(lambda: send(chunk, True), what=f"{ch.name} send")
+        if sent:
+            # A whole message never changes after it is sent.
+            try:
+                await ch.finalize(address, sent[-1])
+            except Exception as e:
+                log.warning("%s: finalize of message %s failed: %r", ch.name, sent[-1], e)
+        return ok
 
     async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str, reraise_format: bool = False) -> bool:
         """Run a platform call, honouring RetryAfter; log (never raise) other channel errors."""
