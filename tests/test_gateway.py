@@ -185,9 +185,11 @@ async def test_non_text_parts_go_through_send_parts():
     f = FilePart(name="a.txt", data=b"x")
     await bus.publish_outgoing(OutgoingMessage(address=addr("tg"), parts=[TextPart(text="here"), f], reply_to="u1"))
     await clock.run_until_idle()
-    assert [c.kind for c in ch.calls] == ["send", "send_parts"]
-    assert ch.calls[0].reply_to == "u1" and ch.calls[1].reply_to is None
-    assert ch.calls[1].parts == [f]
+    # A whole message is final as soon as it is sent.
+    assert [c.kind for c in ch.calls] == ["send", "finalize", "send_parts"]
+    assert ch.calls[0].reply_to == "u1" and ch.calls[2].reply_to is None
+    assert ch.calls[1].message_id == ch.calls[0].message_id
+    assert ch.calls[2].parts == [f]
     await gw.stop()
 
 
