@@ -3,8 +3,10 @@ VENV   ?= .venv
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
             command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; \
           done)
-EXTRAS ?= dev
-STAMP  := $(VENV)/.installed-$(EXTRAS)
+# `make test` installs every platform and feature extra: the suite exercises them all.
+EXTRAS ?= $(if $(filter test bench,$(MAKECMDGOALS)),all$(comma)dev,web)
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: run test chat bench clean
 

@@ -1,21 +1,16 @@
-"""Session commands, parsed once for every channel: `/cmd`, `/cmd@botname args`, and `!stop`."""
+"""Session commands, parsed once for every channel: `/cmd`, `/cmd@botname args`, and `!stop`.
+
+Commands live in a registry so features add their own (`/voice`, `/approve`, ...) without touching the
+orchestrator. Every command is authorized like a message; `admin=True` ones also need the admin role.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-COMMANDS: dict[str, str] = {
-    "start": "say hello",
-    "help": "list the commands",
-    "status": "show the agent's state",
-    "stop": "cancel the running reply (also: !stop)",
-    "new": "archive this conversation and start a fresh one",
-    "restart": "restart the agent (admins only)",
-}
-ADMIN_COMMANDS = frozenset({"restart"})
-
-_COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@(\S+))?(?:\s+(.*))?$", re.DOTALL)
+from ..messages import IncomingMessage
 
 
 @dataclass(frozen=True)
@@ -24,6 +19,21 @@ class Command:
     args: str = ""
     # The @botname it was addressed to, if any.
     target: str | None = None
+
+
+# Returns the reply text, or None to send nothing.
+CommandHandler = Callable[[IncomingMessage, Command], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    name: str
+    description: str
+    handler: CommandHandler
+    admin: bool = False
+
+
+_COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@(\S+))?(?:\s+(.*))?$", re.DOTALL)
 
 
 def parse_command(text: str) -> Command | None:
@@ -37,5 +47,20 @@ def parse_command(text: str) -> Command | None:
     return Command(name.lower(), (args or "").strip(), target)
 
 
-def help_text() -> str:
-    return "Commands:\n" + "\n".join(f"/{name} - {desc}" for name, desc in COMMANDS.items())
+class CommandRegistry:
+    def __init__(self) -> None:
+        self._specs: dict[str, CommandSpec] = {}
+
+    def register(self, name: str, description: str, handler: CommandHandler, *, admin: bool = False) -> None:
+        self._specs[name.lower()] = CommandSpec(name.lower(), description, handler, admin)
+
+    def get(self, name: str) -> CommandSpec | None:
+        return self._specs.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def help_text(self, *, admin: bool = True) -> str:
+        lines = [f"/{s.name} - {s.description}" + (" (admins only)" if s.admin else "")
+                 for s in self._specs.values() if admin or not s.admin]
+        return "Commands:\n" + "\n".join(lines)

@@ -33,12 +33,15 @@ from ..messages import (
 )
 from ..providers.llm.base import AuthError, LLMError
 from ..session.store import SessionStore
-from .commands import ADMIN_COMMANDS, COMMANDS, Command, help_text, parse_command
+from .commands import Command, CommandRegistry, parse_command
 from .lanes import Lanes
 
 log = logging.getLogger(__name__)
 
 Transcribe = Callable[[AudioPart], Awaitable[str]]
+# Looks at an authorized message before commands and turns; returns True when it consumed it
+# (the answer to a question a tool is waiting for, for example).
+Interceptor = Callable[[IncomingMessage], Awaitable[bool]]
 
 GENERIC_ERROR = "Sorry, something went wrong while answering. The details are in the agent's log."
 LLM_UNAVAILABLE = "The model is unavailable right now ({reason}). Please try again in a moment."
@@ -59,6 +62,9 @@ class Orchestrator:
         self.on_restart = on_restart
         self.channel_status = status
         self.lanes: Lanes[IncomingMessage] = Lanes(self._turn, max_concurrent_turns)
+        self.commands = CommandRegistry()
+        self.interceptors: list[Interceptor] = []
+        self._register_builtin_commands()
         self.usage = Usage()
         self.turns_done = 0
         self._task: asyncio.Task[None] | None = None
@@ -107,6 +113,9 @@ class Orchestrator:
             if config and config.rejection_message:
                 await self.reply(message, config.rejection_message)
             return
+        for intercept in self.interceptors:
+            if await intercept(message):
+                return
         command = parse_command(message.text) if message.text else None
         if command is not None:
             await self._command(message, command)
@@ -121,32 +130,56 @@ class Orchestrator:
     # --- commands ---
 
     async def _command(self, message: IncomingMessage, command: Command) -> None:
-        if command.name not in COMMANDS:
+        spec = self.commands.get(command.name)
+        if spec is None:
             await self.reply(message, f"Unknown command /{command.name}. Send /help for the list.")
             return
-        if command.name in ADMIN_COMMANDS and not self.is_admin(message):
+        if spec.admin and not self.is_admin(message):
             log.warning("non-admin %s:%s tried /%s", message.channel, message.user_id, command.name)
             await self.reply(message, f"/{command.name} is for admins only.")
             return
-        if command.name == "start":
-            await self.reply(message, "Hello! Send me a message to get started, or /help for the commands.")
-        elif command.name == "help":
-            await self.reply(message, help_text())
-        elif command.name == "stop":
-            stopped = self.lanes.cancel(message.key)
-            await self.reply(message, "Stopped." if stopped else "Nothing to stop.")
-        elif command.name == "new":
-            self.lanes.cancel(message.key)
-            archived = await self.sessions.archive(message.key)
-            await self.reply(message, "Started a new conversation." + (" The previous one was archived." if archived else ""))
-        elif command.name == "status":
-            await self.reply(message, await self._status_text(message))
-        elif command.name == "restart":
-            await self.reply(message, "Restarting...")
-            if self.on_restart is not None:
-                task = asyncio.create_task(self.on_restart(), name="restart")
-                self._side_tasks.add(task)
-                task.add_done_callback(self._side_done)
+        answer = await spec.handler(message, command)
+        if answer:
+            await self.reply(message, answer)
+
+    def _register_builtin_commands(self) -> None:
+        register = self.commands.register
+        register("start", "say hello", self._cmd_start)
+        register("help", "list the commands", self._cmd_help)
+        register("status", "show the agent's state", self._cmd_status)
+        register("stop", "cancel the running reply (also: !stop)", self._cmd_stop)
+        register("new", "archive this conversation and start a fresh one", self._cmd_new)
+        register("restart", "restart the agent", self._cmd_restart, admin=True)
+
+    async def _cmd_start(self, message: IncomingMessage, command: Command) -> str:
+        return "Hello! Send me a message to get started, or /help for the commands."
+
+    async def _cmd_help(self, message: IncomingMessage, command: Command) -> str:
+        return self.commands.help_text(admin=self.is_admin(message))
+
+    async def _cmd_stop(self, message: IncomingMessage, command: Command) -> str:
+        return "Stopped." if self.lanes.cancel(message.key) else "Nothing to stop."
+
+    async def _cmd_new(self, message: IncomingMessage, command: Command) -> str:
+        self.lanes.cancel(message.key)
+        archived = await self.sessions.archive(message.key)
+        return "Started a new conversation." + (" The previous one was archived." if archived else "")
+
+    async def _cmd_status(self, message: IncomingMessage, command: Command) -> str:
+        return await self._status_text(message)
+
+    async def _cmd_restart(self, message: IncomingMessage, command: Command) -> str:
+        if self.on_restart is not None:
+            # The reply goes out first; the restart runs once this handler has returned.
+            task = asyncio.create_task(self._restart_after_reply(message), name="restart")
+            self._side_tasks.add(task)
+            task.add_done_callback(self._side_done)
+        return "Restarting..."
+
+    async def _restart_after_reply(self, message: IncomingMessage) -> None:
+        await asyncio.sleep(0)
+        assert self.on_restart is not None
+        await self.on_restart()
 
     def _side_done(self, task: asyncio.Task[None]) -> None:
         self._side_tasks.discard(task)
