@@ -1,7 +1,7 @@
 # Two commands on a fresh machine with Python 3.11+: `make run` and `make test`.
 VENV   ?= .venv
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
-            command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { echo $$p; break; }; \
+            command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
           done)
 # `make test` installs every platform and feature extra: the suite exercises them all.
 EXTRAS ?= $(if $(filter test bench,$(MAKECMDGOALS)),all$(comma)dev,web)
