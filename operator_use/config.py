@@ -113,7 +113,12 @@ class _YamlSource(PydanticBaseSettingsSource):
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must contain a mapping of settings, not {type(data).__name__}")
-        return data
+        return _drop_nulls(data)
+
+
+def _drop_nulls(data: dict[str, Any]) -> dict[str, Any]:
+    # A section whose keys are all commented out parses as null: that means "defaults", not an error.
+    return {k: _drop_nulls(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
 
 
 def load_config(**overrides: Any) -> Config:
