@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
@@ -12,7 +11,9 @@ from pydantic import SecretStr
 
 from ...messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolMessage, ToolCall, Usage
 from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
-from .base import LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk
+from .base import (
+    LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk, parse_tool_arguments,
+)
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
 
@@ -79,7 +80,7 @@ class AnthropicLLM(LLM):
                         slot = blocks.pop(event.index, None)
                         if slot is not None:
                             yield ToolCallChunk(ToolCall(id=slot["id"], name=slot["name"],
-                                                         arguments=_parse_input("".join(slot["json"]))))
+                                                         arguments=parse_tool_arguments("".join(slot["json"]))))
                     elif kind == "message_delta":
                         if event.delta.stop_reason:
                             finish = _FINISH.get(event.delta.stop_reason, event.delta.stop_reason)
@@ -116,16 +117,6 @@ class AnthropicLLM(LLM):
 
     async def aclose(self) -> None:
         await self._client.close()
-
-
-def _parse_input(text: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"_raw": text}
-    return value if isinstance(value, dict) else {"_raw": text}
 
 
 def _start_usage(u: Any) -> Usage:

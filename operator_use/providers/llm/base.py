@@ -7,6 +7,7 @@ without knowing the provider, whether the next model should be tried.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
@@ -44,6 +45,17 @@ class ToolSchema:
     name: str
     description: str
     parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_tool_arguments(text: str) -> dict[str, Any]:
+    """Models sometimes emit broken JSON; keep the raw text so the tool layer can report it."""
+    if not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"_raw": text}
 
 
 class LLMError(Exception):

@@ -13,7 +13,9 @@ from pydantic import SecretStr
 
 from ...messages import AIMessage, HistoryMessage, HumanMessage, ImagePart, SystemMessage, ToolCall, ToolMessage, Usage
 from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
-from .base import LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk
+from .base import (
+    LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk, parse_tool_arguments,
+)
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
 
@@ -127,18 +129,7 @@ def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> None:
 
 def _finish_call(slot: dict[str, Any]) -> ToolCall:
     return ToolCall(id=slot["id"] or f"call_{uuid.uuid4().hex[:12]}", name=slot["name"],
-                    arguments=parse_arguments("".join(slot["args"])))
-
-
-def parse_arguments(text: str) -> dict[str, Any]:
-    """Models sometimes emit broken JSON; keep the raw text so the tool layer can report it."""
-    if not text.strip():
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {"_raw": text}
-    return value if isinstance(value, dict) else {"_raw": text}
+                    arguments=parse_tool_arguments("".join(slot["args"])))
 
 
 def _usage(u: Any) -> Usage:
