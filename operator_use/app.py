@@ -53,6 +53,10 @@ class App:
         self.gateway: Gateway | None = None
         self.orchestrator: Orchestrator | None = None
         self.agent: Agent | None = None
+        # Approvals, pairing/users, redaction and the session-bound tools' runtime (security/wiring.py).
+        self.protection: Any = None
+        # voice/service.py VoiceService: speech-to-text and spoken replies, built in start().
+        self.voice: Any = None
         self.sessions = SessionStore(self.config.home)
         self.restart_requested = False
         self._closed = asyncio.Event()
@@ -83,7 +87,15 @@ class App:
     def _build_tools(self) -> list[Tool]:
         from .tools import builtin_tools
 
-        return builtin_tools(sandbox=self.config.agent.sandbox, shell_timeout=self.config.agent.shell_timeout)
+        return builtin_tools(sandbox=self.config.agent.sandbox, shell_timeout=self.config.agent.shell_timeout,
+                             config=self.config.tools,
+                             runtime=self.protection.runtime if self.protection is not None else None)
+
+    def _build_voice(self) -> Any:
+        from .voice.setup import build_voice
+
+        speaks = {c.name for c in self.channels if c.capabilities.voice}
+        return build_voice(self.config.voice, self.config.home, can_speak=speaks.__contains__)
 
     # --- lifecycle ---
 
@@ -100,7 +112,15 @@ class App:
         workspace = self.config.workspace
         self.llm = await self.prepare()
         self.channels = self._given_channels if self._given_channels is not None else self._build_channels()
-        tools = ToolRegistry(self._given_tools if self._given_tools is not None else self._build_tools())
+        for ch in self.channels:  # channels that show past messages (the web page) read the store
+            if hasattr(ch, "use_sessions"):
+                ch.use_sessions(self.sessions)
+        from .security.wiring import Protection
+        from .tools import select_tools
+
+        self.protection = Protection(self.config, self.bus, self.sessions, {c.name: c.config for c in self.channels})
+        tools = ToolRegistry(select_tools(self._given_tools if self._given_tools is not None else self._build_tools(),
+                                          self.config.agent.tools))
         self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,
                            max_iterations=self.config.agent.max_iterations,
                            context_tokens=self.config.llm.context_window,
@@ -111,6 +131,12 @@ class App:
             workspace=workspace, max_concurrent_turns=self.config.agent.max_concurrent_turns,
             on_restart=self._restart, status=self.gateway.status,
         )
+        self.protection.attach(self.orchestrator, tools, self.hooks)
+        self.voice = self._build_voice()
+        self.voice.install(self.orchestrator)
+        for ch in self.channels:  # platforms with a "/" menu (Telegram's setMyCommands) list the commands
+            if hasattr(ch, "command_menu"):
+                ch.command_menu = self.orchestrator.commands.menu
         await self.orchestrator.start()
         await self.gateway.start()
         self._started = True
@@ -122,6 +148,10 @@ class App:
         self._started = False
         if self.orchestrator:
             await self.orchestrator.stop()
+        if self.protection is not None:
+            await self.protection.close()
+        if self.voice:
+            await self.voice.aclose()
         if self.gateway:
             await self.gateway.stop()
         if self.llm:

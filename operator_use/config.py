@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .channels.cli import CLIConfig
+from .channels.discord.config import DiscordConfig
+from .channels.mqtt.config import MQTTConfig
+from .channels.slack.config import SlackConfig
+from .channels.telegram.config import TelegramConfig
+from .channels.twitch_config import TwitchConfig
 from .channels.web.config import WebConfig
+from .security.config import ApprovalsConfig, SecurityConfig
+from .tools.config import ToolsConfig
+from .voice.config import VoiceConfig
 
 CONFIG_FILE = "config.yaml"
 
@@ -62,11 +70,21 @@ class AgentConfig(BaseModel):
     # False lifts the file tools' workspace confinement.
     sandbox: bool = True
     shell_timeout: int = Field(60, ge=1, le=3600)
+    # This agent's name (roles grant agents by name).
+    name: str = "main"
+    # Tools this agent has: names or patterns, or "*" for every built-in tool.
+    tools: list[str] | Literal["*"] = "*"
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
 
 
 class ChannelsConfig(BaseModel):
     cli: CLIConfig = Field(default_factory=CLIConfig)
     web: WebConfig = Field(default_factory=WebConfig)
+    discord: DiscordConfig = Field(default_factory=DiscordConfig)
+    mqtt: MQTTConfig = Field(default_factory=MQTTConfig)
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    twitch: TwitchConfig = Field(default_factory=TwitchConfig)
 
 
 class Config(BaseSettings):
@@ -77,6 +95,9 @@ class Config(BaseSettings):
     llm: LLMConfig = Field(default_factory=LLMConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     channels: ChannelsConfig = Field(default_factory=ChannelsConfig)
+    tools: ToolsConfig = Field(default_factory=ToolsConfig)
+    security: SecurityConfig = Field(default_factory=SecurityConfig)
+    voice: VoiceConfig = Field(default_factory=VoiceConfig)
     log_level: str = "INFO"
 
     @property
@@ -147,10 +168,18 @@ llm:
 agent:
   max_iterations: 20
   max_concurrent_turns: 8
+  # approvals: {allow: [run_shell]}   # by default run_shell asks in the chat first (/approve ID)
 channels:
   cli:
     enabled: true
   web:
     enabled: true
     port: 8765
+  # mqtt:                      # requests on operator/agent/in/<client>, replies on .../out/<client>
+  #   enabled: true
+  #   host: 127.0.0.1
+  #   allow_from: ["my-script"]
+# voice:                       # voice notes (pip install operator-use[voice], [piper] for a natural voice)
+#   mode: when_spoken          # off | when_spoken | always; per chat with /voice off|auto|always
+#   tts: {provider: auto}      # auto | piper | espeak | openai | none
 """

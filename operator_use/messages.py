@@ -95,6 +95,8 @@ class IncomingMessage(_Model):
     message_id: str | None = None
     is_direct: bool = True
     mentioned: bool = False
+    # Platform groups the sender belongs to here ("role:<id>", "guild:<id>"): allowlists may name them.
+    groups: list[str] = Field(default_factory=list)
     received_at: float = Field(default_factory=time.time)
 
     @property

@@ -109,3 +109,14 @@ def test_truncation_drops_orphan_results_and_incomplete_calls() -> None:
     kept = fit_to_budget(messages, 10_000)
     assert orphan not in kept and dangling not in kept
     assert [m.content for m in kept] == ["q", "a"]
+
+
+async def test_a_late_append_of_an_archived_conversation_does_not_leak_into_the_new_one(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path)
+    old = await store.load("test:c1")
+    await store.append("test:c1", [HumanMessage(content="old question")], session=old)
+    await store.archive("test:c1")  # /new while the old turn is still finishing
+    await store.append("test:c1", [AIMessage(content="old answer")], session=old)
+    assert (await store.load("test:c1")).messages == []
+    await store.append("test:c1", [HumanMessage(content="fresh")])
+    assert [m.content for m in (await store.load("test:c1")).messages] == ["fresh"]

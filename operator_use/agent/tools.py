@@ -94,6 +94,8 @@ class ToolRegistry:
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools: dict[str, Tool] = {}
         self._schemas: list[ToolSchema] | None = None
+        # Applied to every result before the model (and the history) sees it: masks secrets.
+        self.redact: Callable[[str], str] | None = None
         for t in tools:
             self.register(t)
 
@@ -127,4 +129,7 @@ class ToolRegistry:
         t = self._tools.get(name)
         if t is None:
             return ToolResult(f"Error: unknown tool {name!r}. Available: {', '.join(self._tools)}", is_error=True)
-        return await t.run(ctx, arguments)
+        result = await t.run(ctx, arguments)
+        if self.redact is not None:
+            result.content = self.redact(result.content)
+        return result

@@ -29,6 +29,8 @@ class TurnContext:
     turn_id: str = ""
     # Posts a message to this turn's chat (used by tools such as send_message).
     send_text: SendText | None = None
+    # The user's message was a voice note (transcribed): in "auto" voice mode the reply is spoken too.
+    spoken: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

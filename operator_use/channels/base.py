@@ -56,6 +56,12 @@ class Capabilities(BaseModel):
     threads: bool = False
     # "markdown" (CommonMark as the model writes it), "telegram_html", "slack_mrkdwn", "discord", "plain"
     formatting: str = "plain"
+    # (messages, seconds): at most that many sends/edits per chat (all its threads) in any such window;
+    # the gateway makes later calls wait, it never drops them. None: no limit of our own.
+    rate_limit: tuple[int, float] | None = None
+    # Every message of a reply cut into several answers the question, not only the first (chats where
+    # answers to different people interleave).
+    reply_each_chunk: bool = False
 
 
 class ChannelConfig(BaseModel):
@@ -70,11 +76,14 @@ class ChannelConfig(BaseModel):
     edit_interval: float | None = None
     # Text sent to a sender who is not allowed; None sends nothing.
     rejection_message: str | None = None
+    # An unknown sender in a direct chat gets a pairing code the owner can approve from the CLI.
+    pairing: bool = False
 
-    def allows(self, user_id: str, user_name: str | None = None) -> bool:
+    def allows(self, user_id: str, user_name: str | None = None, groups: list[str] | tuple[str, ...] = ()) -> bool:
         if "*" in self.allow_from:
             return True
-        return user_id in self.allow_from or (user_name is not None and user_name in self.allow_from)
+        return (user_id in self.allow_from or (user_name is not None and user_name in self.allow_from)
+                or any(g in self.allow_from for g in groups))
 
     def is_admin(self, user_id: str, user_name: str | None = None) -> bool:
         return user_id in self.admins or (user_name is not None and user_name in self.admins)

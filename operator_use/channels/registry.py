@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -16,7 +17,14 @@ log = logging.getLogger(__name__)
 
 # config section -> "module:Class"
 CHANNELS: dict[str, str] = {
+    # web before cli: it prints its address before the terminal prints its prompt.
+    "web": "operator_use.channels.web.channel:WebChannel",
     "cli": "operator_use.channels.cli:TerminalChannel",
+    "discord": "operator_use.channels.discord.channel:DiscordChannel",
+    "mqtt": "operator_use.channels.mqtt.channel:MQTTChannel",
+    "slack": "operator_use.channels.slack.channel:SlackChannel",
+    "twitch": "operator_use.channels.twitch:TwitchChannel",
+    "telegram": "operator_use.channels.telegram.channel:TelegramChannel",
 }
 
 
@@ -29,6 +37,8 @@ def build_channels(config: Config, *, on_eof: Callable[[], None] | None = None,
             continue
         module_name, class_name = target.split(":")
         cls = getattr(importlib.import_module(module_name), class_name)
-        kwargs = {"on_eof": on_eof} if name == "cli" else {}
+        kwargs: dict[str, object] = {"on_eof": on_eof} if name == "cli" else {}
+        if "workspace" in inspect.signature(cls).parameters:
+            kwargs["workspace"] = config.workspace  # where the channel saves received files
         channels.append(cls(section, **kwargs))
     return channels

@@ -20,6 +20,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="operator-use: a self-hosted personal AI agent for chat apps and the terminal.")
 sessions_app = typer.Typer(no_args_is_help=True, help="Inspect stored conversations.")
 app.add_typer(sessions_app, name="sessions")
+from .access import pairing_app, user_app  # noqa: E402  (light: the stores load inside the commands)
+
+app.add_typer(pairing_app, name="pairing")
+app.add_typer(user_app, name="user")
 
 
 def _load() -> Config:

@@ -209,18 +209,21 @@ class Gateway:
         reply_to = msg.reply_to
         text = msg.text
         for chunk in split_markdown(text, ch.capabilities.max_length) if text.strip() else []:
-            if await self._send_text(ch, msg.address, chunk, reply_to):
+            if await self._send_text(ch, msg.address, chunk, reply_to) and not ch.capabilities.reply_each_chunk:
                 reply_to = None  # only the first chunk replies
         others = [p for p in msg.parts if not isinstance(p, TextPart)]
         if others:
-            await self._retrying(
-                lambda: ch.send_parts(msg.address, others, reply_to=reply_to), what=f"{ch.name} send_parts"
-            )
+            async def send_parts() -> None:
+                await self.editor.limiter.acquire(ch, msg.address)
+                await ch.send_parts(msg.address, others, reply_to=reply_to)
+
+            await self._retrying(send_parts, what=f"{ch.name} send_parts")
 
     async def _send_text(self, ch: Channel, address: Address, chunk: str, reply_to: str | None) -> bool:
         sent: list[str] = []
 
         async def send(text: str, plain: bool) -> None:
+            await self.editor.limiter.acquire(ch, address)  # the chat's rate limit, shared with streams
             sent.append(await ch.send(address, text, reply_to=reply_to, plain=plain))
 
         try:

@@ -12,7 +12,9 @@ the same text unformatted; NotModified is success. Once a message will not chang
 the stream), the channel is told with `channel.finalize`.
 
 Non-editing channels (Twitch, MQTT): nothing is ever edited; whole paragraphs are sent as they complete
-(and the remainder at a tool call or the end), each within max_length, at most one send per interval.
+(and the remainder at a tool call or the end), each within max_length (a longer paragraph is cut at a line
+or sentence end, splitting.py), at most one send per interval. A channel's `rate_limit` is honoured per
+chat across all its streams and whole messages (ratelimit.py): calls wait for a slot, nothing is dropped.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from dataclasses import dataclass, field
 from ..channels.base import Channel, ChannelError, FormattingRejected, NotModified, RetryAfter
 from ..messages import Address, StreamBlockEnd, StreamDelta, StreamDone, StreamEvent, StreamStart
 from .clock import Clock, RealClock
+from .ratelimit import SendLimiter
 from .splitting import ParagraphTracker, split_first, trim_tail
 from .tasks import TaskSet
 
@@ -75,8 +78,11 @@ class _Stream:
 
 
 class StreamEditor:
-    def __init__(self, clock: Clock | None = None, *, min_chars: int = 1, max_failures: int = 3) -> None:
+    def __init__(self, clock: Clock | None = None, *, min_chars: int = 1, max_failures: int = 3,
+                 limiter: SendLimiter | None = None) -> None:
         self.clock: Clock = clock or RealClock()
+        # Per-chat send rate limits; the gateway shares it for whole messages.
+        self.limiter = limiter or SendLimiter(self.clock)
         self.min_chars = max(1, min_chars)
         self.max_failures = max(1, max_failures)
         self.stats = EditorStats()
@@ -169,7 +175,10 @@ class StreamEditor:
                     await s.wake.wait()
                     continue
                 interval = s.channel.capabilities.edit_interval
-                delay = max(s.last_call + interval, s.retry_until) - self.clock.now()
+                # Waiting here for a rate-limit slot (rather than in the call) lets text pile up, so
+                # the call that finally goes shows the latest text or the fullest block.
+                ready = self.limiter.ready_at(s.channel, s.address)
+                delay = max(s.last_call + interval, s.retry_until, ready) - self.clock.now()
                 if delay > 0:
                     await self.clock.sleep(delay)  # deltas keep arriving; we send the latest after
                     continue
@@ -235,11 +244,13 @@ class StreamEditor:
         if not out.strip():
             s.shown = text
             return True
+        await self.limiter.acquire(s.channel, s.address)
         s.last_call = self.clock.now()
         self.stats.calls += 1
         try:
             if new_message:
-                reply_to = s.reply_to if s.messages == 0 else None
+                replies = s.messages == 0 or s.channel.capabilities.reply_each_chunk
+                reply_to = s.reply_to if replies else None
                 s.message_id = await s.channel.send(s.address, out, reply_to=reply_to, plain=s.plain)
                 s.messages += 1
                 self.stats.sends += 1

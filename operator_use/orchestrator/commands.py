@@ -7,7 +7,7 @@ orchestrator. Every command is authorized like a message; `admin=True` ones also
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from ..messages import IncomingMessage
@@ -47,6 +47,19 @@ def parse_command(text: str) -> Command | None:
     return Command(name.lower(), (args or "").strip(), target)
 
 
+# Speech recognizers write a spoken command as "Slash new.", "/new." or "Slash, voice off!".
+_SPOKEN = re.compile(r"^\s*(?:slash|/)[\s,.\-]*([A-Za-z][A-Za-z0-9_]*)\b[\s,.:;!?\-]*(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def parse_spoken_command(transcript: str, known: Iterable[str]) -> Command | None:
+    """A voice note that says a command. Only registered names count: speech has no other way to mark
+    a command, and "slash is a guitarist" must stay a message."""
+    match = _SPOKEN.match(transcript)
+    if not match or match.group(1).lower() not in set(known):
+        return None
+    return Command(match.group(1).lower(), match.group(2).strip().rstrip(".!?").strip())
+
+
 class CommandRegistry:
     def __init__(self) -> None:
         self._specs: dict[str, CommandSpec] = {}
@@ -59,6 +72,10 @@ class CommandRegistry:
 
     def names(self) -> list[str]:
         return list(self._specs)
+
+    def menu(self) -> list[tuple[str, str]]:
+        """(name, description) of the commands everyone may use, for platform command menus."""
+        return [(s.name, s.description) for s in self._specs.values() if not s.admin]
 
     def help_text(self, *, admin: bool = True) -> str:
         lines = [f"/{s.name} - {s.description}" + (" (admins only)" if s.admin else "")

@@ -70,7 +70,8 @@ class Lanes(Generic[T]):
         stopped = len(lane.pending) if drop_pending else 0
         if drop_pending:
             lane.pending.clear()
-        if lane.current is not None and not lane.current.done():
+        # A command run from inside the turn itself (a spoken /new) must not cancel the turn running it.
+        if lane.current is not None and not lane.current.done() and lane.current is not asyncio.current_task():
             lane.current.cancel()
             stopped += 1
         return stopped

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..agent.loop import Agent, AgentEvent, BlockEnd, TextDelta
 from ..agent.turn import TurnContext
@@ -32,13 +33,19 @@ from ..messages import (
     new_id,
 )
 from ..providers.llm.base import AuthError, LLMError
+from ..providers.stt.base import UNCLEAR, TranscriptionError
 from ..session.store import SessionStore
-from .commands import Command, CommandRegistry, parse_command
+from .commands import Command, CommandRegistry, parse_command, parse_spoken_command
 from .lanes import Lanes
+
+if TYPE_CHECKING:
+    from ..security.access import Access
 
 log = logging.getLogger(__name__)
 
 Transcribe = Callable[[AudioPart], Awaitable[str]]
+# After a turn: the reply as a voice note, or None when this chat should not hear it.
+Speak = Callable[[TurnContext, str], Awaitable[AudioPart | None]]
 # Looks at an authorized message before commands and turns; returns True when it consumed it
 # (the answer to a question a tool is waiting for, for example).
 Interceptor = Callable[[IncomingMessage], Awaitable[bool]]
@@ -64,6 +71,12 @@ class Orchestrator:
         self.lanes: Lanes[IncomingMessage] = Lanes(self._turn, max_concurrent_turns)
         self.commands = CommandRegistry()
         self.interceptors: list[Interceptor] = []
+        self.speak: Speak | None = None
+        # Pairing approvals and registered users (security/access.py), consulted after the channel config.
+        self.access: Access | None = None
+        # Called with a conversation key on /stop and /new; each returns how many things it stopped
+        # (background processes, ...).
+        self.on_session_end: list[Callable[[str], Awaitable[int]]] = []
         self._register_builtin_commands()
         self.usage = Usage()
         self.turns_done = 0
@@ -99,18 +112,27 @@ class Orchestrator:
 
     def is_allowed(self, message: IncomingMessage) -> bool:
         config = self._config(message.channel)
-        return config is not None and config.allows(message.user_id, message.user_name)
+        if config is not None and config.allows(message.user_id, message.user_name, message.groups):
+            return True
+        return config is not None and self.access is not None and self.access.allows(message)
 
     def is_admin(self, message: IncomingMessage) -> bool:
         config = self._config(message.channel)
-        return config is not None and config.is_admin(message.user_id, message.user_name)
+        if config is not None and config.is_admin(message.user_id, message.user_name):
+            return True
+        return config is not None and self.access is not None and self.access.is_admin(message)
 
     async def handle(self, message: IncomingMessage) -> None:
+        if self.access is not None:
+            await self.access.refresh()
         if not self.is_allowed(message):
             # Commands included: an unknown sender cannot /stop, /new or /restart anything.
             log.info("denied message from %s user %s (%s)", message.channel, message.user_id, message.user_name)
             config = self._config(message.channel)
-            if config and config.rejection_message:
+            pairing = await self.access.pairing_reply(message) if self.access is not None else None
+            if pairing:
+                await self.reply(message, pairing)
+            elif config and config.rejection_message:
                 await self.reply(message, config.rejection_message)
             return
         for intercept in self.interceptors:
@@ -158,10 +180,22 @@ class Orchestrator:
         return self.commands.help_text(admin=self.is_admin(message))
 
     async def _cmd_stop(self, message: IncomingMessage, command: Command) -> str:
-        return "Stopped." if self.lanes.cancel(message.key) else "Nothing to stop."
+        cancelled = self.lanes.cancel(message.key)
+        ended = await self._end_session_work(message.key)
+        return "Stopped." if cancelled or ended else "Nothing to stop."
+
+    async def _end_session_work(self, key: str) -> int:
+        ended = 0
+        for callback in self.on_session_end:
+            try:
+                ended += await callback(key)
+            except Exception:
+                log.exception("session-end callback %r failed for %s", callback, key)
+        return ended
 
     async def _cmd_new(self, message: IncomingMessage, command: Command) -> str:
         self.lanes.cancel(message.key)
+        await self._end_session_work(message.key)
         archived = await self.sessions.archive(message.key)
         return "Started a new conversation." + (" The previous one was archived." if archived else "")
 
@@ -218,7 +252,10 @@ class Orchestrator:
                     await self.reply(message, "I can't listen to voice notes: speech-to-text is not set up "
                                               "(install operator-use[voice]).")
                     return None
-                texts.append(await self.transcribe(part))
+                heard = await self._transcribe(message, part)
+                if heard is None:
+                    return None
+                texts.append(heard)
             elif part.type == "file":
                 texts.append(f"[file {part.name} ({part.mime})" + (f" saved at {part.path}]" if part.path else "]"))
         text = "\n".join(t for t in texts if t)
@@ -226,10 +263,46 @@ class Orchestrator:
             return None
         return HumanMessage(content=text, images=images, user_id=message.user_id)
 
+    async def _transcribe(self, message: IncomingMessage, part: AudioPart) -> str | None:
+        """The words of a voice note, or None once the user has been told why there are none."""
+        assert self.transcribe is not None
+        await self.bus.publish_outgoing(Typing(address=message.address))
+        try:
+            heard = (await self.transcribe(part)).strip()
+        except TranscriptionError as exc:
+            heard, problem = "", str(exc) or UNCLEAR
+        except Exception:
+            log.exception("transcription failed in %s", message.key)
+            heard, problem = "", UNCLEAR
+        else:
+            problem = UNCLEAR
+        finally:
+            await self.bus.publish_outgoing(Typing(address=message.address, active=False))
+        if not heard:
+            await self.reply(message, problem)
+            return None
+        return heard
+
+    async def _speak(self, ctx: TurnContext, message: IncomingMessage, text: str) -> None:
+        assert self.speak is not None
+        try:
+            audio = await self.speak(ctx, text)
+        except Exception:
+            # The text reply is already out: a voice failure costs only the voice note.
+            log.exception("could not speak the reply in %s", message.key)
+            return
+        if audio is not None:
+            await self.bus.publish_outgoing(OutgoingMessage(address=ctx.address, parts=[audio],
+                                                            reply_to=message.message_id))
+
     async def _turn(self, message: IncomingMessage) -> None:
         address = message.address
         human = await self._human_message(message)
         if human is None:
+            return
+        spoken = any(isinstance(p, AudioPart) for p in message.parts)
+        if spoken and (command := parse_spoken_command(human.content, self.commands.names())) is not None:
+            await self._command(message, command)
             return
         stream_id = new_id()
         started = False
@@ -250,12 +323,13 @@ class Orchestrator:
 
         ctx = TurnContext(address=address, user_id=message.user_id, user_name=message.user_name,
                           session_key=message.key, workspace=self.workspace, is_admin=self.is_admin(message),
-                          turn_id=stream_id, send_text=send_text)
+                          turn_id=stream_id, send_text=send_text, spoken=spoken)
         session = await self.sessions.load(message.key)
         history = list(session.messages)
 
         async def persist(batch: list) -> None:  # type: ignore[type-arg]
-            await self.sessions.append(message.key, batch)
+            # Bound to this session: if /new archived it meanwhile, the tail stays out of the new one.
+            await self.sessions.append(message.key, batch, session=session)
 
         await self.bus.publish_outgoing(Typing(address=address))
         error: str | None = None
@@ -281,6 +355,8 @@ class Orchestrator:
             await asyncio.shield(self._close_turn(address, stream_id, started, interrupted or error is not None))
         if error:
             await self.bus.publish_outgoing(OutgoingMessage.of_text(address, error, reply_to=message.message_id))
+        elif self.speak is not None and result.text.strip():
+            await self._speak(ctx, message, result.text)
 
     async def _close_turn(self, address: Address, stream_id: str, started: bool, interrupted: bool) -> None:
         if started:

@@ -29,6 +29,8 @@ class Session:
     messages: list[HistoryMessage] = field(default_factory=list)
     # The file does not end with a newline (torn write): the next append starts a fresh line.
     needs_newline: bool = False
+    # Set by archive(): appends bound to this session are dropped instead of starting the next one.
+    archived: bool = False
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,16 @@ class SessionStore:
             old, _ = self._cache.popitem(last=False)
             self._locks.pop(old, None)
 
-    async def append(self, key: str, messages: list[HistoryMessage]) -> None:
+    async def append(self, key: str, messages: list[HistoryMessage], *, session: Session | None = None) -> None:
+        """Append to `key`'s history. With `session`, only while that session is still the current one."""
         if not messages:
             return
-        session = await self.load(key)
+        session = session or await self.load(key)
         lines = b"".join(m.model_dump_json(exclude_none=True).encode() + b"\n" for m in messages)
         async with self._lock(key):
+            if session.archived:
+                log.info("dropping %d message(s) of archived conversation %s", len(messages), key)
+                return
             if session.needs_newline:
                 lines = b"\n" + lines
             await asyncio.to_thread(_append, self.path_for(key), lines, self.fsync)
@@ -124,7 +130,9 @@ class SessionStore:
     async def archive(self, key: str) -> Path | None:
         """Move the conversation aside (for /new); the next message starts a fresh history."""
         async with self._lock(key):
-            self._cache.pop(key, None)
+            cached = self._cache.pop(key, None)
+            if cached is not None:
+                cached.archived = True
             src = self.path_for(key)
             dst = self.archive_dir / f"{quote(key, safe='')}.{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6}.jsonl"
 

@@ -7,23 +7,27 @@
 - Only the first and last 16 KB of output are kept, whatever the command prints.
 - The environment is scrubbed of anything that looks like a credential of the agent itself.
 
-This tool is NOT confined to the workspace: cwd is the workspace, but the command can touch anything the
-host user can. That is why its risk is "high".
+Without isolation this tool is NOT confined to the workspace: cwd is the workspace, but the command can
+touch anything the host user can. With `tools.shell.isolation` (sandbox.py, bubblewrap) the host is
+read-only and the network is cut. Either way its risk is "high": it needs approval by default.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, Field, create_model
 
 from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
+from .sandbox import Isolation
 
 OUTPUT_HEAD = OUTPUT_TAIL = 16 * 1024
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 60, 600
@@ -135,18 +139,29 @@ class RunShellParams(BaseModel):
     timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
 
 
-async def _run_shell(ctx: TurnContext, p: RunShellParams) -> str:
+async def spawn(command: str, workspace: Path, isolation: Isolation | None, stdout: int) -> asyncio.subprocess.Process:
+    """Start `command` with /bin/sh in its own session (process group), under bwrap when configured."""
+    prefix = await isolation.prefix(workspace) if isolation is not None else []
+    common = {"stdin": asyncio.subprocess.DEVNULL, "stdout": stdout, "stderr": stdout, "cwd": workspace,
+              "env": scrubbed_env(os.environ), "start_new_session": True}
+    if prefix:
+        return await asyncio.create_subprocess_exec(*prefix, "/bin/sh", "-c", command, **common)  # type: ignore[arg-type]
+    return await asyncio.create_subprocess_shell(command, **common)  # type: ignore[arg-type]
+
+
+async def _run_shell(ctx: TurnContext, p: RunShellParams, isolation: Isolation | None = None) -> str:
     if not os.path.isdir(ctx.workspace):
         raise ToolError(f"workspace {ctx.workspace} does not exist")
     loop = asyncio.get_running_loop()
     rfd, wfd = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_shell(
-            p.command, stdin=asyncio.subprocess.DEVNULL, stdout=wfd, stderr=wfd, cwd=ctx.workspace,
-            env=scrubbed_env(os.environ), start_new_session=True)
+        proc = await spawn(p.command, ctx.workspace, isolation, wfd)
     except OSError as exc:
         os.close(rfd)
         raise ToolError(f"could not start the shell: {exc}") from None
+    except BaseException:
+        os.close(rfd)
+        raise
     finally:
         os.close(wfd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
     pgid = proc.pid  # start_new_session: the shell leads its own process group
@@ -194,7 +209,7 @@ async def _run_shell(ctx: TurnContext, p: RunShellParams) -> str:
     return f"{out}\n{status}"
 
 
-def shell_tools(default_timeout: int = DEFAULT_TIMEOUT) -> list[Tool]:
+def shell_tools(default_timeout: int = DEFAULT_TIMEOUT, isolation: Isolation | None = None) -> list[Tool]:
     params = RunShellParams
     if default_timeout != DEFAULT_TIMEOUT:
         # The configured default (agent.shell_timeout) is what the model sees in the schema.
@@ -206,6 +221,9 @@ def shell_tools(default_timeout: int = DEFAULT_TIMEOUT) -> list[Tool]:
         Tool("run_shell", "Run a shell command (/bin/sh) in the workspace directory. Returns combined "
              f"stdout/stderr (first and last {OUTPUT_HEAD // 1024} KB) and the exit code. There is no stdin. "
              f"Timeout defaults to {default_timeout} s (max {MAX_TIMEOUT}); processes left running in the "
-             "background are stopped when the command returns.", params, _run_shell,
+             "background are stopped when the command returns."
+             + (" It may run in a sandbox: read-only outside the workspace, no network unless configured."
+                if isolation is not None and isolation.config.isolation != "off" else ""),
+             params, functools.partial(_run_shell, isolation=isolation),
              risk="high", max_output=OUTPUT_HEAD + OUTPUT_TAIL + 1024),
     ]

@@ -312,7 +312,7 @@ class FakeLLMServer:
     async def _pace(self, reply: Reply, index: int) -> None:
         if self.instant:
             return
-        if index == 1 and reply.gate is not None:
+        if index == 2 and reply.gate is not None:  # after the first chunk, as documented on Reply.gate
             await reply.gate.wait()
         if reply.delay_per_chunk > 0:
             await asyncio.sleep(reply.delay_per_chunk)

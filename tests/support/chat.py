@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from operator_use.channels.base import Capabilities, Channel, ChannelConfig
-from operator_use.messages import Address, IncomingMessage, Part, TextPart
+from operator_use.messages import Address, AudioPart, IncomingMessage, Part, TextPart
 
 
 @dataclass
@@ -28,10 +28,14 @@ class ChatChannel(Channel):
     name = "test"
     capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0, formatting="markdown")
 
-    def __init__(self, config: ChannelConfig | None = None, *, name: str = "test") -> None:
+    def __init__(self, config: ChannelConfig | None = None, *, name: str = "test", voice: bool = False) -> None:
         super().__init__(config or ChannelConfig(enabled=True, allow_from=["alice", "bob"], admins=["alice"]),
                          name=name)
+        if voice:
+            self.capabilities = self.capabilities.model_copy(update={"voice": True})
         self.posted: list[Posted] = []
+        # (address, audio, reply_to) of every voice note sent
+        self.voices: list[tuple[Address, AudioPart, str | None]] = []
         self.typing_calls: list[Address] = []
         self._changed = asyncio.Condition()
         self._seq = 0
@@ -92,3 +96,8 @@ class ChatChannel(Channel):
 
     async def typing(self, address: Address) -> None:
         self.typing_calls.append(address)
+
+    async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
+        self.voices.append((address, audio, reply_to))
+        await self._notify()
+        return f"v{len(self.voices)}"

@@ -1,0 +1,1 @@
+"""Audio decoding and encoding for voice notes (see codec.py)."""

@@ -1,0 +1,125 @@
+"""From a discord.py `Message` to our `IncomingMessage`: who, where, whether to answer, and its parts.
+
+Conversation keys: a direct message is `discord:<dm channel>`; a guild channel `discord:<channel>`; a
+thread `discord:<parent channel>:<thread>`, so each thread keeps its own history and replies go into it
+(Discord threads are channels: the thread id is where we post).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
+from .config import DiscordConfig
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def location(message: Any) -> tuple[str, str | None, str | None]:
+    """(chat_id, thread_id, guild_id) of a message."""
+    channel = message.channel
+    guild_id = str(message.guild.id) if message.guild is not None else None
+    parent_id = getattr(channel, "parent_id", None)
+    # Only threads have a parent that is a channel; a channel's parent_id is its category.
+    if parent_id is not None and _is_thread(channel):
+        return str(parent_id), str(channel.id), guild_id
+    return str(channel.id), None, guild_id
+
+
+def _is_thread(channel: Any) -> bool:
+    import discord
+
+    return isinstance(channel, discord.Thread)
+
+
+def addressed_to_bot(message: Any, bot_id: int) -> bool:
+    """The bot was @mentioned, or the message replies to one of the bot's messages."""
+    if any(u.id == bot_id for u in message.mentions):
+        return True
+    ref = message.reference
+    resolved = getattr(ref, "resolved", None) if ref is not None else None
+    author = getattr(resolved, "author", None)
+    return author is not None and author.id == bot_id
+
+
+def should_answer(config: DiscordConfig, message: Any, bot_id: int) -> bool:
+    if message.guild is None:
+        return config.direct_messages
+    chat_id, thread_id, guild_id = location(message)
+    policy = config.policy_for(thread_id, chat_id, guild_id)
+    if policy == "never":
+        return False
+    return policy == "all" or addressed_to_bot(message, bot_id)
+
+
+def strip_mention(content: str, bot_id: int) -> str:
+    return re.sub(rf"<@!?{bot_id}>", "", content).strip()
+
+
+def groups_of(message: Any) -> list[str]:
+    """"guild:<id>" and "role:<id>" of the author where the message was written (none in DMs)."""
+    if message.guild is None:
+        return []
+    groups = [f"guild:{message.guild.id}"]
+    for role in getattr(message.author, "roles", []):
+        if not role.is_default():  # @everyone: every member has it
+            groups.append(f"role:{role.id}")
+    return groups
+
+
+async def to_incoming(message: Any, *, channel_name: str, config: DiscordConfig, bot_id: int,
+                      inbox: Path) -> IncomingMessage:
+    chat_id, thread_id, _ = location(message)
+    parts: list[Part] = []
+    text = strip_mention(message.content or "", bot_id)
+    if text:
+        parts.append(TextPart(text=text))
+    voice_flag = bool(message.flags.voice)
+    for attachment in message.attachments:
+        parts.append(await _attachment_part(attachment, voice_flag, config.max_attachment_bytes, inbox))
+    return IncomingMessage(
+        channel=channel_name, chat_id=chat_id, thread_id=thread_id, user_id=str(message.author.id),
+        user_name=message.author.name, parts=parts, message_id=str(message.id),
+        is_direct=message.guild is None, mentioned=addressed_to_bot(message, bot_id), groups=groups_of(message),
+    )
+
+
+async def _attachment_part(attachment: Any, voice_flag: bool, max_bytes: int, inbox: Path) -> Part:
+    import discord
+
+    name = attachment.filename or "attachment"
+    mime = (attachment.content_type or "application/octet-stream").split(";")[0].strip()
+    if attachment.size > max_bytes:
+        log.warning("discord attachment %s (%d bytes) over the limit; not downloaded", name, attachment.size)
+        return TextPart(text=f"[attachment {name} ({attachment.size} bytes) was too large to download]")
+    try:
+        data = await attachment.read()
+    except (discord.HTTPException, OSError) as exc:
+        log.warning("could not download discord attachment %s: %r", name, exc)
+        return TextPart(text=f"[attachment {name} could not be downloaded]")
+    voice = attachment.is_voice_message() or (voice_flag and mime.startswith("audio/"))
+    if voice or mime.startswith("audio/"):
+        return AudioPart(data=data, mime=mime if mime.startswith("audio/") else "audio/ogg",
+                         duration_s=attachment.duration, voice_note=voice)
+    if mime.startswith("image/"):
+        return ImagePart(data=data, mime=mime)
+    path = await asyncio.to_thread(save_to_inbox, inbox, name, data)
+    return FilePart(name=name, mime=mime, path=str(path))
+
+
+def save_to_inbox(inbox: Path, name: str, data: bytes) -> Path:
+    """Write an attachment under a fresh name (never overwriting, never leaving the inbox)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    safe = _UNSAFE.sub("_", Path(name).name).strip("._") or "file"
+    path = inbox / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}-{safe[-100:]}"
+    with open(path, "xb") as f:
+        f.write(data)
+    return path

@@ -1,0 +1,219 @@
+"""The Telegram channel: python-telegram-bot in, Bot API calls out.
+
+A thin translation. Streaming, splitting, retries after RetryAfter, formatting and authorization live in
+the gateway and the orchestrator; this adapter turns updates into IncomingMessages (inbound.py) and
+performs send / edit / typing / voice with the Bot API, mapping its errors for the gateway (ptb.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ...messages import Address, AudioPart, FilePart, ImagePart, Part
+from ..base import Capabilities, Channel, ChannelError
+from . import redact
+from .config import TelegramConfig
+from .inbound import Inbound, RecentIds
+
+log = logging.getLogger(__name__)
+
+_OGG = ("audio/ogg", "audio/opus", "audio/oga")
+
+
+def _chat(address: Address) -> int | str:
+    return int(address.chat_id) if address.chat_id.lstrip("-").isdigit() else address.chat_id
+
+
+def _thread(address: Address) -> int | None:
+    return int(address.thread_id) if address.thread_id and address.thread_id.isdigit() else None
+
+
+def _extension(mime: str) -> str:
+    # The library derives the upload's content type from the file name.
+    return mimetypes.guess_extension(mime.split(";")[0].strip()) or ".bin"
+
+
+class TelegramChannel(Channel):
+    name = "telegram"
+    capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=1.0, voice=True, threads=True,
+                                formatting="telegram_html")
+
+    def __init__(self, config: TelegramConfig | None = None, *, workspace: Path | None = None) -> None:
+        self.tg_config = config or TelegramConfig()
+        super().__init__(self.tg_config)
+        if workspace is None:
+            from ...config import data_home
+
+            workspace = data_home() / "workspace"
+        self.workspace = workspace
+        # Set by the App: the orchestrator's commands as (name, description), for Telegram's "/" menu.
+        self.command_menu: Callable[[], list[tuple[str, str]]] | None = None
+        self._app: Any = None
+        self._inbound: Inbound | None = None
+        self._seen = RecentIds()
+        self._state = "down"
+        self._failures = 0
+        self._lost_at = 0.0
+        self._token_filter: redact.TokenFilter | None = None
+
+    # --- lifecycle ---
+
+    async def connect(self) -> None:
+        from . import ptb
+
+        cfg = self.tg_config
+        if cfg.token is None:
+            raise ChannelError("channels.telegram.token is not set", permanent=True)
+        token = cfg.token.get_secret_value()
+        if self._token_filter is None:
+            self._token_filter = redact.install(token)
+        app = ptb.build_application(cfg, token, on_update=self._on_update, on_poll_answer=self._poll_answered)
+        try:
+            await app.initialize()  # getMe: who we are, for mentions
+            self._inbound = Inbound(self.name, cfg, app.bot, self.workspace)
+            self._app = app  # replies may go out as soon as updates flow
+            await self._register_commands(app.bot)
+            await app.start()
+            allowed = ["message"]
+            if cfg.mode == "webhook":
+                assert cfg.webhook_secret is not None and cfg.webhook_url  # checked by the config
+                await app.updater.start_webhook(
+                    listen=cfg.webhook_listen, port=cfg.webhook_port, url_path=cfg.webhook_path,
+                    webhook_url=cfg.webhook_url, secret_token=cfg.webhook_secret.get_secret_value(),
+                    allowed_updates=allowed, bootstrap_retries=2)
+            else:
+                # Transient failures later are retried by the library with growing pauses (1 s, x1.5, up
+                # to 30 s); error_callback tells us about each, the polling request about the recovery.
+                await app.updater.start_polling(timeout=cfg.poll_timeout, allowed_updates=allowed,
+                                                bootstrap_retries=2, error_callback=self._poll_failed)
+        except BaseException:
+            self._app = None
+            try:
+                await asyncio.shield(ptb.shutdown(app))
+            except Exception:
+                log.debug("telegram: cleanup after a failed start failed too", exc_info=True)
+            raise
+        self._state = "up"
+        log.info("telegram: @%s receiving by %s", app.bot.username, cfg.mode)
+
+    async def disconnect(self) -> None:
+        app, self._app = self._app, None
+        self._state = "down"
+        if app is not None:
+            from . import ptb
+
+            await ptb.shutdown(app)
+        if self._token_filter is not None:
+            redact.uninstall(self._token_filter)
+            self._token_filter = None
+
+    def status(self) -> str:
+        return self._state
+
+    async def _register_commands(self, bot: Any) -> None:
+        from telegram import BotCommand
+
+        menu = self.command_menu() if self.command_menu else [("start", "say hello"), ("help", "list the commands")]
+        try:
+            await bot.set_my_commands([BotCommand(name, description[:256]) for name, description in menu])
+        except Exception as e:  # the menu is a convenience: never a reason not to start
+            log.warning("telegram: could not register the command menu: %s", e)
+
+    # --- polling health (called by the library, synchronously) ---
+
+    def _poll_failed(self, error: Exception) -> None:
+        self._failures += 1
+        if self._state != "reconnecting":
+            self._state, self._lost_at = "reconnecting", time.monotonic()
+            log.warning("telegram: polling lost (%s); reconnecting with backoff", error)
+        else:
+            log.info("telegram: still reconnecting (attempt %d): %s", self._failures, error)
+
+    def _poll_answered(self) -> None:
+        if self._state == "reconnecting":
+            log.info("telegram: polling reconnected after %.1fs and %d failed attempts",
+                     time.monotonic() - self._lost_at, self._failures)
+            self._state = "up"
+        self._failures = 0
+
+    # --- inbound ---
+
+    async def _on_update(self, update: Any) -> None:
+        if not self._seen.add(update.update_id):
+            log.info("telegram: update %s delivered again; ignored", update.update_id)
+            return
+        assert self._inbound is not None
+        message = await self._inbound.translate(update)
+        if message is not None:
+            await self.emit(message)
+
+    # --- outbound ---
+
+    def _bot(self) -> Any:
+        if self._app is None:
+            raise ChannelError("telegram is not connected")
+        return self._app.bot
+
+    async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
+        from . import ptb
+
+        with ptb.translated_errors():
+            message = await self._bot().send_message(
+                chat_id=_chat(address), text=text, parse_mode=None if plain else "HTML",
+                message_thread_id=_thread(address), reply_parameters=ptb.reply_parameters(reply_to))
+        return str(message.message_id)
+
+    async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
+        from . import ptb
+
+        with ptb.translated_errors():
+            await self._bot().edit_message_text(text=text, chat_id=_chat(address), message_id=int(message_id),
+                                                parse_mode=None if plain else "HTML")
+
+    async def typing(self, address: Address) -> None:
+        from . import ptb
+
+        with ptb.translated_errors():
+            await self._bot().send_chat_action(chat_id=_chat(address), action="typing",
+                                               message_thread_id=_thread(address))
+
+    async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
+        from . import ptb
+
+        duration = round(audio.duration_s) if audio.duration_s else None
+        common = {"chat_id": _chat(address), "duration": duration, "message_thread_id": _thread(address),
+                  "reply_parameters": ptb.reply_parameters(reply_to)}
+        with ptb.translated_errors():
+            if audio.mime.split(";")[0] in _OGG:
+                # Only OGG/Opus shows as a voice note; the file name gives the upload its audio/ogg type.
+                message = await self._bot().send_voice(voice=ptb.InputFile(audio.data, filename="voice.ogg"), **common)
+            else:
+                upload = ptb.InputFile(audio.data, filename="audio" + _extension(audio.mime))
+                message = await self._bot().send_audio(audio=upload, **common)
+        return str(message.message_id)
+
+    async def send_parts(self, address: Address, parts: list[Part], *, reply_to: str | None = None) -> None:
+        from . import ptb
+
+        for part in parts:
+            if isinstance(part, AudioPart):
+                await self.send_voice(address, part, reply_to=reply_to)
+                continue
+            common = {"chat_id": _chat(address), "message_thread_id": _thread(address),
+                      "reply_parameters": ptb.reply_parameters(reply_to)}
+            if isinstance(part, ImagePart) and (part.data or part.url):
+                with ptb.translated_errors():  # Telegram fetches a URL itself
+                    photo = ptb.InputFile(part.data, filename="image" + _extension(part.mime)) if part.data else part.url
+                    await self._bot().send_photo(photo=photo, **common)
+            elif isinstance(part, FilePart):
+                data = part.data or (await asyncio.to_thread(Path(part.path).read_bytes) if part.path else b"")
+                with ptb.translated_errors():
+                    await self._bot().send_document(document=ptb.InputFile(data, filename=part.name), **common)
+            elif not hasattr(part, "text"):
+                log.warning("telegram cannot send %s parts; dropped", part.type)

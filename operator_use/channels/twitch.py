@@ -1,0 +1,229 @@
+"""Twitch chat through twitchio 3: EventSub over websocket in, Helix `POST /chat/messages` out.
+
+The bot answers chat messages that start with the configured prefix or mention it, and whispers when
+enabled. Twitch cannot edit and allows 500 characters per message: the gateway sends whole blocks cut at
+paragraph or sentence ends, each one a reply to the question, within the per-channel send rate declared in
+`capabilities.rate_limit` (it queues, never drops). A Helix 429 becomes `RetryAfter` until `Ratelimit-Reset`.
+
+Tokens come only from the configuration. twitchio would otherwise read and write `.tio.tokens.json` in
+the working directory and offers an OAuth web server on port 4343: token files are disabled here and the
+web adapter only runs when `oauth_port` is set. twitchio reconnects EventSub sockets itself (after
+`session_reconnect` the session and its subscriptions carry over; after a drop it subscribes once on the new
+session). What this channel changes in twitchio is in twitch_client.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from ..messages import Address, IncomingMessage, TextPart
+from .base import Capabilities, Channel, ChannelError, RetryAfter
+from .twitch_config import TwitchConfig
+
+__all__ = ["TwitchChannel", "TwitchConfig"]
+
+log = logging.getLogger(__name__)
+
+
+class TwitchChannel(Channel):
+    name = "twitch"
+    capabilities = Capabilities(can_edit=False, max_length=500, edit_interval=1.5, formatting="plain",
+                                reply_each_chunk=True)
+
+    def __init__(self, config: TwitchConfig | None = None) -> None:
+        self.tw = config or TwitchConfig()
+        super().__init__(self.tw)
+        self.capabilities = self.capabilities.model_copy(
+            update={"rate_limit": (self.tw.rate_messages, self.tw.rate_window)})
+        self._client: Any = None
+        self._session: Any = None
+        self._bot_id = self._bot_login = ""
+        self._channels: dict[str, str] = {}  # broadcaster id -> login
+        self._saved_urls: tuple[str, str, str] | None = None
+        self._redact: Any = None
+        self._oauth: Any = None  # the runner of twitchio's OAuth web adapter, when oauth_port is set
+
+    # --- lifecycle ---
+
+    async def connect(self) -> None:
+        import aiohttp
+        import aiohttp.web
+        import twitchio
+        from twitchio import eventsub
+
+        from .twitch_client import Redact, TwitchClient, rate_limit_trace, reason
+
+        cfg = self.tw
+        self._redact = Redact()
+        self._redact.attach([s.get_secret_value() for s in (cfg.client_secret, cfg.access_token,
+                                                              cfg.refresh_token) if s])
+        self._point_at_endpoints()
+        secret = cfg.client_secret.get_secret_value() if cfg.client_secret else None
+        access = cfg.access_token.get_secret_value() if cfg.access_token else ""
+        adapter = twitchio.web.AiohttpAdapter(host="localhost", port=cfg.oauth_port) if cfg.oauth_port else None
+        self._session = aiohttp.ClientSession(trace_configs=[rate_limit_trace()])
+        self._client = TwitchClient(client_id=cfg.client_id, client_secret=secret, session=self._session,
+                                    fetch_client_user=False, **({"adapter": adapter} if adapter else {}))
+        self._client.add_listener(self._on_message, event="event_message")
+        if cfg.whispers:
+            self._client.add_listener(self._on_whisper, event="event_message_whisper")
+        try:
+            # Without a client secret the user token stands in for the app token (nothing to generate it).
+            await self._client.login(token=None if secret else access, load_tokens=False, save_tokens=False)
+            refresh = cfg.refresh_token.get_secret_value() if cfg.refresh_token else ""
+            valid = await self._client.add_token(access, refresh)
+            if not valid.user_id or (cfg.bot_id and cfg.bot_id != valid.user_id):
+                raise ChannelError("twitch: access_token is not a user token of bot_id", permanent=True)
+            self._bot_id, self._bot_login = valid.user_id, (valid.login or "").lower()
+            wanted = [c.strip().lstrip("#").lower() for c in cfg.channels if c.strip()]
+            ids, logins = [c for c in wanted if c.isdigit()], [c for c in wanted if not c.isdigit()]
+            users = await self._client.fetch_users(ids=ids or None, logins=logins or None,
+                                                   token_for=self._bot_id) if wanted else []
+            self._channels = {u.id: u.name for u in users}
+            if unknown := set(wanted) - set(self._channels) - set(self._channels.values()):
+                log.warning("twitch: no such channel(s): %s", ", ".join(sorted(unknown)))
+            if not self._channels and not cfg.whispers:
+                raise ChannelError("twitch: no channel to join (channels.twitch.channels)", permanent=True)
+            for broadcaster in self._channels:
+                await self._client.subscribe_websocket(eventsub.ChatMessageSubscription(
+                    broadcaster_user_id=broadcaster, user_id=self._bot_id), token_for=self._bot_id)
+            if cfg.whispers:
+                await self._client.subscribe_websocket(
+                    eventsub.WhisperReceivedSubscription(user_id=self._bot_id), token_for=self._bot_id)
+            if adapter is not None:
+                # Run here rather than with adapter.run(): that binds in a background task and installs
+                # signal handlers of its own.
+                self._oauth = aiohttp.web.AppRunner(adapter, access_log=None, handle_signals=False)
+                await self._oauth.setup()
+                await aiohttp.web.TCPSite(self._oauth, "localhost", cfg.oauth_port).start()
+                log.info("twitch: OAuth adapter on %s", adapter.redirect_url.removesuffix("/callback"))
+        except twitchio.TwitchioException as e:
+            await self.disconnect()
+            raise ChannelError(f"twitch: could not connect: {reason(e)}") from None
+        except BaseException:
+            await self.disconnect()
+            raise
+        log.info("twitch: %s joined %s", self._bot_login, ", ".join(self._channels.values()) or "whispers only")
+
+    async def disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.close(save_tokens=False)
+                for socket in client.sockets():  # also the ones twitchio lost track of
+                    await socket.close()
+            except Exception as e:
+                log.warning("twitch: closing the client failed: %r", e)
+        if self._oauth is not None:
+            await self._oauth.cleanup()
+            self._oauth = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._saved_urls is not None:
+            import twitchio.eventsub.websockets as ws
+            from twitchio.http import Route
+
+            Route.BASE, Route.ID_BASE, ws.WSS = self._saved_urls
+            self._saved_urls = None
+        if self._redact is not None:
+            self._redact.detach()
+
+    def status(self) -> str:
+        if self._client is None:
+            return "down"
+        return "up" if any(s.connected for s in self._client.sockets()) else "reconnecting"
+
+    def _point_at_endpoints(self) -> None:
+        import twitchio.eventsub.websockets as ws
+        from twitchio.http import Route
+
+        cfg = self.tw
+        if not (cfg.api_url or cfg.id_url or cfg.eventsub_url):
+            return
+        self._saved_urls = (Route.BASE, Route.ID_BASE, ws.WSS)
+        Route.BASE = _slash(cfg.api_url) if cfg.api_url else Route.BASE
+        Route.ID_BASE = _slash(cfg.id_url) if cfg.id_url else Route.ID_BASE
+        ws.WSS = cfg.eventsub_url or ws.WSS
+
+    # --- incoming ---
+
+    async def _on_message(self, m: Any) -> None:
+        try:
+            chatter = m.chatter
+            if chatter.id == self._bot_id or m.broadcaster.id not in self._channels:
+                return  # our own messages come back to us; other chats are not ours
+            if m.source_broadcaster is not None and m.source_broadcaster.id != m.broadcaster.id:
+                return  # shared chat: the message belongs to another channel
+            mentioned = any(u.id == self._bot_id for u in m.mentions) or bool(
+                re.search(rf"@{re.escape(self._bot_login)}\b", m.text, re.IGNORECASE))
+            text = self._addressed_text(m.text, mentioned)
+            if not text:
+                return
+            roles = [r for r in ("broadcaster", "moderator", "vip") if getattr(chatter, r, False)]
+            await self.emit(IncomingMessage(
+                channel=self.name, chat_id=m.broadcaster.id,
+                thread_id=chatter.id if self.tw.per_user_sessions else None, user_id=chatter.id,
+                user_name=chatter.name, parts=[TextPart(text=text)], message_id=m.id, is_direct=False,
+                mentioned=mentioned, groups=[f"role:{r}" for r in roles]))
+        except Exception:
+            log.exception("twitch: could not handle a chat message")
+
+    def _addressed_text(self, text: str, mentioned: bool) -> str | None:
+        """The text meant for the agent, or None when the message is not for the bot."""
+        text = text.strip()
+        prefix = self.tw.prefix
+        if prefix and text.lower().startswith(prefix.lower()) and text[len(prefix):len(prefix) + 1].strip() == "":
+            return text[len(prefix):].strip() or None
+        if self.tw.answer_mentions and mentioned:
+            lead = re.compile(rf"^@{re.escape(self._bot_login)}\b[,:]?\s*", re.IGNORECASE)
+            return lead.sub("", text).strip() or None
+        return None
+
+    async def _on_whisper(self, w: Any) -> None:
+        try:
+            if w.sender.id != self._bot_id and w.text.strip():
+                await self.emit(IncomingMessage(
+                    channel=self.name, chat_id=f"@{w.sender.id}", user_id=w.sender.id, user_name=w.sender.name,
+                    parts=[TextPart(text=w.text.strip())], message_id=w.id, is_direct=True))
+        except Exception:
+            log.exception("twitch: could not handle a whisper")
+
+    # --- outgoing ---
+
+    async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
+        import twitchio
+
+        from .twitch_client import RATE_RESET, reason, seconds_until
+
+        if self._client is None:
+            raise ChannelError("twitch is not connected")
+        message = " ".join(text.split())  # a chat message is one line: Twitch would drop the line breaks
+        box: dict[str, str] = {}
+        token = RATE_RESET.set(box)
+        try:
+            bot = self._client.create_partialuser(self._bot_id, self._bot_login)
+            if address.chat_id.startswith("@"):  # a whisper conversation
+                await bot.send_whisper(to_user=address.chat_id[1:], message=message)
+                return f"whisper-{time.monotonic_ns()}"
+            sent = await self._client.create_partialuser(address.chat_id).send_message(
+                message, self._bot_id, token_for=self._bot_id, reply_to_message_id=reply_to)
+        except twitchio.HTTPException as e:
+            if e.status == 429:
+                raise RetryAfter(seconds_until(box.get("reset"))) from None
+            raise ChannelError(f"twitch: send failed: {reason(e)}", permanent=400 <= e.status < 500) from None
+        except (twitchio.TwitchioException, ValueError) as e:
+            raise ChannelError(f"twitch: send failed: {reason(e)}", permanent=True) from None
+        finally:
+            RATE_RESET.reset(token)
+        if not sent.sent:
+            raise ChannelError(f"twitch dropped the message: {sent.dropped_code} {sent.dropped_message}",
+                               permanent=True)
+        return str(sent.id)
+
+
+def _slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"

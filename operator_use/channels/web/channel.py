@@ -1,0 +1,233 @@
+"""The web chat channel: a page on 127.0.0.1 whose replies stream in over a websocket.
+
+Each browser is one conversation (`web:<id from its cookie>`); every open tab of it receives the same
+events. The gateway drives the page like any platform: `send` adds a message, `edit` replaces its whole
+text, `finalize` marks it complete. The HTTP side (auth, page, socket) lives in server.py.
+
+Events to the page (JSON): history {items, max_message_bytes}, user {id, text}, send {id, text, plain,
+reply_to}, edit {id, text, plain}, finalize {id}, typing, error {error}. From the page: {"type": "message",
+"text"}. The page renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at
+every edit, which costs the browser little and would cost the server a full parse per edit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import json
+import logging
+import secrets
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ...messages import Address, HistoryMessage, IncomingMessage, TextPart, conversation_key
+from ..base import Capabilities, Channel, ChannelError
+from .config import WEB_USER, WebConfig, is_loopback
+from .history import history_items
+
+if TYPE_CHECKING:
+    from ...session.store import SessionStore
+
+log = logging.getLogger(__name__)
+
+History = Callable[[str], Awaitable[list[HistoryMessage]]]
+# A tab that cannot take an event within this time is dropped (it reconnects and gets the history).
+SEND_TIMEOUT = 5.0
+
+
+def print_to_console(url: str) -> None:
+    # The owner needs the token to open the page: shown on the console once, never written to the log.
+    print(f"Web chat: {url}", file=sys.stderr, flush=True)
+
+
+class WebChannel(Channel):
+    name = "web"
+    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown")
+
+    def __init__(self, config: WebConfig | None = None, *, history: History | None = None,
+                 announce: Callable[[str], None] | None = print_to_console) -> None:
+        self.web_config = config or WebConfig()
+        super().__init__(self.web_config)
+        secret = self.web_config.token
+        self.token = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(24)
+        self.history = history
+        self._announce = announce
+        self._announced = False
+        self._sockets: dict[str, set[Any]] = {}
+        self._runner: Any = None
+        self._port: int | None = None
+        self._prefix = secrets.token_hex(3)  # message ids stay unique across restarts
+        self._ids = itertools.count(1)
+
+    def use_sessions(self, store: SessionStore) -> None:
+        """Read past messages from the app's session store (App calls this; a `history` given wins)."""
+        if self.history is not None:
+            return
+
+        async def load(key: str) -> list[HistoryMessage]:
+            return list((await store.load(key)).messages)
+
+        self.history = load
+
+    @property
+    def port(self) -> int:
+        return self._port if self._port is not None else self.web_config.port
+
+    @property
+    def url(self) -> str:
+        """The address to open, token included (secret: show it to the owner only)."""
+        host = self.web_config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/?token={self.token}"
+
+    # --- lifecycle ---
+
+    async def connect(self) -> None:
+        from aiohttp import web
+
+        from .server import build_app
+
+        config = self.web_config
+        if not config.allow_remote and not is_loopback(config.host):
+            raise ChannelError(f"web chat: host {config.host!r} is not loopback and channels.web.allow_remote is "
+                               "false", permanent=True)
+        ip = _ip_literal(config.host) or await asyncio.to_thread(_lookup, config.host, config.port)
+        try:
+            sock = _listen(ip, config.port)
+        except OSError as e:
+            raise ChannelError(f"web chat cannot listen on {config.host}:{config.port}: {e.strerror or e} "
+                               "(is another operator-use running? set channels.web.port)") from e
+        self._port = sock.getsockname()[1]
+        # Before the first await: with the web channel started ahead of the terminal, the address is
+        # printed before the terminal's prompt instead of in the middle of it.
+        if self._announce is not None and not self._announced:
+            self._announced = True
+            self._announce(self.url)
+        runner = web.AppRunner(build_app(self), access_log=None, shutdown_timeout=2.0)
+        try:
+            await runner.setup()
+            await web.SockSite(runner, sock).start()
+        except BaseException:
+            await runner.cleanup()
+            sock.close()
+            raise
+        self._runner = runner
+        log.info("web chat listening on %s:%d (the address with its token is printed at start-up)",
+                 config.host, self._port)
+
+    async def disconnect(self) -> None:
+        sockets = [ws for tabs in self._sockets.values() for ws in tabs]
+        self._sockets.clear()
+        await asyncio.gather(*(asyncio.wait_for(ws.close(code=1001, message=b"server stopping"), 2)
+                               for ws in sockets), return_exceptions=True)
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    def status(self) -> str:
+        return "up" if self._runner is not None else "down"
+
+    # --- the page's side (called by server.py) ---
+
+    async def attach(self, chat: str, ws: Any) -> None:
+        """A tab connected: register it, then send it the conversation so far."""
+        items: list[dict[str, Any]] = []
+        failed = False
+        if self.history is not None:
+            try:
+                messages = await self.history(conversation_key(self.name, chat))
+                items = history_items(messages, self.web_config.history_limit)
+            except Exception:  # the chat still works without its past
+                log.exception("web chat: could not load the history of %s", chat)
+                failed = True
+        self._sockets.setdefault(chat, set()).add(ws)
+        await ws.send_str(json.dumps({"type": "history", "items": items,
+                                      "max_message_bytes": self.web_config.max_message_bytes}))
+        if failed:
+            await ws.send_str(json.dumps({"type": "error", "error": "the conversation's history could not be loaded"}))
+
+    def detach(self, chat: str, ws: Any) -> None:
+        tabs = self._sockets.get(chat)
+        if tabs is not None:
+            tabs.discard(ws)
+            if not tabs:
+                del self._sockets[chat]
+
+    async def receive(self, chat: str, text: str) -> None:
+        message_id = self._new_id("u")
+        # Every tab shows what was sent, including the one that sent it.
+        await self._broadcast(chat, {"type": "user", "id": message_id, "text": text})
+        await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=WEB_USER,
+                                        parts=[TextPart(text=text)], message_id=message_id))
+
+    # --- primitives used by the gateway ---
+
+    async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
+        message_id = self._new_id("m")
+        await self._broadcast(address.chat_id, {"type": "send", "id": message_id, "reply_to": reply_to,
+                                                "text": text, "plain": plain})
+        return message_id
+
+    async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
+        await self._broadcast(address.chat_id, {"type": "edit", "id": message_id, "text": text, "plain": plain})
+
+    async def finalize(self, address: Address, message_id: str) -> None:
+        await self._broadcast(address.chat_id, {"type": "finalize", "id": message_id})
+
+    async def typing(self, address: Address) -> None:
+        await self._broadcast(address.chat_id, {"type": "typing"})
+
+    # --- internals ---
+
+    def _new_id(self, kind: str) -> str:
+        return f"{kind}{self._prefix}-{next(self._ids)}"
+
+    async def _broadcast(self, chat: str, event: dict[str, Any]) -> None:
+        tabs = list(self._sockets.get(chat, ()))
+        if tabs:
+            data = json.dumps(event)
+            await asyncio.gather(*(self._send_to(chat, ws, data) for ws in tabs))
+
+    async def _send_to(self, chat: str, ws: Any, data: str) -> None:
+        try:
+            await asyncio.wait_for(ws.send_str(data), SEND_TIMEOUT)
+        except Exception as e:  # closed or stuck tab: drop it, the others go on
+            log.info("web chat: dropping a tab of %s: %r", chat, e)
+            self.detach(chat, ws)
+            try:
+                await asyncio.wait_for(ws.close(), 1)
+            except Exception as close_error:
+                log.debug("web chat: closing a dropped tab failed: %r", close_error)
+
+
+def _ip_literal(host: str) -> str | None:
+    if host.lower() == "localhost":
+        return "127.0.0.1"
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return "0.0.0.0" if host == "" else None
+
+
+def _lookup(host: str, port: int) -> str:
+    return str(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+
+
+def _listen(ip: str, port: int) -> socket.socket:
+    """Bind synchronously (a quick, non-blocking syscall) so the port is known and errors are immediate."""
+    sock = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # restart while old sockets linger in TIME_WAIT
+        sock.bind((ip, port))
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock

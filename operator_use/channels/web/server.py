@@ -1,0 +1,199 @@
+"""The web chat's HTTP side (aiohttp): the page, its assets and the websocket, all behind the token.
+
+Imported only when the channel connects, so `operator-use --help` never loads aiohttp.
+
+Authentication: the address printed at start-up carries `?token=...`; a valid token is exchanged for an
+HttpOnly, SameSite=Strict cookie and the browser is redirected to `/` (the token leaves the address bar).
+Every later request (page, assets, websocket) needs that cookie, or an `Authorization: Bearer` header for
+programs. The websocket also checks the Origin header against the Host (no other site's page can open a
+socket with the owner's cookie), and, unless remote access is enabled, that the Host is a loopback name
+(a DNS-rebinding page never gets in either). The access log is off: the first request's URL holds the token.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from .config import is_loopback
+
+if TYPE_CHECKING:
+    from .channel import WebChannel
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "markdown-it.min.js": "text/javascript",
+           "markdown-it.LICENSE.txt": "text/plain"}
+_CHAT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_YEAR = 365 * 24 * 3600
+
+# The page runs our script only and never loads anything from elsewhere: a model-written image link
+# cannot phone home, and no other site can frame the page.
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+
+_REFUSED = """<!doctype html><meta charset="utf-8"><title>operator-use</title>
+<body style="font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;color:#333">
+<h1>{title}</h1><p>{text}</p></body>"""
+
+
+def build_app(channel: WebChannel) -> web.Application:
+    server = _Server(channel)
+    app = web.Application(middlewares=[_security_headers])
+    app.router.add_get("/", server.page)
+    app.router.add_get("/static/{name}", server.asset)
+    app.router.add_get("/ws", server.websocket)
+    return app
+
+
+@web.middleware
+async def _security_headers(request: web.Request, handler: Any) -> web.StreamResponse:
+    response = await handler(request)
+    if not isinstance(response, web.WebSocketResponse):
+        for name, value in _HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
+
+
+def _refused(status: int, title: str, text: str) -> web.Response:
+    return web.Response(status=status, text=_REFUSED.format(title=title, text=text), content_type="text/html",
+                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+
+class _Server:
+    def __init__(self, channel: WebChannel) -> None:
+        self.channel = channel
+        self.config = channel.web_config
+
+    # Cookies are per host, not per port: the port in their names keeps two instances apart.
+    @property
+    def token_cookie(self) -> str:
+        return f"opu_token_{self.channel.port}"
+
+    @property
+    def chat_cookie(self) -> str:
+        return f"opu_chat_{self.channel.port}"
+
+    def _token_ok(self, candidate: str | None) -> bool:
+        if not candidate:
+            return False
+        return hmac.compare_digest(candidate.encode(), self.channel.token.encode())
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        bearer = header[7:].strip() if header.lower().startswith("bearer ") else None
+        return self._token_ok(request.cookies.get(self.token_cookie)) or self._token_ok(bearer)
+
+    def _host_ok(self, request: web.Request) -> bool:
+        if self.config.allow_remote:
+            return True
+        host = urlsplit(f"//{request.host}").hostname or ""
+        return is_loopback(host)
+
+    def _set_cookie(self, response: web.StreamResponse, name: str, value: str) -> None:
+        response.set_cookie(name, value, max_age=_YEAR, path="/", httponly=True, samesite="Strict")
+
+    def _chat_id(self, request: web.Request) -> str | None:
+        chat = request.query.get("chat") or request.cookies.get(self.chat_cookie)
+        return chat if chat and _CHAT_RE.match(chat) else None
+
+    async def page(self, request: web.Request) -> web.StreamResponse:
+        if not self._host_ok(request):
+            return _refused(403, "Refused", "This address is not served here.")
+        if "token" in request.query:
+            if not self._token_ok(request.query["token"]):
+                log.warning("web chat: wrong token from %s", request.remote)
+                return _refused(403, "Wrong token",
+                                "This link's token is not valid. Open the address printed when operator-use started.")
+            # Trade the token for a cookie and take it out of the address bar (and the browser history).
+            response = web.Response(status=303, headers={"Location": "/"})
+            self._set_cookie(response, self.token_cookie, self.channel.token)
+            if self._chat_id(request) is None:
+                self._set_cookie(response, self.chat_cookie, secrets.token_urlsafe(12))
+            return response
+        if not self._authorized(request):
+            return _refused(401, "Token needed", "Open the address operator-use printed when it started: "
+                                                 "it ends with <code>?token=...</code>.")
+        response = web.FileResponse(STATIC_DIR / "index.html")
+        if self._chat_id(request) is None:
+            self._set_cookie(response, self.chat_cookie, secrets.token_urlsafe(12))
+        return response
+
+    async def asset(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if not self._authorized(request) or not self._host_ok(request):
+            return _refused(401, "Token needed", "")
+        if name not in _ASSETS:  # a fixed list: no path ever reaches the file system from the URL
+            raise web.HTTPNotFound()
+        return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": _ASSETS[name]})
+
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        if not self._authorized(request):
+            log.warning("web chat: websocket without a valid token from %s", request.remote)
+            return _refused(401, "Token needed", "")
+        origin = request.headers.get("Origin")
+        if origin is not None and (urlsplit(origin).netloc != request.host
+                                   or urlsplit(origin).scheme not in ("http", "https")):
+            log.warning("web chat: websocket from foreign origin %r refused", origin)
+            return _refused(403, "Foreign origin", "")
+        if not self._host_ok(request):
+            return _refused(403, "Refused", "")
+        chat = self._chat_id(request) or "default"
+        limit = self.config.max_message_bytes
+        # Frames up to 16x the limit are read and answered with an error event; beyond that aiohttp
+        # closes the socket (1009) before buffering an unbounded frame.
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=limit * 16)
+        await ws.prepare(request)
+        await self.channel.attach(chat, ws)
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    await self._frame(chat, ws, frame.data, limit)
+                elif frame.type == WSMsgType.BINARY:
+                    await _error(ws, "binary frames are not understood; send JSON text frames")
+                elif frame.type == WSMsgType.ERROR:
+                    log.info("web chat socket closed with error: %r", ws.exception())
+        finally:
+            self.channel.detach(chat, ws)
+        return ws
+
+    async def _frame(self, chat: str, ws: web.WebSocketResponse, data: str, limit: int) -> None:
+        # Nothing the page sends may end the handler: every problem is answered with an error event.
+        try:
+            size = len(data.encode())
+            if size > limit:
+                await _error(ws, f"message too long ({size} bytes; the limit is {limit})")
+                return
+            try:
+                event = json.loads(data)
+            except ValueError:
+                await _error(ws, "malformed frame: not JSON")
+                return
+            if not isinstance(event, dict) or event.get("type") != "message" or not isinstance(event.get("text"), str):
+                await _error(ws, 'malformed frame: expected {"type": "message", "text": "..."}')
+                return
+            if not event["text"].strip():
+                await _error(ws, "empty message")
+                return
+            await self.channel.receive(chat, event["text"])
+        except Exception:
+            log.exception("web chat: handling a frame failed")
+            await _error(ws, "the message could not be handled; see the agent's log")
+
+
+async def _error(ws: web.WebSocketResponse, text: str) -> None:
+    try:
+        await ws.send_json({"type": "error", "error": text})
+    except Exception as e:  # the socket went away meanwhile
+        log.debug("web chat: could not send error event: %r", e)

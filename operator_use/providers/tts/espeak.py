@@ -1,0 +1,50 @@
+"""Text-to-speech with the espeak-ng program (robotic but tiny, and in every Linux distribution).
+
+espeak-ng runs as an async subprocess writing WAV to its stdout; the text goes in on stdin so nothing in
+it can be taken for a command-line option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from ...messages import AudioPart
+from .base import SynthesisError, voice_note_from_file
+
+BINARY = "espeak-ng"
+
+
+def espeak_available() -> bool:
+    return shutil.which(BINARY) is not None
+
+
+class EspeakSynthesizer:
+    def __init__(self, voice: str | None = None, *, speed: int = 165, timeout: float = 120.0,
+                 binary: str = BINARY) -> None:
+        self.voice = voice or "en-us"
+        self.speed = speed
+        self.timeout = timeout
+        self.binary = binary
+
+    async def synthesize(self, text: str) -> AudioPart:
+        wav = await self.wav(text)
+        return await asyncio.to_thread(voice_note_from_file, wav)
+
+    async def wav(self, text: str) -> bytes:
+        """The raw WAV espeak-ng writes (tests and benchmarks use it to make real speech)."""
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.binary, "--stdout", "--stdin", "-v", self.voice, "-s", str(self.speed),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        except FileNotFoundError as exc:
+            raise SynthesisError(f"{self.binary} is not installed") from exc
+        try:
+            wav, err = await asyncio.wait_for(proc.communicate(text.encode("utf-8")), self.timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0 or not wav:
+            raise SynthesisError(f"{self.binary} failed ({proc.returncode}): {err.decode(errors='replace')[:200]}")
+        return wav

@@ -1,0 +1,175 @@
+"""Tool approvals: a `before_tool` hook that lets a call run, refuses it, or asks the chat first.
+
+The verdict for a tool comes from the agent's `approvals` config (deny > ask > allow lists, then the
+tool's risk level) and from the sender's role (a role that does not grant a tool refuses it). An "ask"
+posts to the chat the turn came from:
+
+    Approve run_shell? `rm -rf build/`
+    Reply /approve ab12 or /deny ab12 (expires in 5 min).
+
+and waits. Only the user who owns the turn, or an admin, may answer; silence past the timeout is a
+denial. Every decision is logged with who made it. While the turn waits its conversation's lane is busy,
+which is fine: the orchestrator handles commands at once, outside the lanes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..agent.tools import ToolRegistry, ToolResult
+from ..agent.turn import TurnContext
+from ..messages import IncomingMessage, ToolCall
+from ..orchestrator.commands import Command
+from .config import ApprovalsConfig, Verdict
+
+log = logging.getLogger(__name__)
+
+PREVIEW_CHARS = 300
+
+
+def _matches(patterns: list[str], name: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def verdict_for(config: ApprovalsConfig, tool: str, risk: str) -> Verdict:
+    if _matches(config.deny, tool):
+        return "deny"
+    if _matches(config.ask, tool):
+        return "ask"
+    if _matches(config.allow, tool):
+        return "allow"
+    # An unknown risk level is treated as the highest: a typo must not make a tool free.
+    return config.by_risk.get(risk, config.by_risk.get("high", "ask"))
+
+
+def preview(call: ToolCall) -> str:
+    """What the person approves: the command itself for shell-like tools, else the arguments."""
+    args = call.arguments
+    text = args.get("command") if isinstance(args.get("command"), str) else json.dumps(args, ensure_ascii=False)
+    text = " ".join(str(text).split())  # one line: a newline must not hide part of the command
+    if len(text) > PREVIEW_CHARS:
+        text = text[:PREVIEW_CHARS] + "…"
+    return text.replace("`", "'")
+
+
+@dataclass
+class PendingApproval:
+    id: str
+    tool: str
+    preview: str
+    channel: str
+    user_id: str
+    session_key: str
+    decided: asyncio.Future[tuple[bool, str]] = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+class ApprovalGate:
+    """The hook (`__call__`) plus the /approve and /deny command handlers."""
+
+    def __init__(self, config: ApprovalsConfig, registry: ToolRegistry, *,
+                 is_admin: Callable[[IncomingMessage], bool],
+                 tools_for: Callable[[str, str], list[str] | str] | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.is_admin = is_admin
+        self.tools_for = tools_for
+        self.pending: dict[str, PendingApproval] = {}
+
+    # --- the hook ---
+
+    async def __call__(self, ctx: TurnContext, call: ToolCall) -> ToolResult | None:
+        tool = self.registry.get(call.name)
+        if tool is None:
+            return None  # the registry answers unknown tools itself
+        if self.tools_for is not None:
+            granted = self.tools_for(ctx.channel, ctx.user_id)
+            if granted != "*" and not _matches(list(granted), call.name):
+                log.warning("tool %s refused for %s:%s: not granted by the user's role", call.name, ctx.channel,
+                            ctx.user_id)
+                return ToolResult(f"Error: {call.name} is not available to this user (role).", is_error=True)
+        verdict = verdict_for(self.config, call.name, tool.risk)
+        if verdict == "allow":
+            return None
+        if verdict == "deny":
+            log.warning("tool %s denied by policy in %s", call.name, ctx.session_key)
+            return ToolResult(f"Error: {call.name} is not allowed by this agent's policy.", is_error=True)
+        return await self._ask(ctx, call)
+
+    def _new_id(self) -> str:
+        while True:
+            short = secrets.token_hex(2)
+            if short not in self.pending:
+                return short
+
+    async def _ask(self, ctx: TurnContext, call: ToolCall) -> ToolResult | None:
+        if ctx.send_text is None:
+            log.warning("tool %s needs approval but turn %s has no chat to ask in: refused", call.name, ctx.turn_id)
+            return ToolResult(f"Error: {call.name} needs approval and there is no chat to ask in.", is_error=True)
+        shown = preview(call)
+        if self.registry.redact is not None:  # the chat sees the command: mask any secret in it
+            shown = self.registry.redact(shown)
+        request = PendingApproval(self._new_id(), call.name, shown, ctx.channel, ctx.user_id,
+                                  ctx.session_key, asyncio.get_running_loop().create_future())
+        self.pending[request.id] = request
+        minutes = self.config.timeout / 60
+        expires = f"{minutes:.0f} min" if minutes >= 1 else f"{self.config.timeout:.0f} s"
+        log.info("approval %s requested in %s by %s:%s for %s: %s", request.id, ctx.session_key, ctx.channel,
+                 ctx.user_id, call.name, request.preview)
+        try:
+            await ctx.send_text(f"Approve {call.name}? `{request.preview}`\n"
+                                f"Reply /approve {request.id} or /deny {request.id} (expires in {expires}).")
+            try:
+                approved, _who = await asyncio.wait_for(asyncio.shield(request.decided), self.config.timeout)
+            except TimeoutError:
+                log.info("approval %s for %s expired after %.0f s: denied", request.id, call.name, self.config.timeout)
+                await ctx.send_text(f"Approval {request.id} expired: {call.name} was not run.")
+                return ToolResult(f"Error: {call.name} was not approved in time, so it did not run. Do not retry "
+                                  "it unless the user asks.", is_error=True)
+        finally:
+            self.pending.pop(request.id, None)
+        if approved:
+            return None
+        return ToolResult(f"Error: the user denied {call.name}; it did not run. Ask what they want instead.",
+                          is_error=True)
+
+    # --- the commands ---
+
+    def _find(self, message: IncomingMessage, args: str) -> PendingApproval | str:
+        wanted = args.split()[0].lower() if args.split() else ""
+        if wanted:
+            request = self.pending.get(wanted)
+            return request if request is not None else f"No pending approval {wanted}."
+        here = [r for r in self.pending.values() if r.session_key == message.key]
+        if len(here) == 1:
+            return here[0]
+        return "Nothing is waiting for approval here." if not here else \
+            "Several requests are waiting: " + ", ".join(r.id for r in here) + ". Name one."
+
+    async def _decide(self, message: IncomingMessage, command: Command, approve: bool) -> str:
+        found = self._find(message, command.args)
+        if isinstance(found, str):
+            return found
+        owner = message.channel == found.channel and message.user_id == found.user_id
+        admin = self.is_admin(message)
+        if not owner and not admin:
+            log.warning("approval %s: %s:%s tried to %s it but is neither the requester nor an admin", found.id,
+                        message.channel, message.user_id, "approve" if approve else "deny")
+            return "Only the person who asked, or an admin, can answer this request."
+        who = f"{message.channel}:{message.user_id}" + ("" if owner else " (admin)")
+        if found.decided.done():
+            return f"Request {found.id} was already answered."
+        found.decided.set_result((approve, who))
+        log.info("approval %s for %s %s by %s", found.id, found.tool, "APPROVED" if approve else "DENIED", who)
+        return f"Approved {found.id}: running {found.tool}." if approve else f"Denied {found.id}: {found.tool} will not run."
+
+    async def approve(self, message: IncomingMessage, command: Command) -> str:
+        return await self._decide(message, command, True)
+
+    async def deny(self, message: IncomingMessage, command: Command) -> str:
+        return await self._decide(message, command, False)

