@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from operator_use.agent.tools import Tool
-from operator_use.messages import AIMessage, HumanMessage, StreamDelta, ToolMessage
+from operator_use.messages import AIMessage, HumanMessage, ToolMessage
 from operator_use.orchestrator.orchestrator import LLM_AUTH
 from operator_use.providers.llm.anthropic import AnthropicLLM
 from operator_use.providers.llm.fallback import FallbackLLM

@@ -25,13 +25,13 @@ import base64
 import itertools
 import json
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
+from ..support.waiting import Observable
 
 BOT_ID = "1000"
 APP_ID = "1001"
@@ -79,7 +79,7 @@ class _Session:
     ws: web.WebSocketResponse | None = None
 
 
-class FakeDiscord:
+class FakeDiscord(Observable):
     def __init__(self, *, guilds: list[dict[str, Any]] | None = None, token: str | None = None) -> None:
         # When set, only this bot token is accepted (401 otherwise).
         self.token = token
@@ -156,16 +156,6 @@ class FakeDiscord:
         monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # --- test controls ---
 

@@ -24,12 +24,12 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
+from ..support.waiting import Observable
 
 
 @dataclass
@@ -82,7 +82,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class FakeSlackServer:
+class FakeSlackServer(Observable):
     def __init__(self, *, bot_token: str = "xoxb-fake-bot-token", app_token: str = "xapp-fake-app-token",
                  bot_user_id: str = "UBOT", bot_id: str = "BBOT", team_id: str = "T0001",
                  echo_bot_messages: bool = True) -> None:
@@ -140,16 +140,6 @@ class FakeSlackServer:
 
     # --- test helpers ---
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def rate_limit(self, method: str, times: int = 1, retry_after: float = 1) -> None:
         self._limits.setdefault(method, []).extend([retry_after] * times)

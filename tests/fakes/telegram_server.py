@@ -29,13 +29,13 @@ import json
 import re
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from ..support.waiting import Observable
 
 TOKEN = "123456789:AAtest-token_SECRET_value"
 BOT_ID = 123456789
@@ -138,7 +138,7 @@ def auto_entities(text: str) -> list[dict[str, Any]]:
 # --- the server ------------------------------------------------------------------------------
 
 
-class FakeTelegram:
+class FakeTelegram(Observable):
     def __init__(self, *, token: str = TOKEN, bot_username: str = "operator_test_bot", host: str = "127.0.0.1",
                  local_dir: Path | None = None) -> None:
         self.token = token
@@ -215,16 +215,6 @@ class FakeTelegram:
 
     # --- waiting and reading ---
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and (ok is None or (c.status == 200) == ok)]

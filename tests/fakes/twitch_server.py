@@ -23,11 +23,11 @@ import json
 import socket
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from ..support.waiting import Observable
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
@@ -88,7 +88,7 @@ def _now_rfc3339() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
-class FakeTwitchServer:
+class FakeTwitchServer(Observable):
     def __init__(self, *, bot_login: str = "opbot", keepalive_interval: float = 0.5,
                  echo_own_messages: bool = True) -> None:
         self.keepalive_interval = keepalive_interval
@@ -176,16 +176,6 @@ class FakeTwitchServer:
 
     # --- waiting (tests never sleep) ---
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     def live(self) -> list[_Conn]:
         return [c for c in self.connections if not c.ws.closed and not c.closed.is_set()]

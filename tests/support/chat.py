@@ -7,11 +7,11 @@ the real pipeline: channel -> bus -> orchestrator -> agent -> bus -> gateway -> 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from operator_use.channels.base import Capabilities, Channel, ChannelConfig
 from operator_use.messages import Address, AudioPart, IncomingMessage, Part, TextPart
+from .waiting import Observable
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Posted:
     finalized: bool = False
 
 
-class ChatChannel(Channel):
+class ChatChannel(Observable, Channel):
     name = "test"
     capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0, formatting="markdown")
 
@@ -54,16 +54,6 @@ class ChatChannel(Channel):
         await self.emit(message)
         return message
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # --- observing ---
 
