@@ -22,7 +22,7 @@ from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
 from .config import ProcessesConfig
 from .sandbox import Isolation
-from .shell import KILL_GRACE, _group_alive, _signal_group, _stop_group, spawn
+from .shell import KILL_GRACE, _group_alive, _signal_group, _stop_group, spawn_piped
 
 log = logging.getLogger(__name__)
 
@@ -117,20 +117,8 @@ class ProcessManager:
         if sum(1 for p in mine.values() if p.proc.returncode is None) >= self.config.max_per_session:
             raise ToolError(f"this conversation already runs {self.config.max_per_session} background processes; "
                             "stop one first")
-        if not os.path.isdir(ctx.workspace):
-            raise ToolError(f"workspace {ctx.workspace} does not exist")
         loop = asyncio.get_running_loop()
-        rfd, wfd = os.pipe()
-        try:
-            proc = await spawn(command, ctx.workspace, self.isolation, wfd)
-        except OSError as exc:
-            os.close(rfd)
-            raise ToolError(f"could not start the command: {exc}") from None
-        except BaseException:
-            os.close(rfd)
-            raise
-        finally:
-            os.close(wfd)
+        proc, rfd = await spawn_piped(command, ctx.workspace, self.isolation)
         buffer = RingBuffer(self.config.buffer_bytes)
         transport, _ = await loop.connect_read_pipe(lambda: buffer, os.fdopen(rfd, "rb", buffering=0))
         self._counter += 1

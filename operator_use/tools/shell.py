@@ -149,21 +149,30 @@ async def spawn(command: str, workspace: Path, isolation: Isolation | None, stdo
     return await asyncio.create_subprocess_shell(command, **common)  # type: ignore[arg-type]
 
 
-async def _run_shell(ctx: TurnContext, p: RunShellParams, isolation: Isolation | None = None) -> str:
-    if not os.path.isdir(ctx.workspace):
-        raise ToolError(f"workspace {ctx.workspace} does not exist")
-    loop = asyncio.get_running_loop()
+async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None) -> tuple[asyncio.subprocess.Process, int]:
+    """`spawn` with stdout+stderr on a pipe of our own; returns the process and the pipe's read end.
+
+    Our own pipe, not asyncio's: Process.wait() would otherwise also wait for background children
+    that keep the pipe open."""
+    if not os.path.isdir(workspace):
+        raise ToolError(f"workspace {workspace} does not exist")
     rfd, wfd = os.pipe()
     try:
-        proc = await spawn(p.command, ctx.workspace, isolation, wfd)
+        proc = await spawn(command, workspace, isolation, wfd)
     except OSError as exc:
         os.close(rfd)
-        raise ToolError(f"could not start the shell: {exc}") from None
+        raise ToolError(f"could not start the command: {exc}") from None
     except BaseException:
         os.close(rfd)
         raise
     finally:
         os.close(wfd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
+    return proc, rfd
+
+
+async def _run_shell(ctx: TurnContext, p: RunShellParams, isolation: Isolation | None = None) -> str:
+    loop = asyncio.get_running_loop()
+    proc, rfd = await spawn_piped(p.command, ctx.workspace, isolation)
     pgid = proc.pid  # start_new_session: the shell leads its own process group
     done: asyncio.Future[None] = loop.create_future()
     capture = _Capture(done)
