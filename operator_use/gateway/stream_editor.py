@@ -11,7 +11,7 @@ continues in a new message. RetryAfter waits and then flushes the latest text; F
 the same text unformatted; NotModified is success. Once a message will not change again (cut, or the end of
 the stream), the channel is told with `channel.finalize`.
 
-Non-editing channels (Twitch, MQTT): nothing is ever edited; whole paragraphs are sent as they complete
+Non-editing channels (Twitch): nothing is ever edited; whole paragraphs are sent as they complete
 (and the remainder at a tool call or the end), each within max_length (a longer paragraph is cut at a line
 or sentence end, splitting.py), at most one send per interval. A channel's `rate_limit` is honoured per
 chat across all its streams and whole messages (ratelimit.py): calls wait for a slot, nothing is dropped.
