@@ -69,7 +69,8 @@ async def listener() -> AsyncIterator[tuple[int, list[bool]]]:
 def connect_probe(port: int) -> str:
     code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), 3).close(); print('CONNECTED')\n"
             "except OSError as e:\n    print('NO-NETWORK', e)" % port)
-    return f"{sys.executable} -c \"{code}\""
+    # The base interpreter, not the venv's: a checkout under /tmp is hidden by the sandbox's private /tmp.
+    return f"{os.path.realpath(sys.executable)} -c \"{code}\""
 
 
 async def test_writes_outside_the_workspace_fail(dirs: tuple[Path, Path]) -> None:
