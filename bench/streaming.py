@@ -34,16 +34,25 @@ class Profile:
     caps: Capabilities
 
 
-PROFILES = [
-    Profile("telegram", Capabilities(can_edit=True, edit_interval=1.0, max_length=4096, formatting="telegram_html")),
-    Profile("discord", Capabilities(can_edit=True, edit_interval=1.2, max_length=2000, formatting="discord")),
-    Profile("slack", Capabilities(can_edit=True, edit_interval=1.0, max_length=4000, formatting="slack_mrkdwn")),
-    Profile("web", Capabilities(can_edit=True, edit_interval=0.1, max_length=100_000, formatting="markdown")),
-    Profile("terminal", Capabilities(can_edit=True, edit_interval=0.05, max_length=1_000_000, formatting="markdown")),
-    Profile("twitch", Capabilities(can_edit=False, edit_interval=1.5, max_length=500, formatting="plain")),
-    # MQTT publishes chunk events rather than editing: a non-editing profile with short spacing.
-    Profile("mqtt", Capabilities(can_edit=False, edit_interval=0.2, max_length=256 * 1024, formatting="markdown")),
-]
+def _profiles() -> list[Profile]:
+    """Each platform's real declared capabilities (the channel modules import no SDK at import time)."""
+    from operator_use.channels.cli import TerminalChannel
+    from operator_use.channels.discord.channel import DiscordChannel
+    from operator_use.channels.mqtt.channel import MQTTChannel
+    from operator_use.channels.slack.channel import SlackChannel
+    from operator_use.channels.telegram.channel import TelegramChannel
+    from operator_use.channels.twitch import TwitchChannel
+    from operator_use.channels.web.channel import WebChannel
+
+    profiles = [Profile(cls.name if cls is not TerminalChannel else "terminal", cls.capabilities)
+                for cls in (TelegramChannel, DiscordChannel, SlackChannel, WebChannel, TerminalChannel)]
+    # Twitch's send rate comes from its config (20 messages per 30 s for a normal bot).
+    profiles.append(Profile("twitch", TwitchChannel.capabilities.model_copy(update={"rate_limit": (20, 30.0)})))
+    profiles.append(Profile("mqtt", MQTTChannel.capabilities))
+    return profiles
+
+
+PROFILES = _profiles()
 
 
 class BenchChannel(Channel):
@@ -63,13 +72,13 @@ class BenchChannel(Channel):
     def format(self, markdown: str) -> str:
         return render_markdown(markdown, self.capabilities.formatting)
 
-    async def send(self, address: Address, text: str, *, reply_to: str | None = None) -> str:
+    async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         self.calls.append(("send", self.clock.now(), text))
         self._n += 1
         self.messages[str(self._n)] = text
         return str(self._n)
 
-    async def edit(self, address: Address, message_id: str, text: str) -> None:
+    async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         self.calls.append(("edit", self.clock.now(), text))
         self.messages[message_id] = text
 
