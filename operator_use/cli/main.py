@@ -48,10 +48,10 @@ def _setup_logging(config: Config, *, quiet_console: bool) -> Path:
     root.addHandler(file_handler)
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(fmt)
-    # In the terminal chat, log lines would interleave with the conversation: only problems show there.
     console.setLevel(logging.WARNING if quiet_console else config.log_level.upper())
     root.addHandler(console)
-    for noisy in ("httpx", "httpcore", "openai", "anthropic", "aiohttp.access"):
+    # Request lines carry URLs (Telegram's include the bot token): kept out of the logs by default.
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "anthropic", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return log_file
 
@@ -78,12 +78,17 @@ async def _serve(application: App) -> None:
         await application.stop()
 
 
-def _run(only: list[str] | None, quiet_console: bool) -> None:
+def _run(only: list[str] | None) -> None:
     from ..app import App
     from ..channels.registry import build_channels
 
     config = _load()
-    _setup_logging(config, quiet_console=quiet_console)
+    # With the terminal chat on this console, log lines would interleave with the conversation:
+    # only problems show there, everything goes to the log file.
+    terminal = "cli" in only if only is not None else config.channels.cli.enabled
+    log_file = _setup_logging(config, quiet_console=terminal)
+    if terminal:
+        typer.echo(f"Logs: {log_file}", err=True)
     application = App(config)
     if only is not None:
         application._given_channels = build_channels(config, on_eof=application.request_stop, only=only)
@@ -116,13 +121,13 @@ def init() -> None:
 @app.command()
 def run() -> None:
     """Start the agent on every enabled channel."""
-    _run(None, quiet_console=False)
+    _run(None)
 
 
 @app.command()
 def chat() -> None:
     """Talk to the agent in this terminal."""
-    _run(["cli"], quiet_console=True)
+    _run(["cli"])
 
 
 @app.command("config")
