@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from operator_use.app import App
 from operator_use.channels.web.channel import WebChannel
 from operator_use.channels.web.config import WebConfig
+from operator_use.channels.web.server import frame_cap
 from operator_use.config import ConfigError, load_config
 from operator_use.providers.llm.openai import OpenAILLM
 
@@ -214,7 +215,9 @@ async def test_history_is_sent_on_reconnect(home: Path) -> None:
 
 
 async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> None:
-    async with FakeLLMServer([Reply(text="Still here.")]) as server, web_app(home, server) as (app, channel), \
+    # A small voice-note limit keeps the frame cap at 16x the text limit (a 1 MB frame to refuse).
+    async with FakeLLMServer([Reply(text="Still here.")]) as server, \
+            web_app(home, server, max_audio_bytes=64 * 1024) as (app, channel), \
             open_tab(channel) as tab:
         assert (await tab.next("history"))["max_message_bytes"] == 64 * 1024
         await tab.say("x" * (70 * 1024))
@@ -233,7 +236,7 @@ async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> No
         assert len(server.requests) == 1
         assert [m.role for m in (await app.sessions.load("web:c1")).messages] == ["human", "ai"]
         # A frame far beyond the limit is not even buffered: the socket is closed as "message too big".
-        await tab.ws.send_str("x" * (64 * 1024 * 16 + 1))
+        await tab.ws.send_str("x" * (frame_cap(channel.web_config) + 1))
         closing = await tab.ws.receive()
         assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
         assert tab.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG

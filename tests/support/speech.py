@@ -44,7 +44,7 @@ def voice_note(pcm: Any) -> AudioPart:
 
 
 def encode_as(pcm: Any, fmt: str) -> tuple[bytes, str]:
-    """Encode 16 kHz mono samples as mp3, m4a (AAC) or wav with PyAV; returns (bytes, mime)."""
+    """Encode 16 kHz mono samples as mp3, m4a (AAC), wav or webm (Opus) with PyAV; returns (bytes, mime)."""
     import av
     import numpy as np
 
@@ -52,6 +52,7 @@ def encode_as(pcm: Any, fmt: str) -> tuple[bytes, str]:
         "mp3": ("libmp3lame", "mp3", "audio/mpeg", 44_100),
         "m4a": ("aac", "mp4", "audio/mp4", 44_100),
         "wav": ("pcm_s16le", "wav", "audio/wav", RATE),
+        "webm": ("libopus", "webm", "audio/webm", 48_000),  # what browsers' MediaRecorder makes
     }[fmt]
     out = io.BytesIO()
     with av.open(out, mode="w", format=container) as c:

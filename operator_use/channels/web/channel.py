@@ -4,15 +4,17 @@ Each browser is one conversation (`web:<id from its cookie>`); every open tab of
 events. The gateway drives the page like any platform: `send` adds a message, `edit` replaces its whole
 text, `finalize` marks it complete. The HTTP side (auth, page, socket) lives in server.py.
 
-Events to the page (JSON): history {items, max_message_bytes}, user {id, text}, send {id, text, plain,
-reply_to}, edit {id, text, plain}, finalize {id}, typing, error {error}. From the page: {"type": "message",
-"text"}. The page renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at
+Events to the page (JSON): history {items, max_message_bytes, max_audio_bytes}, user {id, text, voice},
+send {id, text, plain, reply_to}, edit {id, text, plain}, finalize {id}, voice {id, reply_to, mime, data
+(base64), duration_s}, typing, error {error}. From the page: {"type": "message", "text"} and voice notes
+{"type": "audio", "mime", "data" (base64)}, which the orchestrator transcribes like any platform's. The page renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at
 every edit, which costs the browser little and would cost the server a full parse per edit.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import ipaddress
 import itertools
 import json
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ...messages import Address, HistoryMessage, IncomingMessage, TextPart, conversation_key
+from ...messages import Address, AudioPart, HistoryMessage, IncomingMessage, TextPart, conversation_key
 from ..base import Capabilities, Channel, ChannelError
 from .config import WEB_USER, WebConfig, is_loopback
 from .history import history_items
@@ -45,7 +47,8 @@ def print_to_console(url: str) -> None:
 
 class WebChannel(Channel):
     name = "web"
-    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown")
+    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown",
+                                voice=True)
 
     def __init__(self, config: WebConfig | None = None, *, history: History | None = None,
                  announce: Callable[[str], None] | None = print_to_console) -> None:
@@ -148,7 +151,8 @@ class WebChannel(Channel):
                 failed = True
         self._sockets.setdefault(chat, set()).add(ws)
         await ws.send_str(json.dumps({"type": "history", "items": items,
-                                      "max_message_bytes": self.web_config.max_message_bytes}))
+                                      "max_message_bytes": self.web_config.max_message_bytes,
+                                      "max_audio_bytes": self.web_config.max_audio_bytes}))
         if failed:
             await ws.send_str(json.dumps({"type": "error", "error": "the conversation's history could not be loaded"}))
 
@@ -166,6 +170,13 @@ class WebChannel(Channel):
         await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=WEB_USER,
                                         parts=[TextPart(text=text)], message_id=message_id))
 
+    async def receive_audio(self, chat: str, data: bytes, mime: str) -> None:
+        message_id = self._new_id("u")
+        await self._broadcast(chat, {"type": "user", "id": message_id, "text": "Voice note", "voice": True})
+        await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=WEB_USER,
+                                        parts=[AudioPart(data=data, mime=mime, voice_note=True)],
+                                        message_id=message_id))
+
     # --- primitives used by the gateway ---
 
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
@@ -179,6 +190,13 @@ class WebChannel(Channel):
 
     async def finalize(self, address: Address, message_id: str) -> None:
         await self._broadcast(address.chat_id, {"type": "finalize", "id": message_id})
+
+    async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
+        message_id = self._new_id("m")
+        await self._broadcast(address.chat_id, {"type": "voice", "id": message_id, "reply_to": reply_to,
+                                                "mime": audio.mime, "duration_s": audio.duration_s,
+                                                "data": base64.b64encode(audio.data).decode("ascii")})
+        return message_id
 
     async def typing(self, address: Address) -> None:
         await self._broadcast(address.chat_id, {"type": "typing"})

@@ -34,6 +34,9 @@ class WebConfig(ChannelConfig):
     edit_interval: float | None = 0.1
     # Largest message the page may send, in bytes of the websocket frame.
     max_message_bytes: int = Field(64 * 1024, ge=1024)
+    # Largest voice note recorded in the page (the audio itself; its base64 frame is a third larger).
+    # The page records Opus at 32 kbit/s: 4 MB is about 16 minutes.
+    max_audio_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     # Past messages shown when a page (re)connects.
     history_limit: int = Field(200, ge=0)
 

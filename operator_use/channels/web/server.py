@@ -12,6 +12,9 @@ socket with the owner's cookie), and, unless remote access is enabled, that the 
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import hmac
 import json
 import logging
@@ -27,6 +30,7 @@ from .config import is_loopback
 
 if TYPE_CHECKING:
     from .channel import WebChannel
+    from .config import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,26 @@ _YEAR = 365 * 24 * 3600
 
 # The page runs our script only and never loads anything from elsewhere: a model-written image link
 # cannot phone home, and no other site can frame the page.
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+# Voice notes play from blob: URLs the page makes from the socket's bytes (never from another site).
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src blob:; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
             "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
 
 _REFUSED = """<!doctype html><meta charset="utf-8"><title>operator-use</title>
 <body style="font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;color:#333">
 <h1>{title}</h1><p>{text}</p></body>"""
+
+
+def audio_frame_limit(config: WebConfig) -> int:
+    """Largest audio frame in bytes: the note's base64 (4/3 of it) plus room for the JSON around it."""
+    return (config.max_audio_bytes + 2) // 3 * 4 + 1024
+
+
+def frame_cap(config: WebConfig) -> int:
+    """Frames up to this size are read (and answered with an error when too big); beyond it aiohttp
+    closes the socket (1009) before buffering an unbounded frame."""
+    return max(config.max_message_bytes * 16, audio_frame_limit(config) * 2)
 
 
 def build_app(channel: WebChannel) -> web.Application:
@@ -151,9 +167,7 @@ class _Server:
             return _refused(403, "Refused", "")
         chat = self._chat_id(request) or "default"
         limit = self.config.max_message_bytes
-        # Frames up to 16x the limit are read and answered with an error event; beyond that aiohttp
-        # closes the socket (1009) before buffering an unbounded frame.
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=limit * 16)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=frame_cap(self.config))
         await ws.prepare(request)
         await self.channel.attach(chat, ws)
         try:
@@ -172,13 +186,21 @@ class _Server:
         # Nothing the page sends may end the handler: every problem is answered with an error event.
         try:
             size = len(data.encode())
-            if size > limit:
-                await _error(ws, f"message too long ({size} bytes; the limit is {limit})")
+            audio_limit = audio_frame_limit(self.config)
+            if size > max(limit, audio_limit):
+                await _error(ws, f"message too long ({size} bytes; the limit is {limit}, "
+                                 f"{self.config.max_audio_bytes} for a voice note)")
                 return
             try:
-                event = json.loads(data)
+                event = json.loads(data) if size <= limit else await asyncio.to_thread(json.loads, data)
             except ValueError:
                 await _error(ws, "malformed frame: not JSON")
+                return
+            if isinstance(event, dict) and event.get("type") == "audio":
+                await self._audio(chat, ws, event)
+                return
+            if size > limit:
+                await _error(ws, f"message too long ({size} bytes; the limit is {limit})")
                 return
             if not isinstance(event, dict) or event.get("type") != "message" or not isinstance(event.get("text"), str):
                 await _error(ws, 'malformed frame: expected {"type": "message", "text": "..."}')
@@ -190,6 +212,26 @@ class _Server:
         except Exception:
             log.exception("web chat: handling a frame failed")
             await _error(ws, "the message could not be handled; see the agent's log")
+
+    async def _audio(self, chat: str, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """A voice note recorded in the page: {"type": "audio", "mime": "audio/webm", "data": base64}."""
+        mime, encoded = event.get("mime"), event.get("data")
+        if not isinstance(mime, str) or not mime.startswith("audio/") or not isinstance(encoded, str):
+            await _error(ws, 'malformed frame: expected {"type": "audio", "mime": "audio/...", "data": "<base64>"}')
+            return
+        try:
+            audio = await asyncio.to_thread(base64.b64decode, encoded, validate=True)
+        except (binascii.Error, ValueError):
+            await _error(ws, "malformed voice note: its data is not valid base64")
+            return
+        if not audio:
+            await _error(ws, "empty voice note")
+            return
+        if len(audio) > self.config.max_audio_bytes:
+            await _error(ws, f"voice note too big ({len(audio)} bytes; the limit is {self.config.max_audio_bytes})")
+            return
+        # "audio/webm;codecs=opus" -> "audio/webm": the decoder reads the container, not the label.
+        await self.channel.receive_audio(chat, audio, mime.split(";")[0].strip().lower())
 
 
 async def _error(ws: web.WebSocketResponse, text: str) -> None:

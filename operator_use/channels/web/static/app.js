@@ -2,6 +2,8 @@
 // rendered by markdown-it with raw HTML disabled, which escapes every character of it and refuses
 // javascript:/vbscript:/file:/data: links; that output is the only markup ever inserted. What the user
 // typed and errors are shown as text. The page's CSP allows no inline script and no remote image either.
+// Voice notes: the mic button records with MediaRecorder and sends the recording as one base64 frame; the
+// agent's spoken replies arrive as base64 OGG/Opus and play from blob: URLs (the only media the CSP allows).
 "use strict";
 (() => {
   const md = window.markdownit
@@ -12,11 +14,15 @@
   const form = document.getElementById("composer");
   const statusEl = document.getElementById("status");
   const typingEl = document.getElementById("typing");
+  const mic = document.getElementById("mic");
   const encoder = new TextEncoder();
   const bubbles = new Map(); // message id -> element of the agent's messages
   let ws = null;
   let failures = 0;
   let maxBytes = 65536; // replaced by the server's limit on connect
+  let maxAudioBytes = 4 * 1024 * 1024; // likewise
+  let recorder = null;
+  let unsentNote = null; // a voice note recorded while disconnected: sent on reconnect, not lost
   let typingTimer = null;
 
   function setStatus(text, state) {
@@ -87,6 +93,8 @@
   const handlers = {
     history(ev) {
       if (ev.max_message_bytes) maxBytes = ev.max_message_bytes;
+      if (ev.max_audio_bytes) maxAudioBytes = ev.max_audio_bytes;
+      for (const audio of log.querySelectorAll("audio")) URL.revokeObjectURL(audio.src);
       log.replaceChildren();
       bubbles.clear();
       for (const item of ev.items) {
@@ -96,8 +104,20 @@
       toBottom();
     },
     user(ev) {
-      showText(bubble("user", ev.id), ev.text);
+      const el = bubble(ev.voice ? "user voice" : "user", ev.id);
+      showText(el, ev.text);
       toBottom();
+    },
+    voice(ev) {
+      const stick = nearBottom();
+      const bytes = Uint8Array.from(atob(ev.data), (c) => c.charCodeAt(0));
+      const audio = document.createElement("audio");
+      audio.controls = true;
+      audio.preload = "metadata";
+      audio.src = URL.createObjectURL(new Blob([bytes], { type: ev.mime }));
+      bubble("assistant voice done", ev.id).querySelector(".body").appendChild(audio);
+      showTyping(false);
+      if (stick) toBottom();
     },
     send(ev) { handlers.edit(ev); },
     edit(ev) {
@@ -129,6 +149,11 @@
     socket.onopen = () => {
       failures = 0;
       setStatus("connected", "ok");
+      if (unsentNote) {
+        const note = unsentNote;
+        unsentNote = null;
+        sendNote(note);
+      }
     };
     socket.onmessage = (e) => {
       let ev;
@@ -163,6 +188,115 @@
     input.value = "";
     autosize();
   }
+
+  // --- voice notes ---
+
+  function micUnavailable(reason) {
+    mic.disabled = true;
+    mic.dataset.state = "unavailable";
+    mic.title = reason;
+  }
+
+  function recordingType() {
+    for (const type of ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/ogg"]) {
+      if (MediaRecorder.isTypeSupported(type)) return type;
+    }
+    return ""; // the browser's default
+  }
+
+  function base64(blob) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(",", 2)[1] || "");
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+  }
+
+  async function sendNote(blob) {
+    if (!blob.size) {
+      showError("The recording was empty: nothing was sent.");
+      return;
+    }
+    if (blob.size > maxAudioBytes) {
+      showError(`The voice note is too big (${blob.size} bytes; the limit is ${maxAudioBytes}).`);
+      return;
+    }
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      unsentNote = blob;
+      showError("Not connected: the voice note will be sent once the connection is back.");
+      return;
+    }
+    const data = await base64(blob);
+    ws.send(JSON.stringify({ type: "audio", mime: blob.type || "audio/webm", data }));
+  }
+
+  function clock(ms) {
+    const s = Math.floor(ms / 1000);
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+
+  async function startRecording() {
+    mic.dataset.state = "starting";
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (e) {
+      micUnavailable(`Voice notes are unavailable: no microphone, or it was refused (${e.name}).`);
+      return;
+    }
+    const mimeType = recordingType();
+    let rec;
+    try {
+      rec = new MediaRecorder(stream, { mimeType, audioBitsPerSecond: 32000 });
+    } catch (e) {
+      for (const track of stream.getTracks()) track.stop();
+      micUnavailable(`Voice notes are unavailable: this browser cannot record audio (${e.name}).`);
+      return;
+    }
+    const chunks = [];
+    let bytes = 0;
+    const started = performance.now();
+    const timer = setInterval(() => { mic.dataset.clock = clock(performance.now() - started); }, 250);
+    // The data attributes let a test (or a curious user) see the recording progress.
+    rec.ondataavailable = (e) => {
+      if (e.data.size) {
+        chunks.push(e.data);
+        bytes += e.data.size;
+      }
+      mic.dataset.bytes = String(bytes);
+      mic.dataset.elapsed = String(Math.round(performance.now() - started));
+      if (bytes > maxAudioBytes * 0.95 && rec.state === "recording") rec.stop(); // stop before the limit
+    };
+    rec.onstop = () => {
+      clearInterval(timer);
+      for (const track of stream.getTracks()) track.stop();
+      recorder = null;
+      mic.dataset.state = "idle";
+      mic.title = "Record a voice note (click again to send it)";
+      sendNote(new Blob(chunks, { type: rec.mimeType || mimeType || "audio/webm" }))
+        .catch((e) => showError(`The voice note could not be sent: ${e}`));
+    };
+    recorder = rec;
+    mic.dataset.bytes = "0";
+    mic.dataset.elapsed = "0";
+    mic.dataset.clock = clock(0);
+    rec.start(250); // a chunk every 250 ms: progress is visible and a long note is not one huge buffer
+    mic.dataset.state = "recording";
+    mic.title = "Recording: click to stop and send";
+  }
+
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.MediaRecorder) {
+    micUnavailable("Voice notes need microphone access, which browsers give only on https or localhost.");
+  } else if (navigator.permissions) {
+    navigator.permissions.query({ name: "microphone" }).then((p) => {
+      if (p.state === "denied") micUnavailable("Voice notes are unavailable: microphone access was denied.");
+    }).catch(() => {}); // not every browser can query the microphone permission: the click will tell
+  }
+  mic.addEventListener("click", () => {
+    if (recorder && recorder.state === "recording") recorder.stop();
+    else if (!recorder && mic.dataset.state === "idle") startRecording();
+  });
 
   function autosize() {
     input.style.height = "auto";
