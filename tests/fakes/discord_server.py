@@ -24,7 +24,6 @@ import asyncio
 import base64
 import itertools
 import json
-import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 from ..support.waiting import Observable
+from ..support.serve import serve
 
 BOT_ID = "1000"
 APP_ID = "1001"
@@ -119,13 +119,7 @@ class FakeDiscord(Observable):
         app.router.add_get("/gateway-resume", self._ws)
         app.router.add_get("/cdn/{key}/{name}", self._cdn)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

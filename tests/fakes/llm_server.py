@@ -19,7 +19,6 @@ import asyncio
 import inspect
 import json
 import signal
-import socket
 import time
 import uuid
 from collections import deque
@@ -28,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from aiohttp import web
+from ..support.serve import serve
 
 
 # --- script ----------------------------------------------------------------------------------
@@ -212,14 +212,7 @@ class FakeLLMServer:
         app.router.add_post("/v1/messages", self._messages)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        # Binding the socket ourselves gives a free port with no race between picking and binding.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app, self.host, self.port)
         return self
 
     async def stop(self) -> None:

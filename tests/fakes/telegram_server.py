@@ -27,7 +27,6 @@ import asyncio
 import itertools
 import json
 import re
-import socket
 import time
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -36,6 +35,7 @@ from typing import Any
 
 from aiohttp import web
 from ..support.waiting import Observable
+from ..support.serve import serve
 
 TOKEN = "123456789:AAtest-token_SECRET_value"
 BOT_ID = 123456789
@@ -179,18 +179,12 @@ class FakeTelegram(Observable):
     # --- lifecycle ---
 
     async def start(self) -> FakeTelegram:
-        # Binding the socket ourselves gives a free port with no race, and the same port on come_back().
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._api)
         app.router.add_get("/file/bot{token}/{path:.+}", self._download)
         # A short shutdown grace: in-flight long polls are cut off as when a server dies.
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
-        await self._runner.setup()
-        await web.SockSite(self._runner, sock).start()
+        # The same port on come_back(), so the client finds the server again.
+        self._runner, self.port = await serve(app, self.host, self.port, shutdown_timeout=0.2)
         self.down = False
         return self
 

@@ -20,7 +20,6 @@ import asyncio
 import datetime
 import itertools
 import json
-import socket
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 from ..support.waiting import Observable
+from ..support.serve import serve
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
@@ -148,13 +148,7 @@ class FakeTwitchServer(Observable):
         app.router.add_post("/helix/chat/messages", self._chat_message)
         app.router.add_post("/helix/whispers", self._whisper)
         app.router.add_get("/ws", self._websocket)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
+        self._runner, self.port = await serve(app)
         return self
 
     async def stop(self) -> None:
