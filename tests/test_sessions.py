@@ -120,3 +120,25 @@ async def test_a_late_append_of_an_archived_conversation_does_not_leak_into_the_
     assert (await store.load("test:c1")).messages == []
     await store.append("test:c1", [HumanMessage(content="fresh")])
     assert [m.content for m in (await store.load("test:c1")).messages] == ["fresh"]
+
+
+async def test_a_session_evicted_during_its_turn_keeps_the_next_turn_complete(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, cache_size=1)
+    held = await store.load("test:a")  # the turn holds this object
+    await store.append("test:a", [HumanMessage(content="q1")], session=held)
+    await store.load("test:b")  # evicts test:a from the cache
+    reloaded = await store.load("test:a")  # e.g. /status in the middle of the turn
+    assert reloaded is not held
+    await store.append("test:a", [AIMessage(content="a1")], session=held)
+    assert [m.content for m in (await store.load("test:a")).messages] == ["q1", "a1"]
+    assert [m.content for m in SessionStore(tmp_path).read_sync("test:a")] == ["q1", "a1"]
+
+
+async def test_archive_reaches_a_session_object_that_was_evicted(tmp_path: Path) -> None:
+    store = SessionStore(tmp_path, cache_size=1)
+    held = await store.load("test:a")
+    await store.append("test:a", [HumanMessage(content="old")], session=held)
+    await store.load("test:b")  # evicts the held session
+    await store.archive("test:a")
+    await store.append("test:a", [AIMessage(content="late")], session=held)
+    assert (await store.load("test:a")).messages == []

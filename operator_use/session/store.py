@@ -29,8 +29,9 @@ class Session:
     messages: list[HistoryMessage] = field(default_factory=list)
     # The file does not end with a newline (torn write): the next append starts a fresh line.
     needs_newline: bool = False
-    # Set by archive(): appends bound to this session are dropped instead of starting the next one.
-    archived: bool = False
+    # Which incarnation of the key this is: /new (archive) starts the next one, and appends bound to an
+    # older one are dropped instead of leaking into the fresh conversation.
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class SessionStore:
         self._cache: OrderedDict[str, Session] = OrderedDict()
         self._cache_size = cache_size
         self._locks: dict[str, asyncio.Lock] = {}
+        self._generations: dict[str, int] = {}
 
     def path_for(self, key: str) -> Path:
         return self.sessions_dir / _filename(key)
@@ -100,7 +102,7 @@ class SessionStore:
             session = self._cache.get(key)
             if session is None:
                 messages, torn = await asyncio.to_thread(_parse, self.path_for(key))
-                session = Session(key, messages, needs_newline=torn)
+                session = Session(key, messages, needs_newline=torn, generation=self._generations.get(key, 0))
                 self._remember(session)
         return session
 
@@ -109,7 +111,9 @@ class SessionStore:
         self._cache.move_to_end(session.key)
         while len(self._cache) > self._cache_size:
             old, _ = self._cache.popitem(last=False)
-            self._locks.pop(old, None)
+            lock = self._locks.get(old)
+            if lock is not None and not lock.locked():  # a held lock keeps serializing its writers
+                del self._locks[old]
 
     async def append(self, key: str, messages: list[HistoryMessage], *, session: Session | None = None) -> None:
         """Append to `key`'s history. With `session`, only while that session is still the current one."""
@@ -118,7 +122,7 @@ class SessionStore:
         session = session or await self.load(key)
         lines = b"".join(m.model_dump_json(exclude_none=True).encode() + b"\n" for m in messages)
         async with self._lock(key):
-            if session.archived:
+            if session.generation != self._generations.get(key, 0):
                 log.info("dropping %d message(s) of archived conversation %s", len(messages), key)
                 return
             if session.needs_newline:
@@ -126,13 +130,18 @@ class SessionStore:
             await asyncio.to_thread(_append, self.path_for(key), lines, self.fsync)
             session.needs_newline = False
             session.messages.extend(messages)
+            cached = self._cache.get(key)
+            if cached is not None and cached is not session:
+                # `session` was evicted while its turn ran and the key reloaded meanwhile: keep the copy
+                # the next turn will read complete.
+                cached.messages.extend(messages)
+                cached.needs_newline = False
 
     async def archive(self, key: str) -> Path | None:
         """Move the conversation aside (for /new); the next message starts a fresh history."""
         async with self._lock(key):
-            cached = self._cache.pop(key, None)
-            if cached is not None:
-                cached.archived = True
+            self._cache.pop(key, None)
+            self._generations[key] = self._generations.get(key, 0) + 1
             src = self.path_for(key)
             dst = self.archive_dir / f"{quote(key, safe='')}.{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6}.jsonl"
 
