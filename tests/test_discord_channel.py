@@ -30,8 +30,9 @@ from .fakes.discord_server import (
     FakeDiscord,
 )
 from .fakes.llm_server import FakeLLMServer, Reply
-from .support.deps import require_binary, require_module
+from .support.deps import require_module
 from .support.pipeline import Gates, make_app, scripted_responder
+from .support.speech import spoken_ogg
 
 TOKEN = "fake-discord-bot-token-SECRET"
 
@@ -246,18 +247,6 @@ async def test_audio_attachments_become_audio_parts(home: Path, fake: FakeDiscor
             await channel.wait_finalized(lambda f: len(f) == 2)
             assert heard[1].mime == "audio/mpeg" and not heard[1].voice_note and heard[1].duration_s is None
             assert [m["content"] for m in fake.in_channel(DM_CHANNEL_ID)] == ["You said: hello from a recording"] * 2
-
-
-async def spoken_ogg(text: str) -> bytes:
-    """`text` spoken by espeak-ng, encoded as OGG/Opus (what Discord clients record for voice messages)."""
-    espeak = require_binary("espeak-ng")
-    from operator_use.audio.codec import OPUS_RATE, decode_pcm, encode_ogg_opus
-
-    proc = await asyncio.create_subprocess_exec(espeak, "--stdout", text, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    wav, err = await proc.communicate()
-    assert proc.returncode == 0, err
-    return await asyncio.to_thread(lambda: encode_ogg_opus(decode_pcm(wav, rate=OPUS_RATE), OPUS_RATE))
 
 
 async def test_images_go_to_the_model_and_files_to_the_workspace(home: Path, fake: FakeDiscord) -> None:

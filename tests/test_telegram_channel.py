@@ -26,8 +26,9 @@ from operator_use.providers.llm.openai import OpenAILLM
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
 from .fakes.telegram_server import TOKEN, FakeTelegram
-from .support.deps import require_binary, require_module
+from .support.deps import require_module
 from .support.pipeline import make_app
+from .support.speech import spoken_ogg
 
 ALICE = FakeTelegram.user(111, "alice", "Alice")  # allowed by id, admin
 BOB = FakeTelegram.user(222, "Bob_TG", "Bob")  # allowed by username
@@ -466,18 +467,6 @@ async def test_voice_note_in_voice_note_back(home: Path, fake: FakeTelegram) -> 
     voice_out = fake.messages_in(111, kind="voice")[0]
     assert voice_out.mime == "audio/ogg" and voice_out.data.startswith(b"OggS")
     assert voice_out.reply_to == fake.message_of(voice_in)["message_id"]
-
-
-async def spoken_ogg(text: str) -> bytes:
-    """`text` spoken by espeak-ng, encoded as an OGG/Opus voice note (what Telegram clients record)."""
-    espeak = require_binary("espeak-ng")
-    from operator_use.audio.codec import OPUS_RATE, decode_pcm, encode_ogg_opus
-
-    proc = await asyncio.create_subprocess_exec(espeak, "--stdout", text, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    wav, err = await proc.communicate()
-    assert proc.returncode == 0, err
-    return await asyncio.to_thread(lambda: encode_ogg_opus(decode_pcm(wav, rate=OPUS_RATE), OPUS_RATE))
 
 
 # --- webhook ----------------------------------------------------------------------------------

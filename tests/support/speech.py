@@ -83,3 +83,9 @@ def ogg_info(data: bytes) -> tuple[str, str, int, int]:
 
 def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
+
+
+async def spoken_ogg(text: str) -> bytes:
+    """`text` spoken by espeak-ng as an OGG/Opus voice note (what Telegram and Discord clients record)."""
+    require_binary("espeak-ng")
+    return voice_note(await espeak_pcm(text)).data

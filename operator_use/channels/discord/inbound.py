@@ -15,12 +15,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ..inbox import save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import DiscordConfig
 
 log = logging.getLogger(__name__)
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def location(message: Any) -> tuple[str, str | None, str | None]:
@@ -111,15 +111,7 @@ async def _attachment_part(attachment: Any, voice_flag: bool, max_bytes: int, in
                          duration_s=attachment.duration, voice_note=voice)
     if mime.startswith("image/"):
         return ImagePart(data=data, mime=mime)
-    path = await asyncio.to_thread(save_to_inbox, inbox, name, data)
+    # A time prefix keeps the inbox in arrival order.
+    prefix = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    path = await asyncio.to_thread(lambda: save_to_inbox(inbox, name, data=data, prefix=prefix))
     return FilePart(name=name, mime=mime, path=str(path))
-
-
-def save_to_inbox(inbox: Path, name: str, data: bytes) -> Path:
-    """Write an attachment under a fresh name (never overwriting, never leaving the inbox)."""
-    inbox.mkdir(parents=True, exist_ok=True)
-    safe = _UNSAFE.sub("_", Path(name).name).strip("._") or "file"
-    path = inbox / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}-{safe[-100:]}"
-    with open(path, "xb") as f:
-        f.write(data)
-    return path

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..inbox import save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, Part, TextPart
 
 log = logging.getLogger(__name__)
@@ -83,20 +84,10 @@ class FileFetcher:
             raise FileError(f"download failed: {exc!r}") from exc
 
     def _save(self, file_id: str, name: str, data: bytes) -> str:
-        inbox = self.workspace / self.inbox_dir
-        inbox.mkdir(parents=True, exist_ok=True)
-        # Only a safe base name of the user's file name survives; the file id keeps names unique.
-        safe = (re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "file")[:100]
+        # The file id keeps names unique and recognisable.
         prefix = re.sub(r"[^A-Za-z0-9]", "", file_id)[:32] or "file"
-        while True:
-            target = inbox / f"{prefix}-{safe}"
-            try:
-                with open(target, "xb") as fh:  # never overwrite: the same file sent twice gets a new name
-                    fh.write(data)
-            except FileExistsError:
-                prefix = f"{prefix[:32]}-{uuid.uuid4().hex[:6]}"
-                continue
-            return target.relative_to(self.workspace).as_posix()
+        target = save_to_inbox(self.workspace / self.inbox_dir, name, data=data, prefix=prefix)
+        return target.relative_to(self.workspace).as_posix()
 
 
 class FileError(Exception):

@@ -8,19 +8,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import shutil
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from ..inbox import safe_filename, save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import TelegramConfig
 
 log = logging.getLogger(__name__)
 
 _COMMAND = re.compile(r"^/[A-Za-z0-9_]+(?:@([A-Za-z0-9_]+))?")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class RecentIds:
@@ -39,12 +37,6 @@ class RecentIds:
         while len(self._ids) > self.size:
             self._ids.popitem(last=False)
         return True
-
-
-def safe_filename(name: str | None, default: str = "file") -> str:
-    base = Path(name or default).name
-    cleaned = _UNSAFE.sub("_", base).strip("._") or default
-    return cleaned[-100:]
 
 
 class Inbound:
@@ -137,16 +129,6 @@ class Inbound:
         data = None if local is not None else bytes(await file.download_as_bytearray())
         name = safe_filename(doc.file_name, "document")
         inbox = self.workspace / "inbox"
-        path = inbox / f"{uuid.uuid4().hex[:8]}-{name}"
-
-        def write() -> None:
-            inbox.mkdir(parents=True, exist_ok=True)
-            if local is not None:  # up to 2 GB from a local server: copied, never held in memory
-                shutil.copyfile(local, path)
-                return
-            # "x": never overwrite, even on a name collision.
-            with open(path, "xb") as f:
-                f.write(data or b"")
-
-        await asyncio.to_thread(write)
+        # Up to 2 GB from a local Bot API server: copied, never held in memory.
+        path = await asyncio.to_thread(lambda: save_to_inbox(inbox, name, data=data, source=local))
         return FilePart(name=doc.file_name or name, mime=doc.mime_type or "application/octet-stream", path=str(path))
