@@ -160,7 +160,7 @@ async def test_private_message_gets_one_streamed_reply(home: Path, fake: FakeTel
     assert {"start", "help", "status", "stop", "new"} <= set(names) and "restart" not in names
     httpx_logger.setLevel(logging.NOTSET)
     assert TOKEN not in caplog.text
-    assert "/bot<telegram-token>/sendMessage" in caplog.text  # the httpx lines were there, redacted
+    assert "/bot[REDACTED]/sendMessage" in caplog.text  # the httpx lines were there, redacted
 
 
 async def test_unreachable_at_start_the_gateway_keeps_trying(home: Path, fake: FakeTelegram) -> None:

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from ..messages import Address, IncomingMessage, TextPart
+from ..security.redact import install_log_redaction
 from .base import Capabilities, Channel, ChannelError, RetryAfter
 from .twitch_config import TwitchConfig
 
@@ -54,12 +55,14 @@ class TwitchChannel(Channel):
         import twitchio
         from twitchio import eventsub
 
-        from .twitch_client import Redact, TwitchClient, rate_limit_trace, reason
+        from .twitch_client import QuietStarletteAdvice, TwitchClient, rate_limit_trace, reason
 
         cfg = self.tw
-        self._redact = Redact()
-        self._redact.attach([s.get_secret_value() for s in (cfg.client_secret, cfg.access_token,
-                                                              cfg.refresh_token) if s])
+        # twitchio's errors and logs can quote token-endpoint URLs: masked in every log record.
+        install_log_redaction([s.get_secret_value() for s in (cfg.client_secret, cfg.access_token,
+                                                            cfg.refresh_token) if s])
+        self._redact = QuietStarletteAdvice()
+        self._redact.attach()
         self._point_at_endpoints()
         secret = cfg.client_secret.get_secret_value() if cfg.client_secret else None
         access = cfg.access_token.get_secret_value() if cfg.access_token else ""

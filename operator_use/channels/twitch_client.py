@@ -99,16 +99,14 @@ def reason(e: BaseException) -> str:
     return type(e).__name__ if isinstance(e, twitchio.TwitchioException) else str(e)
 
 
-class Redact(logging.Filter):
-    """Masks the given secrets in the records of twitchio's loggers while attached."""
+class QuietStarletteAdvice(logging.Filter):
+    """Drops twitchio's advice to install starlette, logged on every start: we never use that adapter."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.secrets: list[str] = []
         self._loggers: list[logging.Logger] = []
 
-    def attach(self, secrets: list[str]) -> None:
-        self.secrets = [s for s in secrets if s]
+    def attach(self) -> None:
         names = {n for n in logging.root.manager.loggerDict if n.split(".")[0] == "twitchio"}
         self._loggers = [logging.getLogger(n) for n in sorted(names)]
         for logger in self._loggers:
@@ -121,16 +119,6 @@ class Redact(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
-            text = record.getMessage()
+            return "StarletteAdapter" not in record.getMessage()
         except Exception:
             return True  # a malformed record: logging reports it as usual
-        if "StarletteAdapter" in text:
-            return False  # its advice to install starlette, on every start: we never use that adapter
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        for secret in self.secrets:
-            text = text.replace(secret, "**********")
-            record.exc_text = record.exc_text.replace(secret, "**********") if record.exc_text else None
-        record.msg, record.args = text, ()
-        return True

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ...messages import Address, AudioPart, FilePart, ImagePart, Part
+from ...security.redact import install_log_redaction
 from ..base import Capabilities, Channel, ChannelError
-from . import redact
 from .config import TelegramConfig
 from .inbound import Inbound, RecentIds
 
@@ -60,7 +60,6 @@ class TelegramChannel(Channel):
         self._state = "down"
         self._failures = 0
         self._lost_at = 0.0
-        self._token_filter: redact.TokenFilter | None = None
 
     # --- lifecycle ---
 
@@ -71,8 +70,8 @@ class TelegramChannel(Channel):
         if cfg.token is None:
             raise ChannelError("channels.telegram.token is not set", permanent=True)
         token = cfg.token.get_secret_value()
-        if self._token_filter is None:
-            self._token_filter = redact.install(token)
+        # The Bot API puts the token in every URL: masked in every log record, tracebacks included.
+        install_log_redaction([token])
         app = ptb.build_application(cfg, token, on_update=self._on_update, on_poll_answer=self._poll_answered)
         try:
             await app.initialize()  # getMe: who we are, for mentions
@@ -109,9 +108,6 @@ class TelegramChannel(Channel):
             from . import ptb
 
             await ptb.shutdown(app)
-        if self._token_filter is not None:
-            redact.uninstall(self._token_filter)
-            self._token_filter = None
 
     def status(self) -> str:
         return self._state
