@@ -41,7 +41,7 @@ def _profiles() -> list[Profile]:
     from operator_use.channels.mqtt.channel import MQTTChannel
     from operator_use.channels.slack.channel import SlackChannel
     from operator_use.channels.telegram.channel import TelegramChannel
-    from operator_use.channels.twitch import TwitchChannel
+    from operator_use.channels.twitch.channel import TwitchChannel
     from operator_use.channels.web.channel import WebChannel
 
     profiles = [Profile(cls.name if cls is not TerminalChannel else "terminal", cls.capabilities)

@@ -20,7 +20,7 @@ from .channels.discord.config import DiscordConfig
 from .channels.mqtt.config import MQTTConfig
 from .channels.slack.config import SlackConfig
 from .channels.telegram.config import TelegramConfig
-from .channels.twitch_config import TwitchConfig
+from .channels.twitch import TwitchConfig
 from .channels.web.config import WebConfig
 from .security.config import ApprovalsConfig, SecurityConfig
 from .tools.config import ToolsConfig

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from operator_use.channels.base import ChannelError
-from operator_use.channels.twitch import TwitchChannel, TwitchConfig
+from operator_use.channels.twitch import TwitchConfig
+from operator_use.channels.twitch.channel import TwitchChannel
 from operator_use.config import ConfigError, load_config
 from operator_use.providers.llm.openai import OpenAILLM
 

@@ -23,7 +23,7 @@ CHANNELS: dict[str, str] = {
     "discord": "operator_use.channels.discord.channel:DiscordChannel",
     "mqtt": "operator_use.channels.mqtt.channel:MQTTChannel",
     "slack": "operator_use.channels.slack.channel:SlackChannel",
-    "twitch": "operator_use.channels.twitch:TwitchChannel",
+    "twitch": "operator_use.channels.twitch.channel:TwitchChannel",
     "telegram": "operator_use.channels.telegram.channel:TelegramChannel",
 }
 

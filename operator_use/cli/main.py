@@ -102,7 +102,7 @@ def _run(only: list[str] | None) -> None:
 def init() -> None:
     """Create the data directory, a starter config.yaml and the workspace (safe to run again)."""
     from ..config import CONFIG_FILE, data_home, default_config_yaml
-    from ..workspace import ensure_workspace
+    from ..workspace import TemplateMissing, ensure_workspace
 
     home = data_home()
     home.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,11 @@ def init() -> None:
         config_path.write_text(default_config_yaml(), encoding="utf-8")
         typer.echo(f"Wrote {config_path}")
     config = _load()
-    created = ensure_workspace(config.workspace)
+    try:
+        created = ensure_workspace(config.workspace)
+    except TemplateMissing as exc:
+        typer.echo(f"Error: {exc}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"Workspace {config.workspace}: {len(created)} file(s) added" if created
                else f"Workspace {config.workspace} is complete")
 

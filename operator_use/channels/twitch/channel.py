@@ -9,7 +9,7 @@ Tokens come only from the configuration. twitchio would otherwise read and write
 the working directory and offers an OAuth web server on port 4343: token files are disabled here and the
 web adapter only runs when `oauth_port` is set. twitchio reconnects EventSub sockets itself (after
 `session_reconnect` the session and its subscriptions carry over; after a drop it subscribes once on the new
-session). What this channel changes in twitchio is in twitch_client.py.
+session). What this channel changes in twitchio is in client.py.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import re
 import time
 from typing import Any
 
-from ..messages import Address, IncomingMessage, TextPart
-from ..security.redact import install_log_redaction
-from .base import Capabilities, Channel, ChannelError, RetryAfter
-from .twitch_config import TwitchConfig
+from ...messages import Address, IncomingMessage, TextPart
+from ...security.redact import install_log_redaction
+from ..base import Capabilities, Channel, ChannelError, RetryAfter
+from .config import TwitchConfig
 
 __all__ = ["TwitchChannel", "TwitchConfig"]
 
@@ -55,7 +55,7 @@ class TwitchChannel(Channel):
         import twitchio
         from twitchio import eventsub
 
-        from .twitch_client import QuietStarletteAdvice, TwitchClient, rate_limit_trace, reason
+        from .client import QuietStarletteAdvice, TwitchClient, rate_limit_trace, reason
 
         cfg = self.tw
         # twitchio's errors and logs can quote token-endpoint URLs: masked in every log record.
@@ -200,7 +200,7 @@ class TwitchChannel(Channel):
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         import twitchio
 
-        from .twitch_client import RATE_RESET, reason, seconds_until
+        from .client import RATE_RESET, reason, seconds_until
 
         if self._client is None:
             raise ChannelError("twitch is not connected")
