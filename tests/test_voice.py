@@ -23,7 +23,16 @@ from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
 from .support.chat import ChatChannel
 from .support.deps import require_module
 from .support.pipeline import TappedBus, scripted_responder
-from .support.speech import RATE, espeak_pcm, need_voice_stack, ogg_info, silence, voice_note, words
+from .support.speech import (
+    RATE,
+    assert_heard,
+    espeak_pcm,
+    need_voice_stack,
+    ogg_info,
+    silence,
+    voice_note,
+    words,
+)
 
 QUESTION = "What is the weather in Paris tomorrow?"
 ANSWER = "Sure. The weather in Paris will be sunny tomorrow, with a light breeze."
@@ -88,7 +97,8 @@ async def test_voice_note_in_voice_note_out(home: Path, tts: str) -> None:
             # As long as the same text synthesized on its own (Piper's timing varies slightly per run).
             alone = await app.voice.synthesizer.synthesize(for_speech(ANSWER, 600))
             assert audio.duration_s == pytest.approx(alone.duration_s, rel=0.15 if tts == "piper" else 0.01)
-            assert {"paris", "sunny", "tomorrow"} <= words(await transcribe(audio))
+            # Piper samples noise, so its rendering (and what Whisper hears of it) varies per run.
+            assert_heard(ANSWER, await transcribe(audio))
 
 
 async def test_voice_mode_command_is_per_chat_and_durable(home: Path) -> None:

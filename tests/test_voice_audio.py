@@ -21,7 +21,17 @@ from operator_use.voice.speech_text import FULL_TEXT_NOTE, for_speech, speakable
 
 from .fakes.audio_server import FakeAudioServer
 from .support.deps import require_module
-from .support.speech import RATE, encode_as, espeak_pcm, need_voice_stack, ogg_info, silence, voice_note, words
+from .support.speech import (
+    RATE,
+    assert_heard,
+    encode_as,
+    espeak_pcm,
+    need_voice_stack,
+    ogg_info,
+    silence,
+    voice_note,
+    words,
+)
 
 SENTENCE = "What is the weather in Paris tomorrow?"
 
@@ -172,12 +182,12 @@ async def test_piper_speaks_a_voice_note(voice_stack: None) -> None:
 
     piper = PiperSynthesizer()
     try:
-        # Piper samples noise, so each rendering differs a little: key words the tiny model hears reliably.
         part = await piper.synthesize("The weather in Paris is sunny today.")
     finally:
         await piper.aclose()
     assert 1 < (part.duration_s or 0) < 10
-    assert {"weather", "paris", "sunny"} <= words(await _round_trip(part))
+    # Piper samples noise, so each rendering (and what Whisper hears of it) differs a little.
+    assert_heard("The weather in Paris is sunny today.", await _round_trip(part))
 
 
 async def test_openai_speech_api_is_reencoded(voice_stack: None) -> None:

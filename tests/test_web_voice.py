@@ -24,7 +24,7 @@ from operator_use.providers.stt.base import UNCLEAR
 from operator_use.providers.stt.local import LocalWhisper
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
-from .support.speech import encode_as, espeak_pcm, need_voice_stack, ogg_info, silence, words
+from .support.speech import assert_heard, encode_as, espeak_pcm, need_voice_stack, ogg_info, silence, words
 from .support.web import TOKEN, open_tab
 
 QUESTION = "What is the weather in Paris tomorrow?"
@@ -195,7 +195,8 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
             assert len(notes) == 1 and notes[0].mime == "audio/webm" and notes[0].voice_note
             assert ogg_info(notes[0].data)[:2] == ("matroska,webm", "opus")
             assert len(decode_pcm(notes[0].data)) / 16_000 == pytest.approx(seconds, abs=1.5)
-            assert {"weather", "paris", "tomorrow"} <= words(user_texts(server)[0]), user_texts(server)
+            # Captured in real time by the browser, the recording differs a little from run to run.
+            assert_heard(QUESTION, user_texts(server)[0])
 
             # Where the browser gives no microphone API (plain http beyond localhost), the button says why.
             bare = await browser.new_context()

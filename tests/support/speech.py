@@ -85,6 +85,25 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z]+", text.lower()))
 
 
+# Share of the said words that must be heard. Whisper tiny.en sometimes mishears a word of speech that
+# varies between renderings (Piper samples noise; the browser's capture runs in real time): "Paris" came
+# back as "pairs" in 7 of 25 Piper renderings, which left 10 of 13 words (0.77). Another sentence read out
+# would share far fewer than 70% of its words with the one expected.
+MIN_RECALL = 0.7
+
+
+def recall(said: str, heard: str) -> float:
+    """The share of the distinct words of `said` that appear in `heard`."""
+    expected = words(said)
+    return len(expected & words(heard)) / len(expected)
+
+
+def assert_heard(said: str, heard: str, *, min_recall: float = MIN_RECALL) -> None:
+    """`heard` is a transcript of `said`: at least `min_recall` of its words are in it."""
+    share = recall(said, heard)
+    assert share >= min_recall, f"heard {heard!r} for {said!r}: {share:.0%} of the words, {min_recall:.0%} needed"
+
+
 async def spoken_ogg(text: str) -> bytes:
     """`text` spoken by espeak-ng as an OGG/Opus voice note (what Telegram and Discord clients record)."""
     require_binary("espeak-ng")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..base import ChannelConfig
 
 
 class TwitchConfig(ChannelConfig):
-    numeric_ids = True  # allow_from/admins: user ids; logins go in allow_names/admin_names
     client_id: str = ""
     client_secret: SecretStr | None = None  # needed for app tokens and to refresh the user token
     # The bot account's user token (scopes user:read:chat, user:write:chat, user:bot; whispers:
@@ -29,6 +28,11 @@ class TwitchConfig(ChannelConfig):
     api_url: str | None = None  # https://api.twitch.tv/helix/
     id_url: str | None = None  # https://id.twitch.tv/
     eventsub_url: str | None = None  # wss://eventsub.wss.twitch.tv/ws
+
+    @field_validator("allow_from", "admins")
+    @classmethod
+    def _logins(cls, names: list[str]) -> list[str]:
+        return [n.strip().removeprefix("@").lower() for n in names]  # logins are lowercase: any case matches
 
     @model_validator(mode="after")
     def _complete(self) -> TwitchConfig:
