@@ -25,6 +25,7 @@ from .bus.memory import MemoryBus
 from .channels.base import Channel
 from .config import Config, load_config
 from .gateway.gateway import Gateway
+from .homelock import HomeLock
 from .orchestrator.orchestrator import Orchestrator
 from .providers.llm.base import LLM
 from .session.store import SessionStore
@@ -58,6 +59,8 @@ class App:
         # voice/service.py VoiceService: speech-to-text and spoken replies, built in start().
         self.voice: Any = None
         self.sessions = SessionStore(self.config.home)
+        # One agent per data home (homelock.py): taken by prepare(), released by stop().
+        self.home_lock = HomeLock(self.config.home)
         self.restart_requested = False
         self._closed = asyncio.Event()
         self._started = False
@@ -100,7 +103,9 @@ class App:
     # --- lifecycle ---
 
     async def prepare(self) -> LLM:
-        """Create the workspace and choose the model (raises NoLLMConfigured). `start` calls it too."""
+        """Claim the data home (raises HomeInUse), create the workspace and choose the model (raises
+        NoLLMConfigured). `start` calls it too."""
+        await asyncio.to_thread(self.home_lock.acquire)
         await asyncio.to_thread(ensure_workspace, self.config.workspace)
         if self.llm is None:
             self.llm = await self._build_llm()
@@ -109,12 +114,16 @@ class App:
     async def start(self) -> None:
         if self._started:
             return
+        from .security.hardening import make_undumpable
+
+        make_undumpable()  # /proc/<our pid>/environ and mem (API keys) closed to other processes of our user
         workspace = self.config.workspace
         self.llm = await self.prepare()
         self.channels = self._given_channels if self._given_channels is not None else self._build_channels()
         for ch in self.channels:  # channels that show past messages (the web page) read the store
             if hasattr(ch, "use_sessions"):
                 ch.use_sessions(self.sessions)
+        from .providers.llm.setup import stream_limits
         from .security.wiring import Protection
         from .tools import select_tools
 
@@ -124,7 +133,8 @@ class App:
         self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,
                            max_iterations=self.config.agent.max_iterations,
                            context_tokens=self.config.llm.context_window,
-                           reply_reserve_tokens=self.config.llm.max_tokens)
+                           reply_reserve_tokens=self.config.llm.max_tokens,
+                           limits=stream_limits(self.config.llm))
         self.gateway = Gateway(self.bus, self.channels, **self._gateway_options)
         self.orchestrator = Orchestrator(
             self.bus, self.agent, self.sessions, {c.name: c.config for c in self.channels},
@@ -144,6 +154,7 @@ class App:
 
     async def stop(self) -> None:
         if not self._started:
+            await asyncio.to_thread(self.home_lock.release)  # prepared, maybe, but never started
             return
         self._started = False
         if self.orchestrator:
@@ -157,6 +168,7 @@ class App:
         if self.llm:
             await self.llm.aclose()
         await self.bus.close()
+        await asyncio.to_thread(self.home_lock.release)
         self._closed.set()
 
     def request_stop(self) -> None:

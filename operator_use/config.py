@@ -7,13 +7,16 @@ override the file and use `__` for nesting: `OPERATOR_LLM__MODEL=gpt-4o-mini`,
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
+                               SettingsError)
 
 from .channels.cli import CLIConfig
 from .channels.discord.config import DiscordConfig
@@ -22,6 +25,8 @@ from .channels.slack.config import SlackConfig
 from .channels.telegram.config import TelegramConfig
 from .channels.twitch import TwitchConfig
 from .channels.web.config import WebConfig
+from .safe_yaml import YAMLRefused
+from .safe_yaml import load as load_yaml
 from .security.config import ApprovalsConfig, SecurityConfig
 from .tools.config import ToolsConfig
 from .voice.config import VoiceConfig
@@ -34,7 +39,12 @@ class ConfigError(Exception):
 
 
 def data_home() -> Path:
-    return Path(os.environ.get("OPERATOR_HOME") or Path.home() / ".operator-use").expanduser()
+    raw = os.environ.get("OPERATOR_HOME")
+    try:
+        return Path(raw or Path.home() / ".operator-use").expanduser()
+    except RuntimeError:  # "~name" of no user, or no home directory at all
+        raise ConfigError(f"OPERATOR_HOME names a home directory that does not exist: {raw}" if raw
+                          else "No home directory: set HOME or OPERATOR_HOME") from None
 
 
 class ModelRef(BaseModel):
@@ -57,6 +67,13 @@ class LLMConfig(BaseModel):
     max_tokens: int = 4096
     context_window: int = 128_000
     timeout: float = 120.0
+    # Limits on each model call (0: off; null in YAML means the default). A call may take call_deadline seconds
+    # in all; idle_timeout is the longest wait for the next piece of output (keep-alive comments and pings do
+    # not count; before the first piece, the next fallback model is tried); max_output_chars caps its text and
+    # tool-call arguments.
+    call_deadline: float = Field(600.0, ge=0)
+    idle_timeout: float = Field(120.0, ge=0)
+    max_output_chars: int = Field(100_000, ge=0)
     circuit_failures: int = 3
     circuit_cooldown: float = 60.0
 
@@ -113,7 +130,7 @@ class Config(BaseSettings):
                                    env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
         # Highest priority first: explicit arguments, then the environment, then the file.
-        return init_settings, env_settings, _YamlSource(settings_cls)
+        return init_settings, _EnvSource(settings_cls), _YamlSource(settings_cls)
 
     def masked(self) -> dict[str, Any]:
         """The resolved configuration with secrets shown as '**********'."""
@@ -126,15 +143,72 @@ class _YamlSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         path = data_home() / CONFIG_FILE
-        if not path.exists():
-            return {}
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                              "save it as UTF-8") from None
+        try:
+            data = load_yaml(text) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        except YAMLRefused as exc:
+            raise ConfigError(f"{path} is refused: {exc}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must contain a mapping of settings, not {type(data).__name__}")
         return _drop_nulls(data)
+
+
+class _BadVariable(ValueError):
+    """An OPERATOR_* value pydantic-settings could not decode, with the variable's name (its own error names
+    only the top-level field)."""
+
+
+class _EnvSource(EnvSettingsSource):
+    def __call__(self) -> dict[str, Any]:
+        prefix = self.env_prefix.lower()
+        for name, value in sorted(self.env_vars.items()):
+            if name.lower().startswith(prefix) and value and not _is_utf8(value):
+                # Bytes the locale could not decode: they would fail later, in a request or on the console.
+                raise ConfigError(f"{_real_name(name)} is not valid UTF-8 text")
+        return super().__call__()
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        except RecursionError:
+            raise _BadVariable(self._problem(field_name, value, "nested too deeply")) from None
+        except json.JSONDecodeError as exc:
+            raise _BadVariable(self._problem(field_name, value, exc.msg)) from None
+        except ValueError as exc:  # an integer longer than Python converts
+            raise _BadVariable(self._problem(field_name, value, str(exc).split(";")[0])) from None
+
+    def _problem(self, field_name: str, value: str, reason: str) -> str:
+        prefix, key = self.env_prefix.lower(), field_name.lower()
+        names = sorted(n for n, v in self.env_vars.items() if v == value and n.lower().startswith(prefix)
+                       and (n.lower() == prefix + key or n.lower().endswith(f"{self.env_nested_delimiter}{key}")))
+        name = _real_name(names[0]) if names else f"the OPERATOR_* variable for {field_name}"
+        return (f"{name} is not valid JSON ({reason}); lists and objects in variables are written as JSON, "
+                f"e.g. '[\"alice\", \"bob\"]'")
+
+
+def _real_name(name: str) -> str:
+    # pydantic-settings lowercases the names it reads: show the variable as it is set.
+    return next((k for k in os.environ if k.lower() == name.lower()), name.upper())
+
+
+def _is_utf8(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _drop_nulls(data: dict[str, Any]) -> dict[str, Any]:
@@ -146,6 +220,10 @@ def load_config(**overrides: Any) -> Config:
     """Load and validate; raises ConfigError naming each offending key."""
     try:
         return Config(**overrides)
+    except SettingsError as exc:
+        if isinstance(exc.__cause__, _BadVariable):
+            raise ConfigError(str(exc.__cause__)) from None
+        raise ConfigError(f"Invalid OPERATOR_* environment variable: {exc}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -169,6 +247,7 @@ agent:
   max_iterations: 20
   max_concurrent_turns: 8
   # approvals: {allow: [run_shell]}   # by default run_shell asks in the chat first (/approve ID)
+  # approvals: {prompt_file_writes: allow}   # by default writing SOUL.md, RULES.md, AGENTS.md, USER.md asks
 channels:
   cli:
     enabled: true

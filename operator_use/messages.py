@@ -9,15 +9,27 @@ Three families live here:
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def scrub_surrogates(text: str) -> str:
+    """`text` with every lone UTF-16 surrogate (which has no UTF-8 form, so could be neither saved nor sent)
+    replaced by U+FFFD; a pair of them becomes the character it encodes."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 class _Model(BaseModel):
@@ -31,6 +43,13 @@ class _Model(BaseModel):
 class TextPart(_Model):
     type: Literal["text"] = "text"
     text: str
+
+    # Platforms can hand over broken UTF-16 (a JSON "\ud800" escape): cleaned where text enters, so the
+    # model, the reply and the saved history all see the same text.
+    @field_validator("text")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
 
 
 class AudioPart(_Model):
@@ -147,6 +166,12 @@ class StreamDelta(_Model):
     address: Address
     stream_id: str
     delta: str
+
+    # A model can stream broken UTF-16 too: the chat shows what the history keeps (session/store.py).
+    @field_validator("delta")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
 
 
 class StreamBlockEnd(_Model):

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from operator_use.channels.base import ChannelConfig
-from operator_use.messages import ToolCall
 from operator_use.providers.llm.openai import OpenAILLM
-from operator_use.security.approvals import preview, verdict_for
+from operator_use.security.approvals import verdict_for
 from operator_use.security.config import ApprovalsConfig
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
@@ -198,9 +197,3 @@ def test_verdicts() -> None:
     assert verdict_for(custom, "run_shell", "high") == "allow"
     assert verdict_for(custom, "write_file", "medium") == "ask"
     assert verdict_for(custom, "web_fetch", "medium") == "deny"
-
-
-def test_preview_is_one_line_and_cannot_break_out_of_code() -> None:
-    call = ToolCall(id="1", name="run_shell", arguments={"command": "echo a\nrm -rf ~ `x`" + "y" * 500})
-    shown = preview(call)
-    assert "\n" not in shown and "`" not in shown and shown.startswith("echo a rm -rf ~") and len(shown) <= 301

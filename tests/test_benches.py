@@ -35,3 +35,12 @@ def test_streaming_bench_reports_every_profile() -> None:
     for profile in figures.values():
         assert set(profile) == {"calls", "final_delay_ms", "edit_interval_ms"}
         assert profile["calls"] > 0, "every profile delivered the answer"
+
+
+def test_strangers_bench_reports_its_figures() -> None:
+    figures = last_json("strangers.py")
+    assert set(figures) == {"allowed_reply_p50_ms", "allowed_reply_p99_ms", "stranger_msgs", "store_writes",
+                            "stranger_replies", "strangers_ignored"}
+    assert figures["stranger_msgs"] == 2000 and figures["allowed_reply_p50_ms"] > 0
+    # Counts, not timings: the flood answered by the limits, the store written only for the codes.
+    assert figures["stranger_replies"] + figures["strangers_ignored"] <= 2000 and figures["store_writes"] <= 3

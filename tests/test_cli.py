@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import pty
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -11,17 +15,24 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from operator_use.channels.cli import NO_TERMINAL
+from operator_use.homelock import HomeLock
+
+from .fakes.llm_server import FakeLLMServer, echo_responder
 from .support.deps import require_binary
+from .support.web import Tab
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8"}
+    # stdin: /dev/null, as under systemd (not whatever the test runner was given).
     return subprocess.run([sys.executable, "-m", "operator_use", *args], cwd=ROOT, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def test_init_is_idempotent(home: Path) -> None:
@@ -146,3 +157,143 @@ def test_chat_in_a_real_terminal(home: Path, fake_llm_process: str) -> None:
     assert "cli:terminal\t2 messages" in sessions.stdout
     shown = cli(home, "sessions", "show", "cli:terminal")
     assert "you: hello from the terminal" in shown.stdout and "agent: You said: hello from the terminal" in shown.stdout
+
+
+@contextlib.contextmanager
+def chatting(home: Path, model: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    """`operator-use chat` on a pseudo-terminal, once it has claimed the data home; stopped on the way out."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8", **model}
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "operator_use", "chat"], cwd=ROOT, env=env, text=True,
+                            stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+    os.close(terminal)
+    try:
+        assert proc.stderr is not None
+        # "Model: ..." is printed once the data home is claimed; each read blocks until the next line (or the end).
+        seen = []
+        while not (seen and seen[-1].startswith("Model: ")):
+            seen.append(proc.stderr.readline())
+            assert seen[-1], "".join(seen)
+        yield proc
+        proc.terminate()  # SIGTERM: the agent stops cleanly and lets go of the home
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(controller)
+
+
+def test_a_second_agent_on_the_same_home_is_refused_and_read_only_commands_still_work(
+        home: Path, fake_llm_process: str) -> None:
+    model = {"OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model",
+             "OPERATOR_LLM__BASE_URL": fake_llm_process, "OPENAI_API_KEY": "sk-test-key",
+             "OPERATOR_CHANNELS__WEB__ENABLED": "false"}
+    with chatting(home, model) as first:
+        second = cli(home, "run", env=model)
+        assert second.returncode == 1
+        assert (f"Another operator-use (pid {first.pid}) is already running on {home}; stop it or set "
+                "OPERATOR_HOME to another directory.") in second.stderr
+        env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8"}
+        readers = [subprocess.Popen([sys.executable, "-m", "operator_use", *command], cwd=ROOT, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                   for command in (["sessions", "list"], ["config"], ["pairing", "list"], ["user", "list"])]
+        for reader in readers:
+            _, err = reader.communicate(timeout=60)
+            assert reader.returncode == 0, (reader.args, err)
+    lock = HomeLock(home)
+    lock.acquire()  # the first one stopped: the home is free again
+    lock.release()
+
+
+# --- bad input reaches a clear error ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["config", "run"])
+def test_a_config_file_that_is_not_utf8_is_named_without_a_traceback(home: Path, command: str) -> None:
+    (home / "config.yaml").write_bytes(b"llm:\n  model: caf\xe9\n")
+    result = cli(home, command, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"{home / 'config.yaml'} is not UTF-8 text (byte 0xe9 at offset 17)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["config", "run"])
+def test_a_variable_that_is_not_json_is_named_without_a_traceback(home: Path, command: str) -> None:
+    result = cli(home, command, env={"OPERATOR_CHANNELS__CLI__ALLOW_FROM": "not json"}, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert "OPERATOR_CHANNELS__CLI__ALLOW_FROM is not valid JSON" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_billion_laughs_config_is_refused_and_anchors_still_work(home: Path) -> None:
+    # Nine levels, each aliasing the one before nine times: 9**9 values from 800 bytes.
+    levels = [f"l{i}: &l{i} {{" + ", ".join(f"k{j}: {f'*l{i - 1}' if i else 'lol'}" for j in range(9)) + "}"
+              for i in range(9)]
+    (home / "config.yaml").write_text("\n".join(levels) + "\n")
+    bomb = cli(home, "config", timeout=30)
+    assert bomb.returncode == 2 and "expands to more than 100000 values" in bomb.stderr, bomb.stderr
+    assert "Traceback" not in bomb.stderr
+    (home / "config.yaml").write_text("channels:\n  cli: &me {allow_from: [me, partner]}\n"
+                                      "  web:\n    <<: *me\n    port: 9000\n")
+    fine = cli(home, "config", timeout=30)
+    assert fine.returncode == 0, fine.stderr
+    web = fine.stdout.split("\n  web:\n", 1)[1]
+    assert "port: 9000" in web and "- partner" in web.split("admins:")[0]
+
+
+# --- without a terminal ---------------------------------------------------------------------------
+
+
+def test_chat_without_a_terminal_says_so(home: Path) -> None:
+    result = cli(home, "chat", timeout=30)
+    assert result.returncode == 1
+    assert "operator-use chat needs a terminal, and stdin is not one" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("stdin", ["devnull", "pipe", "closed"])
+async def test_run_without_a_terminal_turns_the_terminal_chat_off_and_serves_the_web_chat(
+        home: Path, stdin: str) -> None:
+    """`operator-use run </dev/null` (systemd, nohup), with a pipe (`docker run -i`) or no stdin at all."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8",
+           "OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model", "OPERATOR_LLM__API_KEY": "k",
+           "OPERATOR_CHANNELS__CLI__ENABLED": "true", "OPERATOR_CHANNELS__WEB__ENABLED": "true",
+           "OPERATOR_CHANNELS__WEB__PORT": "0"}
+    streams = {"devnull": {"stdin": asyncio.subprocess.DEVNULL}, "pipe": {"stdin": asyncio.subprocess.PIPE},
+               "closed": {"stdin": None, "preexec_fn": lambda: os.close(0)}}[stdin]
+    async with FakeLLMServer(responder=echo_responder()) as server:
+        env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "operator_use", "run", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, **streams)  # type: ignore[arg-type]
+        assert proc.stderr is not None and proc.stdout is not None
+        lines: list[str] = []
+        try:
+            async def address() -> str:
+                while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
+                    lines.append(line)
+                    if line.startswith("Web chat: "):
+                        return line.removeprefix("Web chat: ").strip()
+                raise AssertionError("operator-use run ended without serving the web chat:\n" + "".join(lines))
+
+            url = await asyncio.wait_for(address(), 60)
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                async with http.get(url) as r:
+                    assert r.status == 200
+                async with http.ws_connect(url.split("?")[0] + "ws") as ws:
+                    tab = Tab(ws)
+                    await tab.next("history")
+                    await tab.say("anyone there?")
+                    await tab.next("finalize")
+            assert any(e.get("text") == "You said: anyone there?" for e in tab.events)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+            rest, out = await asyncio.wait_for(asyncio.gather(proc.stderr.read(), proc.stdout.read()), 30)
+            await asyncio.wait_for(proc.wait(), 30)
+    stderr = "".join(lines) + rest.decode()
+    assert proc.returncode == 0, stderr
+    assert stderr.count(NO_TERMINAL) == 1 and "Traceback" not in stderr, stderr
+    assert "you>" not in out.decode()  # no prompt printed to nobody
+    assert NO_TERMINAL in (home / "logs" / "operator-use.log").read_text()

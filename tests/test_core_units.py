@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from operator_use.agent import context as context_module
 from operator_use.agent.context import ContextBuilder
@@ -25,7 +29,7 @@ from operator_use.messages import (
     ToolCall,
     Address,
 )
-from operator_use.orchestrator.commands import parse_command
+from operator_use.orchestrator.commands import parse_command, parse_spoken_command
 from operator_use.orchestrator.lanes import Lanes
 from operator_use.workspace import ensure_workspace
 
@@ -62,16 +66,82 @@ async def test_system_prompt_is_not_rebuilt_when_nothing_changed(tmp_path: Path,
     ("/new@operator_bot", ("new", "", "operator_bot")),
     ("/STATUS  now", ("status", "now", None)),
     ("!stop", ("stop", "", None)),
-    ("  /voice@bot always ", ("voice", "always", "bot")),
+    ("/voice@bot always \n", ("voice", "always", "bot")),
 ])
 def test_commands_are_parsed_centrally(text: str, expected: tuple) -> None:  # type: ignore[type-arg]
     command = parse_command(text)
     assert command is not None and (command.name, command.args, command.target) == expected
 
 
-@pytest.mark.parametrize("text", ["hello", "/", "/etc/passwd is a file", "path /tmp", "//x", "! stop"])
+@pytest.mark.parametrize("text", ["hello", "/", "/etc/passwd is a file", "path /tmp", "//x", "! stop",
+                                  " /new@otherbot", "  /voice@bot always", "\n/new", "\t!stop"])
 def test_plain_text_is_not_a_command(text: str) -> None:
+    # A command starts the message, as on Telegram: with anything before it, it is text for the agent.
     assert parse_command(text) is None
+
+
+# Bounded and reproducible: the same inputs on every run, no example database in the working tree.
+def fuzz(examples: int) -> settings:
+    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+# Any code point, lone surrogates and control characters included, plus the characters commands are made of.
+ANY_TEXT = st.text(st.one_of(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
+                             st.sampled_from("/@!_ \n\t")), max_size=200)
+WORD = st.text("abcxyzABZ019_", min_size=1, max_size=31)
+
+
+def check_command(text: str) -> None:
+    command = parse_command(text)
+    if command is None:
+        return
+    assert text[:1] in ("/", "!"), "only a message that starts with the command is one"
+    assert re.fullmatch(r"[a-z][a-z0-9_]{0,31}", command.name)
+    assert command.args == command.args.strip()
+    assert command.target is None or (command.target and not any(c.isspace() for c in command.target))
+
+
+@fuzz(2000)
+@given(ANY_TEXT)
+def test_the_command_parser_takes_any_text(text: str) -> None:
+    check_command(text)
+
+
+def test_the_parsers_take_many_command_like_messages() -> None:
+    """A seeded generator, far faster than hypothesis per input: 30,000 messages made of the pieces commands
+    are made of, broken UTF-16 and odd whitespace included."""
+    rng = random.Random(1213)
+    pieces = ["/", "/new", "/NEW", "@", "@otherbot", "!stop", "!", " ", "  ", "\n", "\t", "\u00a0", "\u2028",
+              "\ud800", "\udfff", "\x00", "slash", "Slash,", "new", "voice", "off", ".", "é", "😀", "_", "x" * 40]
+    for _ in range(30_000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        check_command(text)
+        spoken = parse_spoken_command(text, ["new", "voice", "stop"])
+        assert spoken is None or spoken.name in ("new", "voice", "stop")
+
+
+@fuzz(500)
+@given(ANY_TEXT.filter(lambda prefix: prefix[:1] not in ("", "/")), ANY_TEXT)
+def test_nothing_may_come_before_a_command(prefix: str, rest: str) -> None:
+    assert parse_command(prefix + "/new@otherbot " + rest) is None
+
+
+@fuzz(500)
+@given(st.sampled_from("aZ"), st.text("abcxyzABZ019_", max_size=30), st.one_of(st.none(), WORD), ANY_TEXT)
+def test_a_command_round_trips(first: str, more: str, target: str | None, args: str) -> None:
+    name = first + more
+    text = f"/{name}" + (f"@{target}" if target else "") + (f" {args}" if args else "")
+    command = parse_command(text)
+    assert command is not None
+    assert (command.name, command.target, command.args) == (name.lower(), target, args.strip())
+
+
+@fuzz(500)
+@given(ANY_TEXT, st.lists(WORD.map(str.lower), max_size=5))
+def test_the_spoken_command_parser_takes_any_text(transcript: str, known: list[str]) -> None:
+    command = parse_spoken_command(transcript, known)
+    assert command is None or command.name in known
 
 
 async def test_lanes_serialize_per_key_and_run_keys_concurrently() -> None:

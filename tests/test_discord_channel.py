@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from operator_use.channels.base import ChannelError, RetryAfter
+from operator_use.channels.base import ChannelError, Refused, RetryAfter, TooLong
 from operator_use.channels.discord.config import DiscordConfig
 from operator_use.gateway.splitting import balanced
 from operator_use.messages import Address, AudioPart
@@ -28,6 +28,7 @@ from .fakes.discord_server import (
     ROLE_ID,
     THREAD_ID,
     FakeDiscord,
+    user,
 )
 from .fakes.llm_server import FakeLLMServer, Reply
 from .support.deps import require_module
@@ -38,15 +39,15 @@ TOKEN = "fake-discord-bot-token-SECRET"
 
 
 @pytest.fixture
-async def fake(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeDiscord]:
+async def fake() -> AsyncIterator[FakeDiscord]:
     require_module("discord")
     async with FakeDiscord(token=TOKEN) as server:
-        server.install(monkeypatch)
         yield server
 
 
-def observed_channel(home: Path, **config: object):  # type: ignore[no-untyped-def]
-    """The real DiscordChannel, also telling the test when a message is finalized."""
+def observed_channel(home: Path, fake: FakeDiscord, **config: object):  # type: ignore[no-untyped-def]
+    """The real DiscordChannel on the fake's endpoints (the gateway found at /gateway/bot), also telling
+    the test when a message is finalized."""
     from operator_use.channels.discord.channel import DiscordChannel
 
     class Observed(DiscordChannel):
@@ -68,7 +69,8 @@ def observed_channel(home: Path, **config: object):  # type: ignore[no-untyped-d
 
             await asyncio.wait_for(check(), timeout)
 
-    settings: dict[str, object] = {"enabled": True, "token": TOKEN, "allow_from": ["11"], "edit_interval": 0.05}
+    settings: dict[str, object] = {"enabled": True, "token": TOKEN, "allow_from": ["11"], "edit_interval": 0.05,
+                                   "api_base_url": fake.api_base}
     settings.update(config)
     return Observed(DiscordConfig(**settings))
 
@@ -95,7 +97,7 @@ async def test_dm_reply_is_streamed_into_one_message_edited_in_place(home: Path,
     caplog.set_level(logging.DEBUG)
     answer = "Streaming into Discord works: " + " ".join(f"word{i}" for i in range(60)) + "."
     async with FakeLLMServer([Reply(text=answer, chunk_size=12, delay_per_chunk=0.01)]) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             assert app.gateway.status()["discord"] == "up"
             asked = await fake.user_message(DM_CHANNEL_ID, "hello there", author=ALICE)
@@ -109,12 +111,14 @@ async def test_dm_reply_is_streamed_into_one_message_edited_in_place(home: Path,
             assert DM_CHANNEL_ID in fake.typing
             assert fake.heartbeats >= 1  # and each was acknowledged (op 11), or discord.py would reconnect
             assert user_texts(server) == ["hello there"]
+            # Only api_base_url is configured: the gateway URL was asked of that server.
+            assert ("GET", "/gateway/bot") in fake.requests and fake.connections == ["/gateway"]
     assert TOKEN not in caplog.text
 
 
 async def test_unknown_user_is_refused(home: Path, fake: FakeDiscord) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home, rejection_message="Sorry, I only talk to my owner.")
+        channel = observed_channel(home, fake, rejection_message="Sorry, I only talk to my owner.")
         async with make_app(home, channel, llm(server)):
             await fake.user_message(DM_CHANNEL_ID, "let me in", author=BOB)
             await fake.user_message(CHANNEL_ID, "me too", author=BOB, guild_id=GUILD_ID, mention_bot=True)
@@ -124,9 +128,64 @@ async def test_unknown_user_is_refused(home: Path, fake: FakeDiscord) -> None:
             assert server.requests == []  # the model never saw them
 
 
+async def test_allow_lists_match_user_ids_and_names_only_in_their_own_fields(home: Path, fake: FakeDiscord) -> None:
+    mallory = user("66", ALICE["id"])  # she picked the username "11": Alice's user id
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = observed_channel(home, fake, admins=[ALICE["id"]], allow_names=["@Carol"], allow_guilds=[GUILD_ID],
+                                   rejection_message="no")
+        assert channel.discord_config.allow_from == [ALICE["id"]]
+        async with make_app(home, channel, llm(server)):
+            await fake.user_message(DM_CHANNEL_ID, "let me in", author=mallory)
+            await channel.wait_finalized(lambda f: len(f) == 1)
+            assert fake.in_channel(DM_CHANNEL_ID)[-1]["content"] == "no"
+            # Let in by the guild, her name still makes her no admin.
+            await fake.user_message(CHANNEL_ID, "/restart", author=mallory, guild_id=GUILD_ID, mention_bot=True)
+            await channel.wait_finalized(lambda f: len(f) == 2)
+            assert fake.in_channel(CHANNEL_ID)[-1]["content"] == "/restart is for admins only."
+            # The id itself is allowed and admin: /help lists the admin commands to Alice.
+            await fake.user_message(DM_CHANNEL_ID, "/help", author=ALICE)
+            await channel.wait_finalized(lambda f: len(f) == 3)
+            assert "/restart" in fake.in_channel(DM_CHANNEL_ID)[-1]["content"]
+            # A name in allow_names lets its holder in ("@" and case do not matter), without admin rights.
+            await fake.user_message(DM_CHANNEL_ID, "carol here", author=CAROL)
+            await channel.wait_finalized(lambda f: len(f) == 4)
+            assert fake.in_channel(DM_CHANNEL_ID)[-1]["content"] == "You said: carol here"
+            await fake.user_message(DM_CHANNEL_ID, "/help", author=CAROL)
+            await channel.wait_finalized(lambda f: len(f) == 5)
+            assert "/restart" not in fake.in_channel(DM_CHANNEL_ID)[-1]["content"]
+            assert user_texts(server) == ["carol here"] and len(server.requests) == 1
+
+
+async def test_endpoints_come_from_this_clients_config(home: Path, fake: FakeDiscord) -> None:
+    import discord.gateway
+    import discord.http
+
+    official_api, default_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = observed_channel(home, fake, gateway_url=f"ws://127.0.0.1:{fake.port}/other-gateway")
+        async with make_app(home, channel, llm(server)):
+            await fake.user_message(DM_CHANNEL_ID, "through a proxy")
+            await channel.wait_finalized(lambda f: len(f) == 1)
+            assert fake.in_channel(DM_CHANNEL_ID)[-1]["content"] == "You said: through a proxy"
+            assert fake.connections == ["/other-gateway"]  # the configured gateway, not a discovered one
+            assert ("GET", "/gateway/bot") not in fake.requests
+            # discord.py's process-wide defaults are untouched: any other client still talks to Discord.
+            assert discord.http.Route.BASE == official_api == "https://discord.com/api/v10"
+            assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == default_gateway
+
+
+def test_endpoint_settings_are_checked() -> None:
+    config = DiscordConfig(api_base_url="https://proxy.example/api/v10/", gateway_url="wss://proxy.example/gw")
+    assert config.api_base_url == "https://proxy.example/api/v10"  # discord.py's paths bring their own "/"
+    with pytest.raises(ValueError, match="api_base_url must be an http"):
+        DiscordConfig(api_base_url="proxy.example/api/v10")
+    with pytest.raises(ValueError, match="gateway_url must be a ws"):
+        DiscordConfig(gateway_url="https://gateway.discord.gg")
+
+
 async def test_allowlist_by_role_and_by_guild(home: Path, fake: FakeDiscord) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home, allow_roles=[ROLE_ID], rejection_message="no")
+        channel = observed_channel(home, fake, allow_roles=[ROLE_ID], rejection_message="no")
         async with make_app(home, channel, llm(server)):
             # Carol is not in allow_from but holds the role: allowed in the guild...
             await fake.user_message(CHANNEL_ID, "role check", author=CAROL, guild_id=GUILD_ID, roles=[ROLE_ID],
@@ -140,7 +199,7 @@ async def test_allowlist_by_role_and_by_guild(home: Path, fake: FakeDiscord) -> 
             assert len(server.requests) == 1
 
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home, allow_guilds=[GUILD_ID])
+        channel = observed_channel(home, fake, allow_guilds=[GUILD_ID])
         async with make_app(home, channel, llm(server)):
             await fake.user_message(CHANNEL_ID, "guild check", author=BOB, guild_id=GUILD_ID, mention_bot=True)
             await channel.wait_finalized(lambda f: len(f) == 1)
@@ -152,7 +211,7 @@ async def test_allowlist_by_role_and_by_guild(home: Path, fake: FakeDiscord) -> 
 
 async def test_guild_message_needs_a_mention_or_a_reply(home: Path, fake: FakeDiscord) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             await fake.user_message(CHANNEL_ID, "just chatting with friends", guild_id=GUILD_ID)
             await fake.user_message(CHANNEL_ID, "what time is it?", guild_id=GUILD_ID, mention_bot=True)
@@ -171,7 +230,7 @@ async def test_guild_message_needs_a_mention_or_a_reply(home: Path, fake: FakeDi
 
 async def test_reply_policy_per_channel(home: Path, fake: FakeDiscord) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home, reply_overrides={CHANNEL_ID: "all", THREAD_ID: "never"})
+        channel = observed_channel(home, fake, reply_overrides={CHANNEL_ID: "all", THREAD_ID: "never"})
         async with make_app(home, channel, llm(server)):
             await fake.user_message(THREAD_ID, "ignored even when mentioned", guild_id=GUILD_ID, mention_bot=True)
             await fake.user_message(CHANNEL_ID, "no mention needed here", guild_id=GUILD_ID)
@@ -182,7 +241,7 @@ async def test_reply_policy_per_channel(home: Path, fake: FakeDiscord) -> None:
 
 async def test_a_thread_keeps_its_own_history(home: Path, fake: FakeDiscord) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             await fake.user_message(CHANNEL_ID, "remember apples", guild_id=GUILD_ID, mention_bot=True)
             await channel.wait_finalized(lambda f: len(f) == 1)
@@ -210,7 +269,7 @@ async def test_voice_message_is_transcribed_and_answered_with_a_voice_note(home:
     require_module("av")
     question = await spoken_ogg("What is the capital of France?")
     async with FakeLLMServer([Reply(text="Paris is the capital of France.")]) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)):
             voice = fake.attachment("voice-message.ogg", question, "audio/ogg", voice=True, duration=2.0)
             asked = await fake.user_message(DM_CHANNEL_ID, "", attachments=[voice], voice=True)
@@ -233,7 +292,7 @@ async def test_audio_attachments_become_audio_parts(home: Path, fake: FakeDiscor
         return "hello from a recording"
 
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             app.orchestrator.transcribe, app.orchestrator.speak = transcribe, None
             ogg = b"OggS" + bytes(range(256))
@@ -253,7 +312,7 @@ async def test_images_go_to_the_model_and_files_to_the_workspace(home: Path, fak
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
     pdf = b"%PDF-1.4 fake document"
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)):
             await fake.user_message(DM_CHANNEL_ID, "look at these", attachments=[
                 fake.attachment("cat.png", png, "image/png"),
@@ -284,7 +343,7 @@ async def test_a_3500_character_answer_becomes_two_messages_without_breaking_the
         home: Path, fake: FakeDiscord) -> None:
     answer = long_answer()
     async with FakeLLMServer([Reply(text=answer, chunk_size=150, delay_per_chunk=0.005)]) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)):
             await fake.user_message(DM_CHANNEL_ID, "explain at length")
             await channel.wait_finalized(lambda f: len(f) == 2)
@@ -301,7 +360,7 @@ async def test_a_3500_character_answer_becomes_two_messages_without_breaking_the
 async def test_long_reply_continues_in_a_thread_when_configured(home: Path, fake: FakeDiscord) -> None:
     answer = long_answer()
     async with FakeLLMServer([Reply(text=answer, chunk_size=150, delay_per_chunk=0.005)]) as server:
-        channel = observed_channel(home, thread_long_replies=True)
+        channel = observed_channel(home, fake, thread_long_replies=True)
         async with make_app(home, channel, llm(server)):
             await fake.user_message(CHANNEL_ID, "explain at length", guild_id=GUILD_ID, mention_bot=True)
             await channel.wait_finalized(lambda f: len(f) == 2)
@@ -325,7 +384,7 @@ async def test_a_429_on_edit_loses_nothing(home: Path, fake: FakeDiscord, via: b
     after = "And the rest: " + " ".join(f"more{i}" for i in range(30)) + "."
     gates = Gates()
     async with FakeLLMServer(paused_reply(before, after)) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server), tools=[gates.tool()]) as app:
             await fake.user_message(DM_CHANNEL_ID, "go")
             await gates.wait_entered("g")
@@ -353,6 +412,91 @@ async def test_rate_limit_errors_become_retry_after(fake: FakeDiscord) -> None:
     assert info.value.seconds == 45.0
 
 
+def whole(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def test_content_over_the_limit_is_cut_smaller_and_the_reply_arrives_whole(home: Path, fake: FakeDiscord) -> None:
+    answer = long_answer()
+    fake.max_content = 1500  # as if Discord counted more than the 2,000 the channel declares: it answers 50035
+    async with FakeLLMServer([Reply(text=answer, chunk_size=150, delay_per_chunk=0.005)]) as server:
+        channel = observed_channel(home, fake)
+        async with make_app(home, channel, llm(server)) as app:
+            await fake.user_message(DM_CHANNEL_ID, "explain at length")
+            await fake.wait_for(lambda: whole(" ".join(m["content"] for m in fake.in_channel(DM_CHANNEL_ID)))
+                                == whole(answer))
+            stats = app.gateway.editor.stats
+    messages = [m["content"] for m in fake.in_channel(DM_CHANNEL_ID)]
+    assert fake.too_long and stats.too_long == len(fake.too_long)  # refused, then cut smaller: nothing lost
+    assert len(messages) >= 3 and all(len(m) <= 1500 and balanced(m) for m in messages)
+    assert stats.undelivered_chars == 0 and stats.errors == 0
+    assert not any("could not be delivered" in m for m in messages)
+
+
+async def test_a_chunk_automod_blocks_is_skipped_the_rest_arrives_and_the_user_is_told(
+        home: Path, fake: FakeDiscord) -> None:
+    harmless = " ".join(f"Harmless sentence {i}." for i in range(20))
+    blocked = "Then comes a forbidden remark, and more words that AutoMod takes down with it."
+    after = "After the tool call: " + " ".join(f"more{i}" for i in range(30)) + "."
+    fake.block_when(lambda content: "forbidden" in content)  # as a server's AutoMod keyword rule does
+    gates = Gates()
+    # Three parts, a tool call (a gate the test opens) between each: shown, then blocked, then the rest.
+    reply = [Reply(text=harmless, chunk_size=16, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
+             # In one piece: no edit can show the start of the blocked words before the rest arrives.
+             Reply(text=blocked, chunk_size=len(blocked), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
+             Reply(text=after, chunk_size=16)]
+    async with FakeLLMServer(reply) as server:
+        channel = observed_channel(home, fake)
+        async with make_app(home, channel, llm(server), tools=[gates.tool()]) as app:
+            asked = await fake.user_message(DM_CHANNEL_ID, "go")
+            await gates.wait_entered("a")
+            await fake.wait_for(lambda: [m["content"] for m in fake.in_channel(DM_CHANNEL_ID)] == [harmless])
+            gates.release["a"].set()
+            await gates.wait_entered("b")
+            # The edit that adds it is refused (the message keeps what it shows), then it is refused as a
+            # message of its own: skipped.
+            await fake.wait_for(lambda: [b.method for b in fake.blocked] == ["PATCH", "POST"])
+            gates.release["b"].set()
+            await fake.wait_for(lambda: any("could not be delivered" in m["content"]
+                                            for m in fake.in_channel(DM_CHANNEL_ID)))
+            stats = app.gateway.editor.stats
+    messages = fake.in_channel(DM_CHANNEL_ID)
+    assert [m["content"] for m in messages[:2]] == [harmless, after]
+    skipped = fake.blocked[1].content
+    assert whole(skipped) == blocked
+    assert messages[2]["content"] == (f"({len(skipped)} characters could not be delivered: "
+                                      "blocked by the server's AutoMod)")
+    assert len(messages) == 3 and stats.undelivered_chars == len(skipped) and stats.errors == 0
+    assert messages[0]["message_reference"]["message_id"] == asked["id"]
+
+
+async def test_refusals_reach_the_gateway_as_its_own_errors(home: Path, fake: FakeDiscord) -> None:
+    channel = observed_channel(home, fake)
+    await channel.start(lambda message: asyncio.sleep(0))
+    try:
+        here = Address(channel="discord", chat_id=DM_CHANNEL_ID)
+        with pytest.raises(TooLong):
+            await channel.send(here, "x" * 2001)
+        mid = await channel.send(here, "short")
+        with pytest.raises(TooLong):
+            await channel.edit(here, mid, "😀" * 2001)  # code points, not UTF-16 units: 2,001 is over
+        await channel.edit(here, mid, "😀" * 2000)
+        fake.block_when(lambda content: "spam" in content)
+        with pytest.raises(Refused) as blocked:
+            await channel.send(here, "some spam")
+        assert blocked.value.reason == "blocked by the server's AutoMod" and blocked.value.resend is None
+        with pytest.raises(Refused):
+            await channel.edit(here, mid, "now spam")
+        # What would fail every message alike stays a permanent error, not a refusal of this one.
+        theirs = await fake.user_message(DM_CHANNEL_ID, "a user's message")
+        with pytest.raises(ChannelError) as forbidden:
+            await channel.edit(here, theirs["id"], "not mine to edit")
+        assert forbidden.value.permanent and not isinstance(forbidden.value, (Refused, TooLong))
+    finally:
+        await channel.stop()
+    assert [m["content"] for m in fake.in_channel(DM_CHANNEL_ID)] == ["😀" * 2000]
+
+
 async def test_gateway_reconnect_mid_stream_resumes_and_the_reply_completes(
         home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
@@ -360,7 +504,7 @@ async def test_gateway_reconnect_mid_stream_resumes_and_the_reply_completes(
     after = "Still here after the reconnect."
     gates = Gates()
     async with FakeLLMServer(paused_reply(before, after), responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server), tools=[gates.tool()]) as app:
             await fake.user_message(DM_CHANNEL_ID, "first question")
             await gates.wait_entered("g")
@@ -388,7 +532,7 @@ async def test_a_dropped_gateway_connection_resumes_and_replays_missed_messages(
         home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home)
+        channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             fake.hold_resume = asyncio.Event()
             await fake.drop()
@@ -408,7 +552,8 @@ async def test_a_wrong_token_is_refused_without_being_logged(home: Path, fake: F
     from operator_use.channels.discord.channel import DiscordChannel
 
     caplog.set_level(logging.DEBUG)
-    channel = DiscordChannel(DiscordConfig(enabled=True, token="wrong-token-XYZ"), workspace=home / "workspace")
+    channel = DiscordChannel(DiscordConfig(enabled=True, token="wrong-token-XYZ", api_base_url=fake.api_base),
+                             workspace=home / "workspace")
     with pytest.raises(ChannelError) as info:
         await channel.start(lambda message: asyncio.sleep(0))
     assert info.value.permanent and channel.status() == "down"

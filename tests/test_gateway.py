@@ -7,7 +7,7 @@ from operator_use.bus import MemoryBus
 from operator_use.channels.base import ChannelError, FormattingRejected, RetryAfter
 from operator_use.gateway.clock import FakeClock
 from operator_use.gateway.gateway import Gateway
-from operator_use.gateway.splitting import balanced
+from operator_use.gateway.splitting import balanced, measure
 from operator_use.messages import (
     Address,
     FilePart,
@@ -20,7 +20,7 @@ from operator_use.messages import (
     Typing,
 )
 
-from .support.channels import RecordingChannel
+from .support.channels import PickyChannel, RecordingChannel
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -274,3 +274,52 @@ async def test_stop_stops_channels_and_tasks():
     assert a.stopped and b.stopped
     assert gw.status() == {"a": "down", "b": "down"}
     assert len(gw._typing_tasks) == 0 and len(gw._lane_tasks) == 0 and len(gw._tasks) == 0
+
+
+# --- refusals of whole messages, send rate margins ---
+
+
+def _emoji_paragraphs(n: int) -> str:
+    return "\n\n".join(" ".join(f"😀{p}w{i}🚀" for i in range(50)) for p in range(n))
+
+
+async def test_whole_message_too_long_for_the_platform_is_cut_smaller():
+    ch = PickyChannel("tg", platform_limit=300, max_length=300)  # declares characters, counted in UTF-16
+    bus, gw, clock = await make(ch)
+    text = _emoji_paragraphs(6)
+    await bus.publish_outgoing(OutgoingMessage.of_text(addr("tg"), text, reply_to="u1"))
+    await clock.run_until_idle()
+    assert any(not c.ok for c in ch.of("send"))  # "too long" happened...
+    assert " ".join(ch.sent_texts).split() == text.split()  # ...and every word arrived, in order
+    assert all(measure(t, "utf16") <= 300 for t in ch.sent_texts)
+    await gw.stop()
+
+
+async def test_whole_message_refused_chunk_is_skipped_and_told():
+    ch = PickyChannel("tw", platform_limit=100, max_length=100, formatting="plain",
+                      refuse=lambda t: "forbidden" in t, reason="AutoMod held it")
+    bus, gw, clock = await make(ch)
+    paras = ["First part is fine.", "Second has a forbidden word " + "x" * 60, "Third part is fine."]
+    await bus.publish_outgoing(OutgoingMessage.of_text(addr("tw"), "\n\n".join(paras)))
+    await clock.run_until_idle()
+    assert ch.sent_texts == [paras[0], paras[2],
+                             f"({len(paras[1])} characters could not be delivered: AutoMod held it)"]
+    await gw.stop()
+
+
+async def test_twitch_sends_keep_a_margin_under_20_per_30_seconds():
+    from operator_use.channels.twitch import TwitchConfig
+    from operator_use.channels.twitch.channel import TwitchChannel
+
+    twitch = TwitchChannel(TwitchConfig(enabled=True, client_id="id", access_token="token"))
+    ch = RecordingChannel("tw", formatting="plain")
+    ch.capabilities = twitch.capabilities  # what the Twitch channel declares, on a recording channel
+    bus, gw, clock = await make(ch)
+    for i in range(45):
+        await bus.publish_outgoing(OutgoingMessage.of_text(addr("tw"), f"message {i}"))
+    await clock.drive(ch.wait_for(lambda: len(ch.of("send")) == 45))
+    times = [c.at for c in ch.of("send")]
+    # Any 21 sends span more than Twitch's 30 s window by at least half a second of network jitter.
+    assert min(b - a for a, b in zip(times, times[20:])) >= 30.0 + 0.5
+    await gw.stop()
+

@@ -338,7 +338,12 @@ async def test_replies_queue_bounded_while_the_broker_is_down(home: Path, broker
 BAD_PAYLOADS = {
     "invalid-utf8": (b"\xff\xfe turn on \xc3", "not valid UTF-8", None),
     "invalid-json": (b'{"text": "hi", "id": ', "not valid JSON", None),
-    "oversize": (b"x" * 5000, "payload too large: 5000 bytes", None),
+    "oversize": (b"x" * 9000, "payload too large: 9000 bytes", None),
+    # What json.loads and int() raise on, and JSON escapes that spell text no UTF-8 encoder takes.
+    "deep-nesting": (b'{"text": "hi", "x": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply", None),
+    "huge-id": (b'{"text": "hi", "id": ' + b"9" * 5000 + b"}", "4300 digits", None),
+    "surrogate-text": (b'{"text": "hi \\ud800", "id": "s1"}', "text is not valid Unicode", "s1"),
+    "surrogate-id": (b'{"text": "hi", "id": "\\udfff"}', "id is not valid Unicode", None),
     "bad-base64": (json.dumps({"audio": {"data": "not*base64!", "mime": "audio/ogg"}, "id": "b1"}).encode(),
                    "audio.data is not valid base64", "b1"),
     "no-text": (json.dumps({"text": "", "id": "b2"}).encode(), "neither text nor audio", "b2"),
@@ -351,8 +356,8 @@ async def test_bad_payload_gets_an_error_event_and_the_next_request_is_answered(
         home: Path, broker: Mosquitto, kind: str) -> None:
     payload, reason, request_id = BAD_PAYLOADS[kind]
     async with FakeLLMServer(responder=scripted_responder) as server, \
-            Subscriber(broker.port, "operator/agent/+/alice") as sub:
-        async with make_app(home, MQTTChannel(config(broker, max_payload_bytes=4096)), llm(server)):
+            Subscriber(broker.port, [OUT + "alice", ERR + "alice"]) as sub:
+        async with make_app(home, MQTTChannel(config(broker, max_payload_bytes=8192)), llm(server)):
             await publish(broker.port, IN + "alice", payload)
             await sub.wait_for(lambda: bool(sub.events(ERR + "alice")))
             await publish(broker.port, IN + "alice", json.dumps({"text": "still there?", "id": "ok"}))

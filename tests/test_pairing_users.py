@@ -8,12 +8,14 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from operator_use.app import App
 from operator_use.channels.base import ChannelConfig
-from operator_use.messages import IncomingMessage, TextPart
+from operator_use.messages import IncomingMessage, OutgoingMessage, TextPart
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.security.config import SecurityConfig
 from operator_use.security.pairing import ALPHABET, PairingError, PairingStore
@@ -45,9 +47,20 @@ def pairing_channel(**kw: object) -> ChatChannel:
 
 
 async def sync(channel: ChatChannel, n: int) -> None:
-    """alice's n-th message is answered: everything sent before it has been handled."""
+    """alice's n-th message is answered: everything sent before it has been routed (strangers' answers
+    may still be on their way: see `settle`)."""
     await channel.say(f"sync {n}", user="alice", chat="alice")
     await channel.wait_for(lambda: f"You said: sync {n}" in channel.texts("alice"))
+
+
+async def settle(app: App, channel: ChatChannel, n: int) -> None:
+    """Everything sent before has been handled and its answer delivered, unknown senders' included."""
+    await sync(channel, n)
+    assert app.orchestrator is not None and app.orchestrator.strangers is not None
+    await app.orchestrator.strangers.join()
+    answers = Counter(i.address.chat_id for i in app.bus.outgoing_log  # type: ignore[attr-defined]
+                      if isinstance(i, OutgoingMessage))
+    await channel.wait_for(lambda: all(len(channel.texts(chat)) >= k for chat, k in answers.items()))
 
 
 # --- pairing ---------------------------------------------------------------------------------------
@@ -56,7 +69,7 @@ async def sync(channel: ChatChannel, n: int) -> None:
 async def test_pairing_code_approved_from_the_cli(home: Path) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = pairing_channel()
-        async with build_app(home, channel, llm(server)):
+        async with build_app(home, channel, llm(server)) as app:
             await channel.say("hello?", user="mallory", chat="mallory")
             await channel.wait_for(lambda: len(channel.texts("mallory")) == 1)
             reply = channel.texts("mallory")[0]
@@ -64,7 +77,7 @@ async def test_pairing_code_approved_from_the_cli(home: Path) -> None:
             assert len(code) == 8 and set(code) <= set(ALPHABET) and "expires in 60 minutes" in reply
             # Asking again does not spam a new code; the agent still does not answer.
             await channel.say("hello??", user="mallory", chat="mallory")
-            await sync(channel, 1)
+            await settle(app, channel, 1)
             assert len(channel.texts("mallory")) == 1
             rc, out = await cli(home, "pairing", "list")
             assert rc == 0 and f"pending  {code}  test:mallory  mallory" in out
@@ -93,13 +106,13 @@ async def test_pairing_code_approved_from_the_cli(home: Path) -> None:
 async def test_pairing_limits(home: Path) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = pairing_channel()
-        async with build_app(home, channel, llm(server)):
+        async with build_app(home, channel, llm(server)) as app:
             for who in ("u1", "u2", "u3", "u4"):
                 await channel.say("hi", user=who, chat=who)
             # A group chat never hands out codes.
             await channel.emit(IncomingMessage(channel="test", chat_id="group", user_id="u5", is_direct=False,
                                                parts=[TextPart(text="hi")]))
-            await sync(channel, 1)
+            await settle(app, channel, 1)
             assert all(CODE.search(channel.texts(w)[0]) for w in ("u1", "u2", "u3"))
             assert channel.texts("u4") == [] and channel.texts("group") == []
             rc, out = await cli(home, "pairing", "deny", CODE.search(channel.texts("u1")[0]).group(1))  # type: ignore[union-attr]
@@ -108,9 +121,9 @@ async def test_pairing_limits(home: Path) -> None:
             await channel.wait_for(lambda: len(channel.texts("u4")) == 1)  # a slot was freed
         # Pairing off (the default): an unknown sender gets nothing at all.
         channel = ChatChannel(ChannelConfig(enabled=True, allow_from=["alice"]))
-        async with build_app(home, channel, llm(server)):
+        async with build_app(home, channel, llm(server)) as app:
             await channel.say("hi", user="u9", chat="u9")
-            await sync(channel, 2)
+            await settle(app, channel, 2)
             assert channel.texts("u9") == []
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,8 @@ from operator_use.agent.turn import TurnContext
 from operator_use.messages import Address
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.tools.config import ProcessesConfig
-from operator_use.tools.processes import ProcessManager, RingBuffer
-from operator_use.tools.shell import _group_alive
+from operator_use.tools.jobs import group_alive as _group_alive
+from operator_use.tools.processes import BackgroundProcess, ProcessManager, RingBuffer
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
 from .support.apps import build_app
@@ -30,6 +31,49 @@ async def wait_output(manager: ProcessManager, ctx: TurnContext, pid: str, needl
     while needle not in bytes(bp.buffer.data):
         bp.buffer.grew.clear()
         await asyncio.wait_for(bp.buffer.grew.wait(), 10)
+
+
+# Leaves the command's session and process group (setsid), its parent exits at once: it used to be
+# reparented to init and outlive stop_process, /stop, /new and shutdown. Prints its pid.
+ESCAPE = "setsid sh -c 'sleep 1000 & echo escapee=$!' & wait; "
+
+
+def is_dead(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # where PID 1 does not reap, a killed orphan stays a zombie
+
+
+async def wait_dead(pid: int, within: float = 10.0) -> bool:
+    """Poll for the process to be gone, for at most `within` seconds (a bound, not a wait for time)."""
+    async with asyncio.timeout(within):
+        while not is_dead(pid):
+            await asyncio.sleep(0.02)
+    return True
+
+
+async def escapee_of(bp: BackgroundProcess) -> int:
+    while b"escapee=" not in bytes(bp.buffer.data) or not bytes(bp.buffer.data).split(b"escapee=")[1].strip():
+        bp.buffer.grew.clear()
+        await asyncio.wait_for(bp.buffer.grew.wait(), 10)
+    pid = int(bytes(bp.buffer.data).split(b"escapee=")[1].split()[0])
+    ESCAPEES.append(pid)
+    return pid
+
+
+ESCAPEES: list[int] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_escapees():
+    """A failing test must not leave its escapee running."""
+    yield
+    while ESCAPEES:
+        pid = ESCAPEES.pop()
+        if not is_dead(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 async def test_start_read_stop(tmp_path: Path) -> None:
@@ -96,6 +140,29 @@ async def test_processes_belong_to_their_conversation(tmp_path: Path) -> None:
     assert not _group_alive(bp.pgid)
 
 
+async def test_stop_process_ends_what_left_the_process_group(tmp_path: Path) -> None:
+    manager = ProcessManager()
+    ctx = ctx_for(tmp_path)
+    bp = await manager.start(ctx, ESCAPE + "echo up; exec sleep 300")
+    escapee = await escapee_of(bp)
+    await wait_output(manager, ctx, bp.id, b"up")
+    assert not is_dead(escapee)
+    await manager.stop(ctx, bp.id)
+    assert await wait_dead(escapee)
+    await manager.close()
+
+
+async def test_what_left_the_group_ends_when_the_process_exits(tmp_path: Path) -> None:
+    manager = ProcessManager()
+    ctx = ctx_for(tmp_path)
+    bp = await manager.start(ctx, ESCAPE + "echo bye")
+    escapee = await escapee_of(bp)
+    await asyncio.wait_for(bp.proc.wait(), 10)
+    assert bp.proc.returncode == 0
+    assert await wait_dead(escapee)
+    await manager.close()
+
+
 # --- end to end: /stop and /new end a conversation's processes -----------------------------------
 
 
@@ -145,3 +212,30 @@ async def test_stop_with_only_a_background_process_says_stopped(home: Path) -> N
             await channel.say("/stop")
             await channel.wait_for(lambda: "Nothing to stop." in channel.texts())
     assert os.path.isdir(home / "workspace")
+
+
+def escaping_responder(request: FakeRequest) -> Reply:
+    result = request.last_tool_result()
+    if result is not None:
+        return Reply(text=f"result: {result}")
+    return Reply(tool_calls=[{"name": "start_process", "arguments": {"command": ESCAPE + "echo up; exec sleep 300"}}])
+
+
+@pytest.mark.parametrize("command", ["/stop", "/new"])
+async def test_stop_new_and_shutdown_end_what_left_the_process_group(home: Path, command: str) -> None:
+    async with FakeLLMServer(responder=escaping_responder) as server:
+        channel = ChatChannel()
+        llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
+        app = build_app(home, channel, llm, agent={"tools": ["*_process*"], "approvals": {"allow": ["start_process"]}})
+        async with app:
+            await channel.say("start a server", chat="c1")
+            await channel.say("start a server", chat="c2")
+            await channel.wait_for(lambda: any(t.startswith("result: Started p") for t in channel.texts("c1"))
+                                   and any(t.startswith("result: Started p") for t in channel.texts("c2")))
+            [mine] = app.protection.processes.of("test:c1").values()
+            [theirs] = app.protection.processes.of("test:c2").values()
+            my_escapee, their_escapee = await escapee_of(mine), await escapee_of(theirs)
+            await channel.say(command, chat="c1")
+            assert await wait_dead(my_escapee)
+            assert not is_dead(their_escapee)  # the other conversation's is untouched
+        assert await wait_dead(their_escapee)  # shutting the agent down ends it

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -151,3 +153,98 @@ async def test_the_data_home_is_hidden_but_its_workspace_is_not(tmp_path: Path) 
         assert "sk-very-secret" not in result.content and (ws / "ok.txt").exists()
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+# --- as root: the agent's /proc entries, capabilities, and descendants that leave the process group -----
+
+
+async def test_the_host_is_out_of_reach_through_the_agents_proc_root(dirs: tuple[Path, Path]) -> None:
+    # /proc/<pid>/root is the agent's view of the file system: the host's root, writable, data home shown.
+    # As root, bwrap used to keep every capability and the host's PIDs were visible, so this went through.
+    _, outside = dirs
+    home = Path("/var/tmp") / f"operator-use-home-{uuid.uuid4().hex}"
+    try:
+        (home / "workspace").mkdir(parents=True)
+        (home / "config.yaml").write_text("llm: {api_key: sk-very-secret}\n")
+        tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap"), hide=(home,)))[0]
+        root = f"/proc/{os.getpid()}/root"
+        result = await tool.run(ctx_for(home / "workspace"), {"command": (
+            f"cat {root}{home}/config.yaml; echo out > {root}{outside}/escape.txt; "
+            f"ls {root}{home} | sed 's/^/entry: /'")})
+        assert not result.is_error, result.content
+        assert "sk-very-secret" not in result.content and "entry: config.yaml" not in result.content, result.content
+        assert not (outside / "escape.txt").exists()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+async def test_a_sandboxed_command_holds_no_capability(dirs: tuple[Path, Path]) -> None:
+    ws, _ = dirs
+    out = await run(ws, "grep -E '^Cap(Prm|Eff|Inh|Amb)' /proc/self/status")
+    caps = dict(line.split(":") for line in out.splitlines() if line.startswith("Cap"))
+    assert len(caps) == 4 and all(int(v, 16) == 0 for v in caps.values()), out
+
+
+def sleepers(marker: str) -> list[int]:
+    """Host pids of live `sleep <marker>` processes (a sandboxed command only knows its namespace's pids)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")[:2]
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if argv == [b"sleep", marker.encode()] and state not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+@pytest.fixture
+def escape() -> Iterator[tuple[str, str]]:
+    """A command part whose `sleep` leaves the process group (setsid) and is orphaned at once, and its marker.
+    The command goes on once that sleep has started."""
+    marker = f"{random.randint(5000, 9999)}.{uuid.uuid4().int % 10**9}"
+    yield (f"setsid sh -c 'sleep {marker} & echo $! > esc.pid' & until [ -s esc.pid ]; do sleep 0.01; done; ",
+           marker)
+    for pid in sleepers(marker):  # a failing test must not leave it running
+        os.kill(pid, signal.SIGKILL)
+
+
+async def gone(marker: str, within: float = 10.0) -> bool:
+    """Poll until no such sleep is left, for at most `within` seconds (a bound, not a wait for time)."""
+    async with asyncio.timeout(within):
+        while sleepers(marker):
+            await asyncio.sleep(0.02)
+    return True
+
+
+async def test_what_left_the_group_ends_with_the_sandboxed_command(dirs: tuple[Path, Path],
+                                                                   escape: tuple[str, str]) -> None:
+    ws, _ = dirs
+    part, marker = escape
+    tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap")))[0]
+    result = await tool.run(ctx_for(ws), {"command": part + "echo done", "timeout": 30})
+    assert result.content.startswith("done\n[exit code 0]"), result.content
+    assert await gone(marker)
+    (ws / "esc.pid").unlink()
+    result = await tool.run(ctx_for(ws), {"command": part + "sleep 100", "timeout": 1})
+    assert "[timed out after 1 s" in result.content
+    assert await gone(marker)
+
+
+async def test_what_left_the_group_ends_with_a_sandboxed_background_process(dirs: tuple[Path, Path],
+                                                                            escape: tuple[str, str]) -> None:
+    ws, _ = dirs
+    part, marker = escape
+    manager = ProcessManager(ProcessesConfig(), Isolation(ShellConfig(isolation="bwrap")))
+    ctx = ctx_for(ws)
+    bp = await manager.start(ctx, part + "echo up; exec sleep 300")
+    async with asyncio.timeout(10):
+        while not sleepers(marker):
+            await asyncio.sleep(0.02)
+    assert await manager.stop_session(ctx.session_key) == 1
+    assert await gone(marker)
+    await manager.close()
+    assert bp.proc.returncode is not None

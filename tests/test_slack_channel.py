@@ -19,6 +19,7 @@ import pytest
 
 from operator_use.agent.tools import Tool
 from operator_use.app import App
+from operator_use.channels.base import ChannelError, Refused, TooLong
 from operator_use.channels.slack.channel import SlackChannel
 from operator_use.channels.slack.config import SlackConfig
 from operator_use.channels.slack.events import EventRouter
@@ -236,6 +237,89 @@ async def test_a_429_on_a_whole_message_is_retried_by_the_gateway(home: Path) ->
             await channel.wait_finalized(1)
             assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 200]
             assert "/new" in slack.posted[0].text
+
+
+def whole(text: str) -> str:
+    return " ".join(text.split())
+
+
+async def test_msg_too_long_is_cut_smaller_and_the_reply_arrives_whole(home: Path) -> None:
+    answer = "\n\n".join(" ".join(f"Sentence {p}.{i} says a little more." for i in range(40)) for p in range(5))
+    assert 6000 < len(answer) < 8000
+    async with FakeSlackServer() as slack, \
+            FakeLLMServer([Reply(text=answer, chunk_size=200, delay_per_chunk=0.005)]) as llm_server:
+        # chat.update counts differently from the 4,000 characters the channel declares: it says msg_too_long.
+        slack.limit_text("chat.update", 3000)
+        async with slack_app(home, slack, llm_server) as (app, channel):
+            await slack.send_event(slack.message("explain at length", channel="D1"))
+            await slack.wait_for(lambda: whole(" ".join(p.final_text for p in slack.posted)) == whole(answer))
+            assert app.gateway is not None
+            stats = app.gateway.editor.stats
+    refused = slack.refused()
+    assert refused and {c.error for c in refused} == {"msg_too_long"} and stats.too_long == len(refused)
+    assert len(slack.posted) >= 3 and all(len(p.final_text) <= 3000 for p in slack.posted)
+    assert stats.undelivered_chars == 0 and stats.errors == 0
+    assert not any("could not be delivered" in p.final_text for p in slack.posted)
+
+
+async def test_a_refused_chunk_is_skipped_the_rest_arrives_and_the_user_is_told(home: Path) -> None:
+    shown = "Here is what I found in the shared channel."
+    link = "The report is at https://files.slack.com/files-pri/T0001-F0001/report.pdf for those who can see it."
+    after = "And the summary: " + " ".join(f"point{i}" for i in range(20)) + "."
+    gates = Gates()
+    # Three parts, a tool call (a gate the test opens) between each: shown, then refused, then the rest.
+    reply = [Reply(text=shown, chunk_size=8, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
+             # In one piece: no edit can show the start of the link before the rest arrives.
+             Reply(text=link, chunk_size=len(link), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
+             Reply(text=after, chunk_size=8)]
+    async with FakeSlackServer() as slack, FakeLLMServer(reply) as llm_server:
+        # A Slack Connect channel whose admins block links to Slack files: only messages with one are refused.
+        slack.refuse_when(lambda text: "files.slack.com" in text, "slack_connect_file_link_sharing_blocked")
+        async with slack_app(home, slack, llm_server, tools=[gates.tool()]) as (app, channel):
+            await slack.send_event(slack.message("what did you find?", channel="D1"))
+            await gates.wait_entered("a")
+            await slack.wait_for(lambda: [p.final_text for p in slack.posted] == [shown])
+            gates.release["a"].set()
+            await gates.wait_entered("b")
+            # The edit adding it is refused (the message keeps what it shows), then the message of its own.
+            refusals = ["chat.update", "chat.postMessage"]
+            await slack.wait_for(lambda: [c.method for c in slack.refused()] == refusals)
+            gates.release["b"].set()
+            await slack.wait_for(lambda: any("could not be delivered" in p.text for p in slack.posted))
+            assert app.gateway is not None
+            stats = app.gateway.editor.stats
+    texts = [p.final_text for p in slack.posted]
+    skipped = slack.refused("chat.postMessage")[0].params["text"]
+    assert texts[:2] == [shown, after] and "files.slack.com" in skipped and whole(skipped).endswith("see it.")
+    reason = "links to Slack files are blocked in this Slack Connect channel"
+    undelivered = len("\n\n" + link)  # the raw text skipped: the paragraph break before it included
+    assert texts[2:] == [f"({undelivered} characters could not be delivered: {reason})"]
+    assert stats.undelivered_chars == undelivered and stats.errors == 0
+
+
+async def test_refusals_reach_the_gateway_as_its_own_errors(home: Path) -> None:
+    async with FakeSlackServer() as slack:
+        channel = SlackChannel(slack_config(slack), workspace=home / "workspace")
+        await channel.start(lambda message: asyncio.sleep(0))
+        try:
+            here = Address(channel="slack", chat_id="D1")
+            slack.limit_text("chat.postMessage", 10)
+            with pytest.raises(TooLong):
+                await channel.send(here, "x" * 11)
+            ts = await channel.send(here, "x" * 10)
+            slack.close_edits(ts)  # the workspace allows edits for a while only
+            with pytest.raises(Refused) as closed:
+                await channel.edit(here, ts, "longer now")
+            assert "no longer allows editing" in closed.value.reason
+            with pytest.raises(Refused):  # deleted by someone meanwhile
+                await channel.edit(here, "1.000001", "nothing there")
+            # An archived channel fails every message alike: a permanent error, not a refusal of this one.
+            slack.refuse_when(lambda text: True, "is_archived")
+            with pytest.raises(ChannelError) as archived:
+                await channel.send(here, "hello")
+            assert archived.value.permanent and not isinstance(archived.value, (Refused, TooLong))
+        finally:
+            await channel.stop()
 
 
 async def test_disconnect_envelope_mid_conversation_reconnects_and_nothing_is_lost_or_doubled(

@@ -5,7 +5,9 @@ import pytest
 from operator_use.gateway.splitting import (
     balanced,
     find_fences,
+    fit,
     last_paragraph_break,
+    measure,
     safe_cut,
     split_first,
     split_markdown,
@@ -167,3 +169,27 @@ def test_paragraph_tracker_matches_full_scan():
     for i in range(len(text) + 1):
         incremental = tracker.update(text[:i])
         assert incremental == last_paragraph_break(text[:i]) == _reference_break(text[:i]), repr(text[:i])
+
+
+# --- lengths in the platform's unit ---
+
+
+def test_measure_counts_as_each_platform_does():
+    text = "añ😀👨‍👩‍👧"  # ASCII, a 2-byte letter, an astral emoji, a ZWJ family (3 astral + 2 ZWJ)
+    assert measure(text, "chars") == 8
+    assert measure(text, "utf16") == 1 + 1 + 2 + (3 * 2 + 2)
+    assert measure(text, "bytes") == 1 + 2 + 4 + (3 * 4 + 2 * 3)
+    assert fit("😀" * 10, 7, "utf16") == 3 and fit("abc", 7, "utf16") == 3 and fit("😀", 1, "utf16") == 1
+
+
+@pytest.mark.parametrize("unit", ["utf16", "bytes"])
+def test_split_markdown_keeps_every_chunk_within_the_limit_in_units(unit):
+    paragraphs = [" ".join(f"😀w{p}-{i}🚀" for i in range(40)) for p in range(8)]
+    code = "```\n" + "\n".join(f"print('🎉 {i}')" for i in range(60)) + "\n```"
+    text = "\n\n".join(paragraphs[:4] + [code] + paragraphs[4:])
+    chunks = split_markdown(text, 500, unit)
+    assert len(chunks) > measure(text, unit) // 500
+    assert all(measure(c, unit) <= 500 for c in chunks)
+    assert all(balanced(c) for c in chunks)
+    assert strip_fence_lines(chunks) == strip_fence_lines([text])
+

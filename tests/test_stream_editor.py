@@ -4,11 +4,11 @@ import pytest
 
 from operator_use.channels.base import ChannelError, FormattingRejected, NotModified, RetryAfter
 from operator_use.gateway.clock import FakeClock
-from operator_use.gateway.splitting import balanced
+from operator_use.gateway.splitting import balanced, measure
 from operator_use.gateway.stream_editor import StreamEditor
 from operator_use.messages import Address, StreamBlockEnd, StreamDelta, StreamDone, StreamStart
 
-from .support.channels import RecordingChannel
+from .support.channels import PickyChannel, RecordingChannel
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -434,3 +434,95 @@ async def test_nothing_to_finalize_for_an_empty_stream():
     await start(ed, ch)
     await done(clock, ed, ch)
     assert ch.calls == []
+
+
+# --- lengths as the platform counts them, refusals ---
+
+EMOJI = ["😀", "🚀", "👍🏽", "🎉", "🔥", "👨‍👩‍👧"]  # outside the BMP: 2 UTF-16 units each (more with modifiers)
+
+
+def emoji_text(total: int) -> str:
+    """Paragraphs of words with two emoji each: about 1.4 UTF-16 units per character."""
+    words: list[str] = []
+    i = 0
+    while sum(len(w) + 1 for w in words) < total:
+        words.append(f"{EMOJI[i % len(EMOJI)]}w{i}{EMOJI[(i + 3) % len(EMOJI)]}" + ("\n\n" if i % 40 == 39 else ""))
+        i += 1
+    return " ".join(words).replace("\n\n ", "\n\n")
+
+
+def picky(**kw):
+    clock = FakeClock()
+    ch = PickyChannel(clock=clock, **kw)
+    return clock, ch, StreamEditor(clock)
+
+
+async def _stream_all(clock, ed, ch, text, step=40):
+    await start(ed, ch, reply_to="q")
+    await stream(clock, ed, ch, [text[i : i + step] for i in range(0, len(text), step)], every=0.05)
+    await done(clock, ed, ch)
+
+
+async def test_length_in_the_platforms_unit_never_overflows():
+    clock, ch, ed = picky(platform_limit=300, max_length=300, edit_interval=0.5)
+    ch.capabilities = ch.capabilities.model_copy(update={"length_unit": "utf16"})
+    text = emoji_text(2000)
+    assert measure(text, "utf16") > 1.3 * len(text)
+    await _stream_all(clock, ed, ch, text)
+    assert squash("".join(ch.sent_texts)) == squash(text)
+    assert all(measure(t, "utf16") <= 300 for t in ch.sent_texts)
+    assert all(c.ok for c in ch.text_calls) and ed.stats.too_long == 0
+
+
+async def test_too_long_for_the_platform_cuts_smaller_and_loses_nothing():
+    # The channel declares characters; the platform counts UTF-16 units and says "too long".
+    clock, ch, ed = picky(platform_limit=300, max_length=300, edit_interval=0.5)
+    text = emoji_text(2000)
+    await _stream_all(clock, ed, ch, text)
+    assert ed.stats.too_long >= 1 and any(not c.ok for c in ch.text_calls)
+    assert squash("".join(ch.sent_texts)) == squash(text)  # every character arrived, in order
+    assert all(measure(t, "utf16") <= 300 for t in ch.sent_texts)
+    assert ed.stats.undelivered_chars == 0 and not any("could not be delivered" in t for t in ch.sent_texts)
+    assert ed.active() == 0
+
+
+async def test_a_refused_block_is_skipped_the_rest_goes_on_and_the_user_is_told():
+    clock, ch, ed = picky(platform_limit=100, can_edit=False, max_length=100, edit_interval=1.0,
+                          refuse=lambda t: "forbidden" in t, reason="AutoMod held it")
+    paras = [f"Paragraph {i} is fine." for i in range(3)] + ["This one has a forbidden word."] + \
+        [f"Paragraph {i} is fine too." for i in range(4, 7)]
+    await start(ed, ch)
+    await stream(clock, ed, ch, [p + "\n\n" for p in paras], every=2.0)  # one block per paragraph
+    await done(clock, ed, ch)
+    sends = ch.of("send")
+    delivered = [c.text for c in sends if c.ok]
+    assert delivered[:-1] == [p for p in paras if "forbidden" not in p]
+    assert delivered[-1] == f"({len(paras[3])} characters could not be delivered: AutoMod held it)"
+    assert [c.text for c in sends if not c.ok] == [paras[3]]
+    assert ed.stats.refused == 1 and ed.stats.undelivered_chars == len(paras[3]) and ed.active() == 0
+
+
+async def test_a_refused_message_offered_reworded_is_sent_reworded():
+    clock, ch, ed = picky(platform_limit=100, can_edit=False, max_length=100, edit_interval=1.0,
+                          refuse=lambda t: t == "Same again.", reword=lambda t: t + " (repeat)")
+    await start(ed, ch)
+    await stream(clock, ed, ch, ["First.\n\n", "Same again.\n\n", "Last."], every=2.0)
+    await done(clock, ed, ch)
+    assert [c.text for c in ch.of("send")] == ["First.", "Same again.", "Same again. (repeat)", "Last."]
+    assert ch.sent_texts == ["First.", "Same again. (repeat)", "Last."]  # no notice: nothing was lost
+
+
+async def test_a_refused_edit_keeps_the_message_and_goes_on_in_a_new_one():
+    clock, ch, ed = picky(platform_limit=4096, edit_interval=1.0, refuse=lambda t: "forbidden" in t)
+    await start(ed, ch)
+    await delta(ed, ch, "Good start.")
+    await clock.advance(2)
+    await delta(ed, ch, " Then forbidden words.")
+    await clock.advance(3)  # the edit is refused; the new message with the rest too
+    await delta(ed, ch, "\n\nThe end.")
+    await done(clock, ed, ch)
+    skipped = len(" Then forbidden words.")
+    assert ch.sent_texts == ["Good start.", "\n\nThe end.", f"({skipped} characters could not be delivered: "
+                                                                "not allowed here)"]
+    assert ed.stats.undelivered_chars == skipped and ch.finalized == list(ch.messages)
+

@@ -67,7 +67,8 @@ class Echo:
 
 def channel_for(fake: FakeTelegram, home: Path, **overrides: Any) -> TelegramChannel:
     settings: dict[str, Any] = dict(enabled=True, token=TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url,
-                                    allow_from=["111", "@Bob_TG"], admins=["111"], edit_interval=0.05, poll_timeout=5)
+                                    allow_from=["111"], allow_names=["@Bob_TG"], admins=["111"], edit_interval=0.05,
+                                    poll_timeout=5)
     settings.update(overrides)
     return TelegramChannel(TelegramConfig(**settings), workspace=home / "workspace")
 
@@ -319,6 +320,74 @@ async def test_429_storm_loses_no_text(home: Path, fake: FakeTelegram) -> None:
     assert all(len(t) <= 4096 for t in texts(fake, 111))
 
 
+# --- lengths and refusals --------------------------------------------------------------------
+
+
+def emoji_answer(total: int) -> str:
+    """Paragraphs whose words carry emoji outside the BMP (two UTF-16 code units each, a family more)."""
+    emoji = ["😀", "🚀", "👍🏽", "🎉", "🔥", "👨‍👩‍👧"]
+    paragraphs, n = [], 0
+    while sum(len(p) + 2 for p in paragraphs) < total:
+        paragraphs.append(" ".join(f"{emoji[(n + i) % 6]}word{n + i}{emoji[(n + i + 2) % 6]}" for i in range(45)) + ".")
+        n += 45
+    return "\n\n".join(paragraphs)
+
+
+def arrived_whole(fake: FakeTelegram, answer: str) -> Callable[[], bool]:
+    return lambda: "".join("".join(texts(fake, 111)).split()) == "".join(answer.split())
+
+
+async def test_an_emoji_heavy_reply_of_8000_characters_arrives_whole(home: Path, fake: FakeTelegram) -> None:
+    answer = emoji_answer(8489)
+    assert len(answer) >= 8489 and len(answer.encode("utf-16-le")) // 2 > 1.2 * len(answer)
+    async with FakeLLMServer([Reply(text=answer, chunk_size=250)]) as llm:
+        async with make_app(home, channel_for(fake, home), llm_of(llm)) as app:
+            fake.send_text(fake.private_chat(ALICE), ALICE, "emoji please")
+            await fake.wait_for(arrived_whole(fake, answer), timeout=30)
+            assert app.gateway is not None
+            stats = app.gateway.editor.stats
+    # Measured as Telegram counts: no message ever went over, so nothing was refused.
+    assert [c for c in fake.calls if c.status == 400] == [] and stats.too_long == 0
+    assert all(len(t.encode("utf-16-le")) // 2 <= 4096 for t in texts(fake, 111))
+
+
+async def test_a_too_long_refusal_cuts_smaller_and_loses_nothing(home: Path, fake: FakeTelegram) -> None:
+    answer = emoji_answer(8489)
+    channel = channel_for(fake, home)
+    # As if Telegram counted differently from what the channel declares: it refuses, we cut smaller.
+    channel.capabilities = channel.capabilities.model_copy(update={"length_unit": "chars"})
+    async with FakeLLMServer([Reply(text=answer, chunk_size=250)]) as llm:
+        async with make_app(home, channel, llm_of(llm)) as app:
+            fake.send_text(fake.private_chat(ALICE), ALICE, "emoji please")
+            await fake.wait_for(arrived_whole(fake, answer), timeout=30)
+            assert app.gateway is not None
+            stats = app.gateway.editor.stats
+    refused = [c for c in fake.calls if c.status == 400]
+    assert refused and all(c.method in ("sendMessage", "editMessageText") for c in refused)
+    assert stats.too_long == len(refused) and stats.undelivered_chars == 0
+    assert not any("could not be delivered" in t for t in texts(fake, 111))
+
+
+async def test_an_unreadable_update_is_skipped_and_polling_goes_on(home: Path, fake: FakeTelegram,
+                                                                  logwatch: LogWatch) -> None:
+    echo = Echo()
+    chat = fake.private_chat(ALICE)
+    # One batch: a good update, one without message_id and date, another good one.
+    fake.send_text(chat, ALICE, "before")
+    bad = fake.push_update({"message": {"chat": chat, "from": ALICE, "text": "no id, no date"}})
+    fake.send_text(chat, ALICE, "after")
+    async with FakeLLMServer(responder=echo) as llm:
+        async with make_app(home, channel_for(fake, home), llm_of(llm)):
+            await fake.wait_for(has_text(fake, 111, "You said: after"), timeout=10)
+            await logwatch.wait_for(f"update {bad} could not be read")
+            fake.send_text(chat, ALICE, "later")
+            await fake.wait_for(has_text(fake, 111, "You said: later"), timeout=10)
+    assert echo.user_texts() == ["before", "after", "later"]
+    polls = fake.calls_to("getUpdates")
+    assert any(int(c.params.get("offset") or 0) > bad for c in polls)  # confirmed: never fetched again
+    assert len(polls) < 20  # long polls, not a loop refetching the same batch
+
+
 # --- access -----------------------------------------------------------------------------------
 
 
@@ -333,7 +402,7 @@ async def test_unknown_user_is_refused_restart_included(home: Path, fake: FakeTe
             fake.send_text(mallory, MALLORY, "/new")
             await fake.wait_for(lambda: len(fake.messages_in(666)) == 3)
             assert not app.restart_requested
-            # Allowed by username (written "@Bob_TG" in the config, matched case-insensitively).
+            # Allowed by username (written "@Bob_TG" in allow_names, matched case-insensitively).
             fake.send_text(fake.private_chat(BOB), BOB, "hi from bob")
             await fake.wait_for(has_text(fake, 222, "You said: hi from bob"))
             # Bob is allowed but not an admin; Alice is.
@@ -490,8 +559,9 @@ def test_webhook_config_is_validated() -> None:
         TelegramConfig(token="not-a-token")
     with pytest.raises(ConfigError, match="channels.telegram"):
         load_config(channels={"telegram": {"enabled": True, "token": TOKEN, "mode": "webhook"}})
-    config = load_config(channels={"telegram": {"enabled": True, "token": TOKEN, "allow_from": ["@Alice", "42"]}})
-    assert config.channels.telegram.allow_from == ["alice", "42"]
+    config = load_config(channels={"telegram": {"enabled": True, "token": TOKEN, "allow_from": [" 42 "],
+                                                "allow_names": ["@Alice"]}})
+    assert config.channels.telegram.allow_from == ["42"] and config.channels.telegram.allow_names == ["alice"]
     assert TOKEN not in json.dumps(config.masked())
 
 

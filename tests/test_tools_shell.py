@@ -12,7 +12,7 @@ import pytest
 
 from operator_use.agent.turn import TurnContext
 from operator_use.messages import Address
-from operator_use.tools import shell
+from operator_use.tools import jobs, shell
 from operator_use.tools.shell import OUTPUT_HEAD, OUTPUT_TAIL, scrubbed_env, shell_tools
 
 
@@ -50,7 +50,7 @@ def run(tmp_path: Path):
 
 @pytest.fixture
 def fast_kill(monkeypatch):
-    monkeypatch.setattr(shell, "KILL_GRACE", 0.3)
+    monkeypatch.setattr(jobs, "KILL_GRACE", 0.3)
 
 
 async def test_runs_in_workspace(run, tmp_path: Path):
@@ -134,17 +134,66 @@ async def test_background_holding_the_pipe_does_not_wait_for_timeout(run, tmp_pa
     assert is_dead(read_pids(tmp_path, "bg.pid")[0])
 
 
-async def test_process_leaving_the_group_does_not_hang_the_call(run, tmp_path: Path):
-    try:
-        async with asyncio.timeout(10):
-            res = await run("setsid sh -c 'echo $$ > esc.pid; exec sleep 100' & echo started", timeout=600)
-        assert res.content.startswith("started")
-    finally:
-        if (tmp_path / "esc.pid").exists():  # it escaped on purpose (setsid); clean up ourselves
-            try:
-                os.kill(int((tmp_path / "esc.pid").read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+# A descendant that leaves the command's session and process group (setsid) and whose parent exits: it
+# used to be reparented to init and run on. The command waits until the escapee has written its pid.
+ESCAPE = "setsid sh -c 'sleep 1000 & echo $! > esc.pid; wait' & until [ -s esc.pid ]; do sleep 0.01; done; "
+
+
+async def wait_dead(pid: int, within: float = 10.0) -> bool:
+    """Poll for the process to be gone, for at most `within` seconds (a bound, not a wait for time)."""
+    async with asyncio.timeout(within):
+        while not is_dead(pid):
+            await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.fixture
+def escapees(tmp_path: Path):
+    """The escapee's pid, read after the command ran; killed at the end if a test failed to end it."""
+    pids: list[int] = []
+
+    def read() -> int:
+        pids.append(read_pids(tmp_path, "esc.pid")[0])
+        return pids[-1]
+
+    yield read
+    for pid in pids:
+        if not is_dead(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+async def test_setsid_descendant_ends_when_the_command_exits(run, escapees):
+    async with asyncio.timeout(10):  # and the call does not wait for it
+        res = await run(ESCAPE + "echo done", timeout=600)
+    escapee = escapees()
+    assert res.content.startswith("done\n[exit code 0]") and "background were stopped" in res.content
+    assert await wait_dead(escapee)
+
+
+async def test_setsid_descendant_ends_with_the_timeout(run, escapees):
+    res = await run(ESCAPE + "sleep 100", timeout=1)
+    escapee = escapees()
+    assert "timed out after 1 s" in res.content
+    assert await wait_dead(escapee)
+
+
+async def test_setsid_descendant_ends_on_cancellation(run, escapees, tmp_path: Path):
+    task = asyncio.create_task(run(ESCAPE + "echo ready > ready.txt; sleep 100", timeout=600))
+    async with asyncio.timeout(10):  # wait for the condition, not for a duration
+        while not (tmp_path / "ready.txt").exists():
+            await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await wait_dead(escapees())
+
+
+async def test_setsid_descendant_ignoring_sigterm_is_killed(run, escapees, fast_kill):
+    res = await run("setsid sh -c 'trap \"\" TERM; sleep 1000 & echo $! > esc.pid; wait' & "
+                    "until [ -s esc.pid ]; do sleep 0.01; done; echo done", timeout=600)
+    escapee = escapees()
+    assert res.content.startswith("done\n[exit code 0]")
+    assert await wait_dead(escapee)
 
 
 async def test_secrets_are_scrubbed(run, monkeypatch):

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from operator_use.channels.base import ChannelError
+from operator_use.channels.base import ChannelError, Refused, TooLong
 from operator_use.channels.twitch import TwitchConfig
 from operator_use.channels.twitch.channel import TwitchChannel
 from operator_use.config import ConfigError, load_config
+from operator_use.messages import Address
 from operator_use.providers.llm.openai import OpenAILLM
 
 from .fakes.llm_server import FakeLLMServer, Reply, echo_responder
@@ -38,7 +39,7 @@ async def server() -> AsyncIterator[FakeTwitchServer]:
 
 def config(server: FakeTwitchServer, **kw) -> TwitchConfig:  # type: ignore[no-untyped-def]
     settings = {"enabled": True, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": SECRETS[0],
-                "refresh_token": SECRETS[1], "channels": ["streamer"], "allow_from": ["alice", "@Bob"],
+                "refresh_token": SECRETS[1], "channels": ["streamer"], "allow_names": ["alice", "@Bob"],
                 "api_url": server.helix_url, "id_url": server.id_url, "eventsub_url": server.ws_url,
                 "edit_interval": 0.0}
     return TwitchConfig(**{**settings, **kw})
@@ -82,15 +83,16 @@ async def test_mention_gets_an_answer_cut_at_sentences_and_threaded_to_the_quest
 async def test_a_2000_character_answer_keeps_the_send_rate_and_loses_nothing(home: Path, server) -> None:
     answer = sentences(2000)
     async with FakeLLMServer([Reply(text=answer, chunk_size=50)]) as fake:
-        channel = TwitchChannel(config(server, rate_messages=2, rate_window=1.0))
+        channel = TwitchChannel(config(server, rate_messages=2, rate_window=1.0))  # rate_margin: 1 s by default
         async with make_app(home, channel, llm(fake)):
             await server.chat("streamer", "alice", "!ai the long version please")
             await server.wait_for(lambda: said(server) == answer)
     times = [p.at for p in server.sent_posts()]
     assert len(times) >= 5 and all(len(p.text) <= 500 for p in server.sent_posts())
-    # Any two messages two apart are a window (1 s) apart; 50 ms of slack for the HTTP hop.
-    assert all(b - a >= 1.0 - 0.05 for a, b in zip(times, times[2:]))
-    assert times[-1] - times[0] >= (math.ceil(len(times) / 2) - 1) * 1.0 - 0.05
+    # As Twitch counts (arrival times): any two messages two apart are more than the window (1 s) apart,
+    # with at least half a second to spare for network jitter.
+    assert all(b - a >= 1.0 + 0.5 for a, b in zip(times, times[2:]))
+    assert times[-1] - times[0] >= (math.ceil(len(times) / 2) - 1) * 1.5
     assert [p.status for p in server.chat_posts] == [200] * len(times)  # nothing rejected, nothing dropped
 
 
@@ -156,6 +158,65 @@ async def test_a_429_is_retried_after_ratelimit_reset(home: Path, server) -> Non
     assert accepted.reply_to == asked
 
 
+async def test_a_dropped_chunk_leaves_the_others_and_the_user_is_told(home: Path, server) -> None:
+    answer = sentences(1300).replace("Sentence 9 tells", "Sentence 9 (the forbidden one) tells")
+    server.drop_when(lambda text: "forbidden" in text)  # AutoMod: taken, answered is_sent false, not posted
+    async with FakeLLMServer([Reply(text=answer, chunk_size=40)]) as fake:
+        channel = TwitchChannel(config(server))
+        async with make_app(home, channel, llm(fake)):
+            question = await server.chat("streamer", "alice", "!ai tell me a story")
+            await server.wait_for(lambda: "could not be delivered" in said(server))
+    dropped = [p for p in server.chat_posts if p.drop_code is not None]
+    assert len(dropped) == 1 and "forbidden" in dropped[0].text
+    posts = server.sent_posts()
+    *parts, notice = [p.text for p in posts]
+    # Every other chunk arrived; with the dropped one back in its place, the whole answer is there.
+    index = server.chat_posts.index(dropped[0])
+    everything = [p.text for p in server.chat_posts[:index + 1] if p.status == 200] + parts[index:]
+    assert " ".join(everything) == answer
+    assert notice == (f"({len(dropped[0].text)} characters could not be delivered: Your message wasn't posted "
+                      "due to conflicts with the channel's moderation settings.)")
+    assert all(p.reply_to == question for p in posts)
+
+
+async def test_a_duplicate_message_is_sent_again_marked(home: Path, server) -> None:
+    async with FakeLLMServer([Reply(text="Same answer."), Reply(text="Same answer.")]) as fake:
+        channel = TwitchChannel(config(server))
+        async with make_app(home, channel, llm(fake)):
+            await server.chat("streamer", "alice", "!ai first question")
+            await server.wait_for(lambda: len(server.sent_posts()) == 1)
+            await server.chat("streamer", "alice", "!ai second question")
+            await server.wait_for(lambda: len(server.sent_posts()) == 2)
+    assert [p.drop_code for p in server.chat_posts] == [None, "msg_duplicate", None]
+    # Twitch shows the tag character as nothing: the same words, a message Twitch takes as new.
+    assert [p.text for p in server.sent_posts()] == ["Same answer.", "Same answer. \U000e0000"]
+
+
+async def test_helix_refusals_reach_the_gateway_as_its_own_errors(server) -> None:
+    channel = TwitchChannel(config(server))
+    await channel.start(_ignore)
+    try:
+        here = Address(channel="twitch", chat_id=server.user("streamer").id)
+        with pytest.raises(TooLong):  # over 500 characters
+            await channel.send(here, "x" * 501)
+        server.max_message = 100  # as if Twitch counted more than we do: its 400 for an over-long message
+        with pytest.raises(TooLong):
+            await channel.send(here, "x" * 101)
+        server.max_message = 500
+        server.drop_when(lambda text: "spam" in text, "msg_rejected", "held by AutoMod")
+        with pytest.raises(Refused) as held:
+            await channel.send(here, "some spam")
+        assert held.value.reason == "held by AutoMod" and held.value.resend is None
+        await channel.send(here, "twice")
+        with pytest.raises(Refused) as duplicate:
+            await channel.send(here, "twice")
+        assert duplicate.value.resend == "twice \U000e0000"
+        await channel.send(here, duplicate.value.resend)
+    finally:
+        await channel.stop()
+    assert [p.text for p in server.sent_posts()] == ["twice", "twice \U000e0000"]
+
+
 async def test_an_unknown_user_is_refused(home: Path, server) -> None:
     async with FakeLLMServer(responder=echo_responder()) as fake:
         channel = TwitchChannel(config(server, rejection_message="Sorry, I only answer my owners."))
@@ -177,6 +238,25 @@ async def test_moderators_may_talk_when_allowed_and_users_by_id(home: Path, serv
             by_id = await server.chat("streamer", "carol", "!ai allowed by id")
             await server.wait_for(lambda: said(server, mod) and said(server, by_id))
         assert sorted(r["messages"][-1]["content"] for r in fake.requests) == ["allowed by id", "moderator here"]
+
+
+async def test_a_login_that_reads_like_an_allowed_id_gets_nothing_of_that_id(home: Path, server) -> None:
+    alice = server.user("alice")
+    impostor = server.add_user(alice.id)  # Twitch logins may be all digits: this one reads like Alice's id
+    async with FakeLLMServer(responder=echo_responder()) as fake:
+        channel = TwitchChannel(config(server, allow_names=[], allow_from=[alice.id], admins=[alice.id],
+                                       allow_moderators=True, rejection_message="no"))
+        async with make_app(home, channel, llm(fake)):
+            intruder = await server.chat("streamer", impostor.login, "!ai let me in")
+            await server.wait_for(lambda: bool(said(server, intruder)))
+            assert said(server, intruder) == "no"
+            # Let in as a moderator, the name still makes him no admin.
+            restart = await server.chat("streamer", impostor.login, "!ai /restart", badges=["moderator"])
+            await server.wait_for(lambda: bool(said(server, restart)))
+            assert said(server, restart) == "/restart is for admins only."
+            asked = await server.chat("streamer", "alice", "!ai hi")
+            await server.wait_for(lambda: said(server, asked) == "You said: hi")
+        assert [r["messages"][-1]["content"] for r in fake.requests] == ["hi"]
 
 
 async def test_per_user_sessions_and_whispers(home: Path, server) -> None:

@@ -242,6 +242,27 @@ async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> No
         assert tab.ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
 
 
+async def test_frames_the_json_decoder_chokes_on_get_a_reason_and_no_traceback(
+        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    bad = [
+        ('{"type": "message", "text": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ('{"type": "message", "text": "hi", "n": ' + "9" * 5000 + "}", "4300 digits"),
+        ('{"type": "message", "text": "hi \\ud800"}', "not valid Unicode"),
+        ('{"type": "audio", "mime": "audio/\\udfff", "data": "QUJD"}', "not valid Unicode"),
+    ]
+    async with FakeLLMServer([Reply(text="Still here.")]) as server, \
+            web_app(home, server) as (app, channel), open_tab(channel) as tab:
+        await tab.next("history")
+        for frame, reason in bad:
+            await tab.ws.send_str(frame)
+            assert reason in (await tab.next("error"))["error"], frame
+        await tab.say("hello")
+        assert (await tab.next("send"))["text"] == "Still here."
+        await tab.next("finalize")
+    assert len(server.requests) == 1  # none of the bad frames reached the model
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 async def test_every_tab_of_a_conversation_gets_the_events(home: Path) -> None:
     async with FakeLLMServer([Reply(text="Seen by both tabs.")]) as server, web_app(home, server) as (_, channel), \
             open_tab(channel) as tab1, open_tab(channel) as tab2, open_tab(channel, chat="elsewhere") as other:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from ..messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage, Usage
 from ..providers.llm.base import LLM, FinishChunk, TextChunk, ToolCallChunk, UsageChunk
+from ..providers.llm.limits import StreamCutOff, StreamLimits, with_limits
 from ..session.truncate import estimate_tokens, fit_to_budget
 from .context import ContextBuilder
 from .hooks import Hooks
@@ -60,6 +62,8 @@ class TurnResult:
     iterations: int = 0
     stopped_at_limit: bool = False
     model: str | None = None
+    # Set when a stream limit (llm.call_deadline, idle_timeout, max_output_chars) cut the reply off.
+    cut_off: StreamCutOff | None = None
 
 
 MAX_ITERATIONS_MESSAGE = (
@@ -74,8 +78,10 @@ async def _no_emit(event: AgentEvent) -> None:
 
 class Agent:
     def __init__(self, llm: LLM, tools: ToolRegistry, context: ContextBuilder, *, hooks: Hooks | None = None,
-                 max_iterations: int = 20, context_tokens: int = 128_000, reply_reserve_tokens: int = 4_096) -> None:
-        self.llm = llm
+                 max_iterations: int = 20, context_tokens: int = 128_000, reply_reserve_tokens: int = 4_096,
+                 limits: StreamLimits | None = None) -> None:
+        # Every call is bounded, so a stream that never ends cannot hold the turn and its slot.
+        self.llm = with_limits(llm, limits or StreamLimits())
         self.tools = tools
         self.context = context
         self.hooks = hooks or Hooks()
@@ -116,17 +122,29 @@ class Agent:
                 partial.clear()
                 calls: list[ToolCall] = []
                 usage = Usage()
-                async for chunk in self.llm.stream(prompt, self.tools.schemas()):
-                    if isinstance(chunk, TextChunk):
-                        if chunk.text:
-                            partial.append(chunk.text)
-                            await emit(TextDelta(chunk.text))
-                    elif isinstance(chunk, ToolCallChunk):
-                        calls.append(chunk.call)
-                    elif isinstance(chunk, UsageChunk):
-                        usage = usage + chunk.usage
-                    elif isinstance(chunk, FinishChunk):
-                        pass
+                try:
+                    # Closed on the way out even when emit() is cancelled (/stop): no HTTP stream is left open.
+                    async with aclosing(self.llm.stream(prompt, self.tools.schemas())) as stream:
+                        async for chunk in stream:
+                            if isinstance(chunk, TextChunk):
+                                if chunk.text:
+                                    partial.append(chunk.text)
+                                    await emit(TextDelta(chunk.text))
+                            elif isinstance(chunk, ToolCallChunk):
+                                calls.append(chunk.call)
+                            elif isinstance(chunk, UsageChunk):
+                                usage = usage + chunk.usage
+                            elif isinstance(chunk, FinishChunk):
+                                pass
+                except StreamCutOff as exc:
+                    log.warning("reply cut off in %s: %s", ctx.session_key, exc)
+                    result.cut_off = exc
+                    # The reply is incomplete: its tool calls are dropped (none runs, none is left without
+                    # a result), the text shown so far stays and the note says why it ends there.
+                    calls = []
+                    note = ("\n\n" if partial else "") + exc.user_message
+                    partial.append(note)
+                    await emit(TextDelta(note))
                 result.usage = result.usage + usage
                 result.model = getattr(self.llm, "last_model", None) or self.llm.label
                 ai = AIMessage(content="".join(partial), tool_calls=calls, model=result.model, usage=usage)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 from collections.abc import Awaitable, Callable
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..messages import Address, AudioPart, IncomingMessage, Part
 
@@ -45,11 +46,32 @@ class FormattingRejected(ChannelError):
     """The platform could not parse our formatted text; the gateway resends it as plain text."""
 
 
+class TooLong(ChannelError):
+    """The platform counted the text as over its length limit: the gateway cuts it smaller and goes on."""
+
+    def __init__(self, message: str = "message is too long") -> None:
+        super().__init__(message, permanent=True)
+
+
+class Refused(ChannelError):
+    """The platform would not post this one message (a duplicate, AutoMod, a content rule). The gateway goes
+    on with the rest of the reply and tells the user how much could not be delivered, and why (`reason`,
+    words for the user). `resend`: the same message reworded so the platform takes it, tried once."""
+
+    def __init__(self, reason: str, *, resend: str | None = None) -> None:
+        super().__init__(reason, permanent=True)
+        self.reason = reason
+        self.resend = resend
+
+
 class Capabilities(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     can_edit: bool = True
     max_length: int = 4096
+    # How the platform counts max_length: "chars" (code points), "utf16" (UTF-16 code units: an emoji
+    # outside the BMP counts 2) or "bytes" (UTF-8).
+    length_unit: Literal["chars", "utf16", "bytes"] = "chars"
     # Minimum seconds between two edits of the same message.
     edit_interval: float = 1.0
     voice: bool = False
@@ -67,11 +89,21 @@ class Capabilities(BaseModel):
 class ChannelConfig(BaseModel):
     """Settings every channel shares; each platform subclasses it with its own fields."""
 
+    # Platforms whose user ids are numbers (Telegram, Discord, Twitch): an `allow_from`/`admins` entry that
+    # is not one is most likely a name, which those lists no longer match; it is warned about at load.
+    numeric_ids: ClassVar[bool] = False
+
     enabled: bool = False
-    # Deny by default: user ids or names allowed to talk to the agent; ["*"] opens the channel.
+    # Deny by default: platform user ids allowed to talk to the agent, and platform groups of the sender
+    # ("role:<id>", "guild:<id>"); ["*"] opens the channel. Ids only: on Discord and Twitch anyone can pick a
+    # name that reads like someone's id.
     allow_from: list[str] = Field(default_factory=list)
-    # Users allowed to run admin commands such as /restart.
+    # Users allowed to run admin commands such as /restart, by platform user id.
     admins: list[str] = Field(default_factory=list)
+    # Allowed, or admins, by name (Telegram @username, Discord username, Twitch login; any case, "@" optional).
+    # A separate list because names can be changed, and a freed name taken over by someone else.
+    allow_names: list[str] = Field(default_factory=list)
+    admin_names: list[str] = Field(default_factory=list)
     # Overrides the channel's own minimum seconds between edits.
     edit_interval: float | None = None
     # Text sent to a sender who is not allowed; None sends nothing.
@@ -79,14 +111,44 @@ class ChannelConfig(BaseModel):
     # An unknown sender in a direct chat gets a pairing code the owner can approve from the CLI.
     pairing: bool = False
 
+    @field_validator("allow_from", "admins")
+    @classmethod
+    def _strip_ids(cls, ids: list[str]) -> list[str]:
+        return [i.strip() for i in ids]
+
+    @field_validator("allow_names", "admin_names")
+    @classmethod
+    def _normalize_names(cls, names: list[str]) -> list[str]:
+        return [name_key(n) for n in names]
+
+    @model_validator(mode="after")
+    def _warn_names_in_id_lists(self) -> ChannelConfig:
+        if self.numeric_ids:
+            for key in ("allow_from", "admins"):
+                for entry in getattr(self, key):
+                    group = key == "allow_from" and (entry == "*" or ":" in entry)
+                    if not group and not _NUMERIC_ID.fullmatch(entry):
+                        log.warning("channels.%s.%s: %r is not a user id (a number) and matches nobody; "
+                                    "put names in %s", type(self).__name__.removesuffix("Config").lower(), key,
+                                    entry, "allow_names" if key == "allow_from" else "admin_names")
+        return self
+
     def allows(self, user_id: str, user_name: str | None = None, groups: list[str] | tuple[str, ...] = ()) -> bool:
-        if "*" in self.allow_from:
+        if "*" in self.allow_from or user_id in self.allow_from or any(g in self.allow_from for g in groups):
             return True
-        return (user_id in self.allow_from or (user_name is not None and user_name in self.allow_from)
-                or any(g in self.allow_from for g in groups))
+        return user_name is not None and name_key(user_name) in self.allow_names
 
     def is_admin(self, user_id: str, user_name: str | None = None) -> bool:
-        return user_id in self.admins or (user_name is not None and user_name in self.admins)
+        return user_id in self.admins or (user_name is not None and name_key(user_name) in self.admin_names)
+
+
+# Telegram group chats have negative ids (messaging targets may be listed in allow_from).
+_NUMERIC_ID = re.compile(r"-?\d+")
+
+
+def name_key(name: str) -> str:
+    """A user name as compared: names on Telegram, Discord and Twitch are case-insensitive, "@" is decoration."""
+    return name.strip().removeprefix("@").lower()
 
 
 class Channel(abc.ABC):

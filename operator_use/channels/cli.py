@@ -1,7 +1,8 @@
 """The terminal channel: lines typed on stdin are messages, replies stream to stdout.
 
 The terminal cannot rewrite earlier output, so an "edit" prints only the text added since the last
-edit; the gateway's stream editor drives it like any other platform.
+edit; the gateway's stream editor drives it like any other platform. Without a terminal on stdin (systemd,
+nohup, `docker run` without -t) the channel turns itself off and the others go on.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import sys
 from collections.abc import Callable
 from typing import IO
@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 LOCAL_USER = "local"
 CHAT_ID = "terminal"
+NO_TERMINAL = "terminal chat off: stdin is not a terminal"
 
 
 class CLIConfig(ChannelConfig):
@@ -50,12 +51,22 @@ class TerminalChannel(Channel):
         self._next_id = 0
         self._reader: asyncio.Task[None] | None = None
         self._at_line_start = True
+        self._off = False
 
     @property
     def address(self) -> Address:
         return Address(channel=self.name, chat_id=CHAT_ID)
 
+    def status(self) -> str:
+        return "off" if self._off else "up"
+
     async def connect(self) -> None:
+        if not stdin_is_terminal(self._stdin):
+            # /dev/null, a pipe or nothing at all: reading would fail, or end at once and stop the agent
+            # (on_eof). One line says why there is no prompt; the other channels are not affected.
+            log.info(NO_TERMINAL)
+            self._off = True
+            return
         self._write("operator-use: type a message, /help for commands, Ctrl-D to quit.\n" + self.cli_config.prompt)
         self._reader = asyncio.create_task(self._read_loop(), name="cli-reader")
         self._reader.add_done_callback(_log_failure)
@@ -77,20 +88,15 @@ class TerminalChannel(Channel):
             self._on_eof()
 
     async def _lines(self):  # type: ignore[no-untyped-def]
-        fd = self._stdin.fileno() if hasattr(self._stdin, "fileno") else None
-        if fd is not None and not stat.S_ISREG(os.fstat(fd).st_mode):
-            # A tty or a pipe: read without a thread, so shutdown never waits on a blocked readline.
-            loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader()
-            transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self._stdin)
-            try:
-                while line := await reader.readline():
-                    yield line.decode("utf-8", errors="replace")
-            finally:
-                transport.close()
-        else:
-            while line := await asyncio.to_thread(self._stdin.readline):
-                yield line
+        # Read the terminal without a thread, so shutdown never waits on a blocked readline.
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self._stdin)
+        try:
+            while line := await reader.readline():
+                yield line.decode("utf-8", errors="replace")
+        finally:
+            transport.close()
 
     def _write(self, text: str) -> None:
         if not text:
@@ -117,6 +123,15 @@ class TerminalChannel(Channel):
     async def finalize(self, address: Address, message_id: str) -> None:
         self._printed.pop(message_id, None)
         self._write(("" if self._at_line_start else "\n") + "\n" + self.cli_config.prompt)
+
+
+def stdin_is_terminal(stream: IO[str] | None = None) -> bool:
+    """Whether `stream` (default: this process's stdin, None when it was closed) is a terminal."""
+    stream = sys.stdin if stream is None else stream
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # a closed stream
+        return False
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

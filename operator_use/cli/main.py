@@ -58,6 +58,7 @@ def _setup_logging(config: Config, *, quiet_console: bool) -> Path:
 
 async def _serve(application: App) -> None:
     from ..app import NoLLMConfigured
+    from ..homelock import HomeInUse
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,7 +68,7 @@ async def _serve(application: App) -> None:
             pass
     try:
         llm = await application.prepare()
-    except NoLLMConfigured as exc:
+    except (NoLLMConfigured, HomeInUse) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(1) from None
     typer.echo(f"Model: {llm.label} ({application.llm_reason})", err=True)
@@ -80,13 +81,20 @@ async def _serve(application: App) -> None:
 
 def _run(only: list[str] | None) -> None:
     from ..app import App
+    from ..channels.cli import NO_TERMINAL, stdin_is_terminal
     from ..channels.registry import build_channels
 
     config = _load()
     # With the terminal chat on this console, log lines would interleave with the conversation:
     # only problems show there, everything goes to the log file.
-    terminal = "cli" in only if only is not None else config.channels.cli.enabled
+    wanted = "cli" in only if only is not None else config.channels.cli.enabled
+    terminal = wanted and stdin_is_terminal()
     log_file = _setup_logging(config, quiet_console=terminal)
+    if wanted and not terminal:
+        # Under systemd, nohup or `docker run` without -t: no terminal chat (the channel would turn itself
+        # off; not building it keeps /status and the log clear), the other channels go on.
+        config.channels.cli.enabled = False
+        logging.getLogger("operator_use.channels.cli").info(NO_TERMINAL)
     if terminal:
         typer.echo(f"Logs: {log_file}", err=True)
     application = App(config)
@@ -101,10 +109,14 @@ def _run(only: list[str] | None) -> None:
 @app.command()
 def init() -> None:
     """Create the data directory, a starter config.yaml and the workspace (safe to run again)."""
-    from ..config import CONFIG_FILE, data_home, default_config_yaml
+    from ..config import CONFIG_FILE, ConfigError, data_home, default_config_yaml
     from ..workspace import TemplateMissing, ensure_workspace
 
-    home = data_home()
+    try:
+        home = data_home()
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     home.mkdir(parents=True, exist_ok=True)
     config_path = home / CONFIG_FILE
     if config_path.exists():
@@ -131,6 +143,12 @@ def run() -> None:
 @app.command()
 def chat() -> None:
     """Talk to the agent in this terminal."""
+    from ..channels.cli import stdin_is_terminal
+
+    if not stdin_is_terminal():
+        typer.echo("operator-use chat needs a terminal, and stdin is not one. Without a terminal, "
+                   "`operator-use run` serves the other channels (the web chat, MQTT...).", err=True)
+        raise typer.Exit(1)
     _run(["cli"])
 
 

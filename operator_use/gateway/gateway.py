@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus.base import Bus, OutboundItem
-from ..channels.base import Channel, ChannelError, FormattingRejected, RetryAfter
+from ..channels.base import Channel, ChannelError, FormattingRejected, Refused, RetryAfter, TooLong
 from ..messages import Address, OutgoingMessage, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, TextPart, Typing
 from .clock import Clock, RealClock
-from .splitting import split_markdown
+from .splitting import measure, split_markdown
 from .stream_editor import StreamEditor
 from .tasks import TaskSet
 
@@ -206,11 +206,41 @@ class Gateway:
     # --- whole messages ---
 
     async def _send_message(self, ch: Channel, msg: OutgoingMessage) -> None:
+        caps = ch.capabilities
         reply_to = msg.reply_to
         text = msg.text
-        for chunk in split_markdown(text, ch.capabilities.max_length) if text.strip() else []:
-            if await self._send_text(ch, msg.address, chunk, reply_to) and not ch.capabilities.reply_each_chunk:
-                reply_to = None  # only the first chunk replies
+        limit = caps.max_length
+        pending = split_markdown(text, limit, caps.length_unit) if text.strip() else []
+        undelivered, reasons = 0, []
+        while pending:
+            chunk = pending.pop(0)
+            if measure(chunk, caps.length_unit) > limit:  # cut before `limit` was lowered
+                pending[:0] = split_markdown(chunk, limit, caps.length_unit)
+                continue
+            try:
+                if await self._send_text(ch, msg.address, chunk, reply_to) and not caps.reply_each_chunk:
+                    reply_to = None  # only the first chunk replies
+                continue
+            except TooLong as e:
+                # The platform counts more than we do: cut at 3/4 of what it refused, the rest of the message too.
+                smaller = min(limit, measure(chunk, caps.length_unit)) * 3 // 4
+                if smaller >= max(1, caps.max_length // 16):
+                    log.warning("%s: %s; cutting at %d %s", ch.name, e, smaller, caps.length_unit)
+                    limit = smaller
+                    pending.insert(0, chunk)
+                    continue
+                reason = f"too long for {ch.name}"
+            except Refused as e:
+                reason = e.reason
+            log.warning("%s refused %d characters of a message (%s); going on", ch.name, len(chunk), reason)
+            undelivered += len(chunk)
+            reasons.append(reason)
+        if undelivered:
+            notice = f"({undelivered} characters could not be delivered: {'; '.join(dict.fromkeys(reasons))})"
+            try:
+                await self._send_text(ch, msg.address, notice, reply_to)
+            except ChannelError as e:
+                log.error("%s: could not tell the user about undelivered text: %s", ch.name, e)
         others = [p for p in msg.parts if not isinstance(p, TextPart)]
         if others:
             async def send_parts() -> None:
@@ -220,7 +250,11 @@ class Gateway:
             await self._retrying(send_parts, what=f"{ch.name} send_parts")
 
     async def _send_text(self, ch: Channel, address: Address, chunk: str, reply_to: str | None) -> bool:
+        """Send one chunk: as plain text after FormattingRejected, reworded once after a Refused that offers
+        a rewording. True once sent; TooLong and Refused reach the caller, which knows the rest of the text."""
         sent: list[str] = []
+        refusals = (TooLong, Refused)
+        plain = False
 
         async def send(text: str, plain: bool) -> None:
             await self.editor.limiter.acquire(ch, address)  # the chat's rate limit, shared with streams
@@ -231,31 +265,44 @@ class Gateway:
         except Exception:
             log.exception("%s.format failed; sending raw text", ch.name)
             formatted = chunk
+        what = f"{ch.name} send"
         try:
-            ok = await self._retrying(lambda: send(formatted, False), what=f"{ch.name} send", reraise_format=True)
-        except FormattingRejected:
-            log.warning("%s rejected formatting; resending as plain text", ch.name)
-            ok = await self._retrying(lambda: send(chunk, True), what=f"{ch.name} send")
-        if sent:
-            # A whole message never changes after it is sent.
             try:
-                await ch.finalize(address, sent[-1])
-            except Exception as e:
-                log.warning("%s: finalize of message %s failed: %r", ch.name, sent[-1], e)
+                ok = await self._retrying(lambda: send(formatted, False), what=what,
+                                          reraise=(FormattingRejected, *refusals))
+            except FormattingRejected:
+                log.warning("%s rejected formatting; resending as plain text", ch.name)
+                plain = True
+                ok = await self._retrying(lambda: send(chunk, True), what=what, reraise=refusals)
+        except Refused as e:
+            if not e.resend:
+                raise
+            log.info("%s refused a message (%s); sending it reworded", ch.name, e.reason)
+            reworded = e.resend
+            ok = await self._retrying(lambda: send(reworded, plain), what=what, reraise=refusals)
+        finally:
+            if sent:
+                # A whole message never changes after it is sent.
+                try:
+                    await ch.finalize(address, sent[-1])
+                except Exception as e:
+                    log.warning("%s: finalize of message %s failed: %r", ch.name, sent[-1], e)
         return ok
 
-    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str, reraise_format: bool = False) -> bool:
-        """Run a platform call, honouring RetryAfter; log (never raise) other channel errors."""
+    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str,
+                        reraise: tuple[type[ChannelError], ...] = ()) -> bool:
+        """Run a platform call, honouring RetryAfter; log (never raise) other channel errors, except
+        the `reraise` ones the caller handles."""
         for _ in range(self.max_send_retries):
             try:
                 await call()
                 return True
+            except reraise:
+                raise
             except RetryAfter as e:
                 log.info("%s: retry after %.1fs", what, e.seconds)
                 await self.clock.sleep(e.seconds)
             except FormattingRejected:
-                if reraise_format:
-                    raise
                 log.error("%s: formatting rejected even as plain text; dropped", what)
                 return False
             except ChannelError as e:

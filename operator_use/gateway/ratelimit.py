@@ -5,6 +5,10 @@ limit. Every send and edit the gateway makes for a limited channel first `acquir
 (the chat, not the thread: a platform counts a channel's messages whatever conversation they belong to).
 A call over the limit waits until the oldest call in the window is `seconds` old; waiters go in arrival
 order, so a long answer cannot starve a short one queued behind it for long.
+
+Slots are counted when a call starts; a platform counts them when they arrive, and network jitter moves
+arrivals closer together. A channel therefore declares its window with a margin of its own (Twitch:
+`rate_window + rate_margin`, 31 s for its 30 s), not the bare platform figure.
 """
 
 from __future__ import annotations

@@ -5,15 +5,20 @@ break, then the end of a sentence, then a space; only hard-cut when there is not
 code block is longer than a message, it is closed at the cut and reopened (same info string) at the top
 of the next chunk, so each chunk renders as a code block on its own.
 
-Lengths are measured on the markdown. Renderers only remove markup (headings, emphasis) or add markup
-that platforms do not count (Telegram counts text after entity parsing), so markdown length is a safe
-upper bound for what the user sees.
+Lengths are measured on the markdown, in the platform's unit (`measure`: code points, UTF-16 code units
+or UTF-8 bytes). Renderers only remove markup (headings, emphasis) or add markup that platforms do not
+count (Telegram counts text after entity parsing), so markdown length is a safe upper bound for what the
+user sees. Every character is at least one unit in each of them, so a cut found within `fit(...)`
+characters is within the limit in units too.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
+
+Unit = Literal["chars", "utf16", "bytes"]
 
 _OPEN_RE = re.compile(r"^([ \t]*)(`{3,}|~{3,})(.*)$")
 _CLOSE_RE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*$")
@@ -31,6 +36,29 @@ _BOUNDARIES: tuple[tuple[re.Pattern[str], bool], ...] = (
 )
 # Leading blank lines (or spaces) a chunk should not start with once its separator was cut away.
 _LEADING_BLANK = re.compile(r"[ \t]*\n(?:[ \t]*\n)*")
+
+
+def measure(text: str, unit: Unit = "chars") -> int:
+    """The length of `text` as a platform counts it."""
+    if unit == "utf16":
+        return len(text.encode("utf-16-le", "surrogatepass")) // 2
+    if unit == "bytes":
+        return len(text.encode("utf-8", "surrogatepass"))
+    return len(text)
+
+
+def fit(text: str, limit: int, unit: Unit = "chars") -> int:
+    """How many leading characters of `text` fit in `limit` units (at least one, so a cut always moves on)."""
+    if unit == "chars" or measure(text[:limit], unit) <= limit:
+        return max(1, min(len(text), limit))
+    lo, hi = 0, min(len(text), limit)  # text[:lo] fits, text[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if measure(text[:mid], unit) <= limit:
+            lo = mid
+        else:
+            hi = mid
+    return max(1, lo)
 
 
 @dataclass(frozen=True)
@@ -128,12 +156,13 @@ def _cut_in_fence(text: str, f: Fence, limit: int) -> tuple[str, str] | None:
     return text[:budget] + close, f.opener + "\n" + text[budget:]
 
 
-def split_first(text: str, limit: int) -> tuple[str, str]:
-    """Split off the first chunk (<= limit chars, renders on its own). Returns (head, rest); rest may be ""."""
+def split_first(text: str, limit: int, unit: Unit = "chars") -> tuple[str, str]:
+    """Split off the first chunk (<= limit units, renders on its own). Returns (head, rest); rest may be ""."""
     if limit < 1:
         raise ValueError("limit must be positive")
-    if len(text) <= limit:
+    if measure(text, unit) <= limit:
         return text, ""
+    limit = fit(text, limit, unit)  # in characters from here on
     fences = find_fences(text)
     # A code block that crosses the limit and is longer than a whole message will be cut anyway: cut it
     # here, filling this chunk, instead of leaving a short chunk in front of it.
@@ -157,14 +186,15 @@ def split_first(text: str, limit: int) -> tuple[str, str]:
     return text[:limit], text[limit:]
 
 
-def split_markdown(text: str, max_length: int) -> list[str]:
-    """Cut `text` into chunks of at most `max_length` chars. Whitespace-only chunks are dropped."""
+def split_markdown(text: str, max_length: int, unit: Unit = "chars") -> list[str]:
+    """Cut `text` into chunks of at most `max_length` units. Whitespace-only chunks are dropped."""
     chunks: list[str] = []
     rest = text
-    while len(rest) > max_length:
-        head, tail = split_first(rest, max_length)
+    while measure(rest, unit) > max_length:
+        head, tail = split_first(rest, max_length, unit)
         if len(tail) >= len(rest):  # cannot happen with sane limits; never loop forever
-            head, tail = rest[:max_length], rest[max_length:]
+            n = fit(rest, max_length, unit)
+            head, tail = rest[:n], rest[n:]
         if head.strip():
             chunks.append(head)
         rest = tail

@@ -11,6 +11,12 @@ continues in a new message. RetryAfter waits and then flushes the latest text; F
 the same text unformatted; NotModified is success. Once a message will not change again (cut, or the end of
 the stream), the channel is told with `channel.finalize`.
 
+Lengths are counted in the platform's unit (`Capabilities.length_unit`). When the platform still says a
+message is too long (TooLong), the stream cuts at 3/4 of that length from then on and goes on. When it
+refuses one message (Refused: a duplicate, AutoMod), that text is skipped (after one try of the channel's
+rewording, if it offers one), the rest goes on, and a last message tells the user how many characters could
+not be delivered and why. Nothing is dropped silently.
+
 Non-editing channels (Twitch): nothing is ever edited; whole paragraphs are sent as they complete
 (and the remainder at a tool call or the end), each within max_length (a longer paragraph is cut at a line
 or sentence end, splitting.py), at most one send per interval. A channel's `rate_limit` is honoured per
@@ -20,16 +26,17 @@ chat across all its streams and whole messages (ratelimit.py): calls wait for a 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from ..channels.base import Channel, ChannelError, FormattingRejected, NotModified, RetryAfter
+from ..channels.base import Channel, ChannelError, FormattingRejected, NotModified, Refused, RetryAfter, TooLong
 from ..messages import Address, StreamBlockEnd, StreamDelta, StreamDone, StreamEvent, StreamStart
 from .clock import Clock, RealClock
 from .ratelimit import SendLimiter
-from .splitting import ParagraphTracker, split_first, trim_tail
+from .splitting import ParagraphTracker, measure, split_first, trim_tail
 from .tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -45,9 +52,18 @@ class EditorStats:
     not_modified: int = 0
     retry_after: int = 0
     formatting_rejected: int = 0
+    too_long: int = 0  # TooLong answers (the stream then cuts smaller)
+    refused: int = 0  # Refused answers, rewordings included
+    undelivered_chars: int = 0  # characters skipped after a refusal (and told to the user)
     errors: int = 0
     finalized: int = 0  # channel.finalize calls (not counted in `calls`: not a send/edit)
     streams: int = 0
+
+
+class _Outcome(enum.Enum):
+    SHOWN = "shown"  # the text is displayed (or nothing was needed)
+    LATER = "later"  # not yet: a later tick tries again (after a wait, or cut smaller)
+    REFUSED = "refused"  # the platform will not post this text: skip it, tell the user at the end
 
 
 @dataclass(eq=False)
@@ -68,6 +84,11 @@ class _Stream:
     after_block: bool = False  # the next text follows a tool call: it starts a new paragraph
     plain: bool = False  # the platform rejected our formatting: send raw text from now on
     failures: int = 0
+    limit: int = 0  # max_length, lowered for this stream when the platform says a message is too long
+    undelivered: int = 0  # characters the platform refused, told to the user at the end
+    reasons: list[str] = field(default_factory=list)  # why, for the user; one per skipped text
+    refusal: str = ""  # the reason of the last refusal
+    noticed: bool = False  # the message about undelivered text was queued (there is only one)
     done: bool = False
     abandoned: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -135,7 +156,8 @@ class StreamEditor:
     # --- internals ---
 
     def _open(self, channel: Channel, address: Address, sid: str, reply_to: str | None) -> _Stream:
-        s = _Stream(channel=channel, address=address, stream_id=sid, reply_to=reply_to)
+        s = _Stream(channel=channel, address=address, stream_id=sid, reply_to=reply_to,
+                    limit=channel.capabilities.max_length)
         self._streams[sid] = s
         self.stats.streams += 1
         s.task = self._tasks.spawn(self._run(s), name=f"stream-{sid}")
@@ -170,6 +192,8 @@ class StreamEditor:
             while not s.abandoned:
                 if not self._has_work(s):
                     if s.done:
+                        if await self._queue_notice(s):
+                            continue
                         break
                     s.wake.clear()
                     await s.wake.wait()
@@ -196,7 +220,7 @@ class StreamEditor:
         text = s.buffer
         if not text.strip():
             return False
-        if len(text) > caps.max_length:
+        if measure(text, caps.length_unit) > s.limit:
             return True
         if not caps.can_edit:
             return s.force or s.paragraphs.update(text) > 0
@@ -206,44 +230,88 @@ class StreamEditor:
 
     async def _tick_edit(self, s: _Stream) -> None:
         snapshot = s.buffer
-        limit = s.channel.capabilities.max_length
-        if len(snapshot) <= limit:
-            if await self._deliver(s, snapshot, new_message=s.message_id is None) and not s.done:
+        unit = s.channel.capabilities.length_unit
+        new_message = s.message_id is None
+        if measure(snapshot, unit) <= s.limit:
+            head, tail = snapshot, ""
+            outcome = await self._deliver(s, snapshot, new_message=new_message)
+            if outcome is _Outcome.SHOWN and not s.done:
                 s.force = False  # it was shown: min_chars no longer matters for this message
+        else:
+            # Overflow: finish this message at a safe cut, continue the rest in a new one (next tick).
+            head, tail = split_first(snapshot, s.limit, unit)
+            outcome = await self._deliver(s, head, new_message=new_message)
+            if outcome is _Outcome.SHOWN:
+                s.buffer = tail + s.buffer[len(snapshot) :]  # keep what arrived during the call
+                await self._finalize(s)
+                s.shown = s.shown_out = None
+        if outcome is not _Outcome.REFUSED:
             return
-        # Overflow: finish this message at a safe cut, continue the rest in a new one (next tick).
-        head, tail = split_first(snapshot, limit)
-        if await self._deliver(s, head, new_message=s.message_id is None):
-            s.buffer = tail + s.buffer[len(snapshot) :]  # keep what arrived during the call
-            await self._finalize(s)
-            s.shown = s.shown_out = None
+        if new_message:  # the platform will not post this text at all: skip it
+            self._skipped(s, head)
+            s.buffer = tail + s.buffer[len(snapshot) :]
+            return
+        # The message keeps what it shows; the rest goes on in a new one (skipped there if refused again).
+        shown = s.shown or ""
+        await self._finalize(s)
+        s.buffer = s.buffer[len(shown) :] if s.buffer.startswith(shown) else s.buffer
+        s.shown = s.shown_out = None
 
     async def _tick_blocks(self, s: _Stream) -> None:
         snapshot = s.buffer
-        limit = s.channel.capabilities.max_length
+        unit = s.channel.capabilities.length_unit
         end = len(snapshot) if s.force else s.paragraphs.update(snapshot)
-        if end == len(snapshot) and end <= limit:
+        if end == len(snapshot) and measure(snapshot, unit) <= s.limit:
             head, tail = snapshot, ""
-        elif 0 < end <= limit:
+        elif 0 < end and measure(snapshot[:end], unit) <= s.limit:
             head, tail = snapshot[:end].rstrip(), trim_tail(snapshot[end:])
         else:  # more than one message's worth: the best cut within the limit
-            head, tail = split_first(snapshot, limit)
-        if await self._deliver(s, head, new_message=True):
-            s.buffer = tail + s.buffer[len(snapshot) :]
-            s.paragraphs.reset()
-            await self._finalize(s)  # a block is never edited: complete as soon as it is sent
-            if not s.buffer.strip() and not s.done:
-                s.force = False
+            head, tail = split_first(snapshot, s.limit, unit)
+        outcome = await self._deliver(s, head, new_message=True)
+        if outcome is _Outcome.LATER:
+            return
+        if outcome is _Outcome.REFUSED:
+            self._skipped(s, head)
+        s.buffer = tail + s.buffer[len(snapshot) :]
+        s.paragraphs.reset()
+        await self._finalize(s)  # a block is never edited: complete as soon as it is sent
+        if not s.buffer.strip() and not s.done:
+            s.force = False
 
-    async def _deliver(self, s: _Stream, text: str, *, new_message: bool) -> bool:
-        """One platform call showing `text`. True when the text is displayed (or nothing was needed)."""
+    def _skipped(self, s: _Stream, text: str) -> None:
+        s.undelivered += len(text)
+        s.reasons.append(s.refusal)
+        self.stats.undelivered_chars += len(text)
+        log.warning("%s refused %d characters of stream %s; going on with the rest", s.channel.name,
+                    len(text), s.stream_id)
+
+    async def _queue_notice(self, s: _Stream) -> bool:
+        """Once everything else is out, one more message: what the platform refused, and why."""
+        if not s.undelivered or s.noticed:
+            return False
+        s.noticed = True
+        await self._finalize(s)  # the notice is a message of its own
+        s.shown = s.shown_out = None
+        reasons = "; ".join(dict.fromkeys(s.reasons)) or "refused by the platform"
+        s.buffer = f"({s.undelivered} characters could not be delivered: {reasons})"
+        s.paragraphs.reset()
+        s.force = True
+        return True
+
+    async def _deliver(self, s: _Stream, text: str, *, new_message: bool) -> _Outcome:
+        """Show `text`: as a new message, or by editing the current one (at most one call, plus one for a
+        plain-text or reworded resend)."""
         out = text if s.plain else self._format(s.channel, text)
         if not new_message and (text == s.shown or (s.shown_out is not None and out.rstrip() == s.shown_out.rstrip())):
             s.shown = text  # renders the same (e.g. trailing whitespace): no call
-            return True
+            return _Outcome.SHOWN
         if not out.strip():
             s.shown = text
-            return True
+            return _Outcome.SHOWN
+        return await self._call(s, text, out, new_message=new_message)
+
+    async def _call(self, s: _Stream, text: str, out: str, *, new_message: bool,
+                    reworded: bool = False) -> _Outcome:
         await self.limiter.acquire(s.channel, s.address)
         s.last_call = self.clock.now()
         self.stats.calls += 1
@@ -266,7 +334,7 @@ class StreamEditor:
             self.stats.retry_after += 1
             s.retry_until = self.clock.now() + e.seconds
             log.info("%s asked to retry after %.1fs (stream %s)", s.channel.name, e.seconds, s.stream_id)
-            return False
+            return _Outcome.LATER
         except FormattingRejected as e:
             self.stats.formatting_rejected += 1
             if s.plain:
@@ -274,6 +342,17 @@ class StreamEditor:
             log.warning("%s rejected formatting; resending stream %s as plain text", s.channel.name, s.stream_id)
             s.plain = True
             return await self._deliver(s, text, new_message=new_message)
+        except TooLong as e:
+            self.stats.too_long += 1
+            return self._shrink(s, text, e)
+        except Refused as e:
+            self.stats.refused += 1
+            if e.resend and not reworded:
+                log.info("%s refused a message of stream %s (%s); sending it reworded", s.channel.name,
+                         s.stream_id, e.reason)
+                return await self._call(s, text, e.resend, new_message=new_message, reworded=True)
+            s.refusal = e.reason
+            return _Outcome.REFUSED
         except ChannelError as e:
             return self._failed(s, e, permanent=e.permanent)
         except Exception as e:  # a platform library's own error: treat as transient
@@ -281,7 +360,19 @@ class StreamEditor:
         s.final_call_at = self.clock.now()
         s.shown, s.shown_out = text, out
         s.failures = 0
-        return True
+        return _Outcome.SHOWN
+
+    def _shrink(self, s: _Stream, text: str, e: TooLong) -> _Outcome:
+        """The platform counts more than we do: cut this stream's messages at 3/4 of what it refused."""
+        caps = s.channel.capabilities
+        smaller = min(s.limit, measure(text, caps.length_unit)) * 3 // 4
+        if smaller < max(1, caps.max_length // 16):  # not a counting difference any more: give this text up
+            s.refusal = f"too long for {s.channel.name}"
+            return _Outcome.REFUSED
+        log.warning("%s: %s (stream %s); cutting at %d %s from now on", s.channel.name, e, s.stream_id, smaller,
+                    caps.length_unit)
+        s.limit = smaller
+        return _Outcome.LATER
 
     async def _finalize(self, s: _Stream) -> None:
         """Tell the channel the current message is complete (optional for channels; errors ignored)."""
@@ -296,7 +387,7 @@ class StreamEditor:
         except Exception as e:
             log.warning("%s: finalize of message %s failed: %r", s.channel.name, message_id, e)
 
-    def _failed(self, s: _Stream, exc: BaseException, *, permanent: bool) -> bool:
+    def _failed(self, s: _Stream, exc: BaseException, *, permanent: bool) -> _Outcome:
         self.stats.errors += 1
         s.failures += 1
         if permanent or s.failures >= self.max_failures:
@@ -304,7 +395,7 @@ class StreamEditor:
             s.abandoned = True
         else:
             log.warning("stream %s on %s: call failed (%r), retrying", s.stream_id, s.channel.name, exc)
-        return False
+        return _Outcome.LATER
 
     @staticmethod
     def _format(channel: Channel, text: str) -> str:

@@ -1,4 +1,5 @@
-"""Session commands, parsed once for every channel: `/cmd`, `/cmd@botname args`, and `!stop`.
+"""Session commands, parsed once for every channel: `/cmd`, `/cmd@botname args`, and `!stop`, each at the
+very start of the message.
 
 Commands live in a registry so features add their own (`/voice`, `/approve`, ...) without touching the
 orchestrator. Every command is authorized like a message; `admin=True` ones also need the admin role.
@@ -37,7 +38,9 @@ _COMMAND = re.compile(r"^/([A-Za-z][A-Za-z0-9_]{0,31})(?:@(\S+))?(?:\s+(.*))?$",
 
 
 def parse_command(text: str) -> Command | None:
-    stripped = text.strip()
+    # Only a message that starts with the command is one, as on Telegram: " /new@otherbot" is text, so it
+    # can neither slip past a channel's check of who a command is addressed to nor end a conversation.
+    stripped = text.rstrip()
     if stripped.lower() == "!stop":
         return Command("stop")
     match = _COMMAND.match(stripped)

@@ -34,7 +34,9 @@ from ..messages import (
 )
 from ..providers.llm.base import AuthError, LLMError
 from ..providers.stt.base import UNCLEAR, TranscriptionError
-from ..session.store import SessionStore
+from ..security.config import StrangersConfig
+from ..security.strangers import Strangers
+from ..session.store import SessionStore, SessionWriteError
 from .commands import Command, CommandRegistry, parse_command, parse_spoken_command
 from .lanes import Lanes
 
@@ -74,6 +76,8 @@ class Orchestrator:
         self.speak: Speak | None = None
         # Pairing approvals and registered users (security/access.py), consulted after the channel config.
         self.access: Access | None = None
+        # Answers unknown senders off the consumer, rate limited; built once `access` is known.
+        self.strangers: Strangers | None = None
         # Called with a conversation key on /stop and /new; each returns how many things it stopped
         # (background processes, ...).
         self.on_session_end: list[Callable[[str], Awaitable[int]]] = []
@@ -86,12 +90,15 @@ class Orchestrator:
     # --- lifecycle ---
 
     async def start(self) -> None:
+        self._stranger_desk()
         self._task = asyncio.create_task(self._consume(), name="orchestrator")
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if self.strangers is not None:
+            await self.strangers.close()
         await self.lanes.close()
         for task in list(self._side_tasks):
             task.cancel()
@@ -110,6 +117,12 @@ class Orchestrator:
     def _config(self, channel: str) -> ChannelConfig | None:
         return self.channel_configs.get(channel)
 
+    def _stranger_desk(self) -> Strangers:
+        if self.strangers is None:
+            limits = self.access.config.strangers if self.access is not None else StrangersConfig()
+            self.strangers = Strangers(limits, self.channel_configs, self.reply, self.access)
+        return self.strangers
+
     def is_allowed(self, message: IncomingMessage) -> bool:
         config = self._config(message.channel)
         if config is not None and config.allows(message.user_id, message.user_name, message.groups):
@@ -126,14 +139,9 @@ class Orchestrator:
         if self.access is not None:
             await self.access.refresh()
         if not self.is_allowed(message):
-            # Commands included: an unknown sender cannot /stop, /new or /restart anything.
-            log.info("denied message from %s user %s (%s)", message.channel, message.user_id, message.user_name)
-            config = self._config(message.channel)
-            pairing = await self.access.pairing_reply(message) if self.access is not None else None
-            if pairing:
-                await self.reply(message, pairing)
-            elif config and config.rejection_message:
-                await self.reply(message, config.rejection_message)
+            # Commands included: an unknown sender cannot /stop, /new or /restart anything. Their answer
+            # (pairing code, rejection) is rate limited and sent by a background worker: never awaited here.
+            self._stranger_desk().submit(message)
             return
         for intercept in self.interceptors:
             if await intercept(message):
@@ -347,6 +355,9 @@ class Orchestrator:
         except LLMError as exc:
             log.warning("LLM failed in %s: %s", message.key, exc)
             error = LLM_UNAVAILABLE.format(reason=type(exc).__name__.replace("Error", "").rstrip("_").lower() or "error")
+        except SessionWriteError as exc:
+            log.error("history of %s not saved: %s", message.key, exc.__cause__ or exc)
+            error = str(exc)
         except Exception:
             log.exception("turn failed in %s", message.key)
             error = GENERIC_ERROR

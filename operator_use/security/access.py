@@ -122,10 +122,16 @@ class Access:
 
     # --- unknown senders ---
 
-    async def pairing_reply(self, message: IncomingMessage) -> str | None:
-        """The text to send an unknown sender: a pairing code, once per code; None sends nothing."""
+    def offers_pairing(self, message: IncomingMessage) -> bool:
         config = self.channel_configs.get(message.channel)
-        if config is None or not config.pairing or not message.is_direct:
+        return config is not None and config.pairing and message.is_direct
+
+    async def pairing_reply(self, message: IncomingMessage) -> str | None:
+        """The text to send an unknown sender: a pairing code, once per code; None sends nothing.
+
+        Store I/O in a thread, but callers still should not await it where allowed users wait: the
+        orchestrator calls this from `Strangers`' background worker."""
+        if not self.offers_pairing(message):
             return None
         try:
             request, created = await asyncio.to_thread(

@@ -1,10 +1,15 @@
 """Tool approvals: a `before_tool` hook that lets a call run, refuses it, or asks the chat first.
 
 The verdict for a tool comes from the agent's `approvals` config (deny > ask > allow lists, then the
-tool's risk level) and from the sender's role (a role that does not grant a tool refuses it). An "ask"
-posts to the chat the turn came from:
+tool's risk level) and from the sender's role (a role that does not grant a tool refuses it). A file
+tool writing one of the `prompt_files` (SOUL.md, RULES.md...: the system prompt of every later turn)
+gets the `prompt_file_writes` verdict too ("ask" by default), the stricter of the two winning. An "ask"
+posts to the chat the turn came from the exact call (`preview.py`):
 
-    Approve run_shell? `rm -rf build/`
+    Approve run_shell?
+    ```
+    rm -rf build/
+    ```
     Reply /approve ab12 or /deny ab12 (expires in 5 min).
 
 and waits. Only the user who owns the turn, or an admin, may answer; silence past the timeout is a
@@ -16,21 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
-import json
 import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..agent.tools import ToolRegistry, ToolResult
+from ..agent.tools import ToolError, ToolRegistry, ToolResult
 from ..agent.turn import TurnContext
 from ..messages import IncomingMessage, ToolCall
 from ..orchestrator.commands import Command
+from ..tools.filesystem import WRITES_PATH
+from ..tools.paths import resolve_in_workspace
+from . import preview as _preview
 from .config import ApprovalsConfig, Verdict
+from .prompt_files import PromptFiles, grant_writes
 
 log = logging.getLogger(__name__)
 
-PREVIEW_CHARS = 300
+_STRICTNESS: dict[Verdict, int] = {"allow": 0, "ask": 1, "deny": 2}
 
 
 def _matches(patterns: list[str], name: str) -> bool:
@@ -48,14 +57,9 @@ def verdict_for(config: ApprovalsConfig, tool: str, risk: str) -> Verdict:
     return config.by_risk.get(risk, config.by_risk.get("high", "ask"))
 
 
-def preview(call: ToolCall) -> str:
-    """What the person approves: the command itself for shell-like tools, else the arguments."""
-    args = call.arguments
-    text = args.get("command") if isinstance(args.get("command"), str) else json.dumps(args, ensure_ascii=False)
-    text = " ".join(str(text).split())  # one line: a newline must not hide part of the command
-    if len(text) > PREVIEW_CHARS:
-        text = text[:PREVIEW_CHARS] + "…"
-    return text.replace("`", "'")
+def preview(call: ToolCall, redact: Callable[[str], str] | None = None) -> str:
+    """What the person approves: the exact command (shell-like tools) or arguments, escaped, with warnings."""
+    return _preview.render(call, redact)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class ApprovalGate:
         self.registry = registry
         self.is_admin = is_admin
         self.tools_for = tools_for
+        self.prompt_files = PromptFiles(tuple(config.prompt_files))
         self.pending: dict[str, PendingApproval] = {}
 
     # --- the hook ---
@@ -94,12 +99,45 @@ class ApprovalGate:
                             ctx.user_id)
                 return ToolResult(f"Error: {call.name} is not available to this user (role).", is_error=True)
         verdict = verdict_for(self.config, call.name, tool.risk)
-        if verdict == "allow":
-            return None
         if verdict == "deny":
             log.warning("tool %s denied by policy in %s", call.name, ctx.session_key)
             return ToolResult(f"Error: {call.name} is not allowed by this agent's policy.", is_error=True)
-        return await self._ask(ctx, call)
+        guarded = (call.name in WRITES_PATH and bool(self.prompt_files.patterns)
+                   and self.config.prompt_file_writes != "allow")
+        target = await self._prompt_target(ctx, call) if guarded else None
+        reason = ""
+        if target is not None:
+            path, name = target
+            if self.config.prompt_file_writes == "deny":
+                log.warning("tool %s denied in %s: it writes the prompt file %s", call.name, ctx.session_key, name)
+                return ToolResult(f"Error: {call.name} would change {name}, part of the system prompt; this agent's "
+                                  "policy does not allow that.", is_error=True)
+            verdict = max(verdict, self.config.prompt_file_writes, key=_STRICTNESS.__getitem__)
+            reason = f"It writes {name}, which is part of the agent's system prompt for every later turn."
+        if verdict == "ask":
+            refused = await self._ask(ctx, call, reason)
+            if refused is not None:
+                return refused
+        if guarded:
+            # What the tool may write among the prompt files: the approved target only (it checks again).
+            grant_writes(self.prompt_files, {target[0]} if target is not None else set())
+        return None
+
+    async def _prompt_target(self, ctx: TurnContext, call: ToolCall) -> tuple[Path, str] | None:
+        """(resolved path, prompt file name) when the call writes a prompt file, resolved as the tool will."""
+        raw = call.arguments.get(WRITES_PATH[call.name])
+        if not isinstance(raw, str):
+            return None  # the tool refuses its own invalid arguments
+
+        def find() -> tuple[Path, str] | None:
+            try:
+                path = resolve_in_workspace(ctx.workspace, raw, sandbox=False)  # to judge only; the tool confines
+            except ToolError:
+                return None  # an invalid path: the tool refuses it with the same error
+            name = self.prompt_files.match(ctx.workspace, path)
+            return (path, name) if name is not None else None
+
+        return await asyncio.to_thread(find)
 
     def _new_id(self) -> str:
         while True:
@@ -107,22 +145,20 @@ class ApprovalGate:
             if short not in self.pending:
                 return short
 
-    async def _ask(self, ctx: TurnContext, call: ToolCall) -> ToolResult | None:
+    async def _ask(self, ctx: TurnContext, call: ToolCall, reason: str = "") -> ToolResult | None:
         if ctx.send_text is None:
             log.warning("tool %s needs approval but turn %s has no chat to ask in: refused", call.name, ctx.turn_id)
             return ToolResult(f"Error: {call.name} needs approval and there is no chat to ask in.", is_error=True)
-        shown = preview(call)
-        if self.registry.redact is not None:  # the chat sees the command: mask any secret in it
-            shown = self.registry.redact(shown)
+        shown = preview(call, self.registry.redact)  # the chat sees the call: secrets are masked in it
         request = PendingApproval(self._new_id(), call.name, shown, ctx.channel, ctx.user_id,
                                   ctx.session_key, asyncio.get_running_loop().create_future())
         self.pending[request.id] = request
         minutes = self.config.timeout / 60
         expires = f"{minutes:.0f} min" if minutes >= 1 else f"{self.config.timeout:.0f} s"
-        log.info("approval %s requested in %s by %s:%s for %s: %s", request.id, ctx.session_key, ctx.channel,
+        log.info("approval %s requested in %s by %s:%s for %s: %r", request.id, ctx.session_key, ctx.channel,
                  ctx.user_id, call.name, request.preview)
         try:
-            await ctx.send_text(f"Approve {call.name}? `{request.preview}`\n"
+            await ctx.send_text(f"Approve {call.name}?" + (f" {reason}" if reason else "") + f"\n{request.preview}\n"
                                 f"Reply /approve {request.id} or /deny {request.id} (expires in {expires}).")
             try:
                 approved, _who = await asyncio.wait_for(asyncio.shield(request.decided), self.config.timeout)

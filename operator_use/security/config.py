@@ -23,6 +23,22 @@ class ApprovalsConfig(BaseModel):
     by_risk: dict[str, Verdict] = Field(default_factory=lambda: {"low": "allow", "medium": "allow", "high": "ask"})
     # Seconds an approval request waits before it counts as denied.
     timeout: float = Field(300.0, gt=0, le=86_400)
+    # Workspace files read into the system prompt of every later turn (names or fnmatch patterns relative
+    # to the workspace, case-insensitive, judged after symlinks and '..' are resolved). A file tool writing
+    # one gets `prompt_file_writes` on top of its own verdict (the stricter wins); "allow" turns this off.
+    prompt_files: list[str] = Field(default_factory=lambda: ["SOUL.md", "RULES.md", "AGENTS.md", "USER.md"])
+    prompt_file_writes: Verdict = "ask"
+
+    @field_validator("prompt_files")
+    @classmethod
+    def _relative(cls, patterns: list[str]) -> list[str]:
+        out = []
+        for pattern in patterns:
+            clean = pattern.strip().replace("\\", "/").removeprefix("./")
+            if not clean or clean.startswith("/") or ".." in clean.split("/"):
+                raise ValueError(f"prompt file {pattern!r} must be a path relative to the workspace")
+            out.append(clean)
+        return out
 
 
 class RoleConfig(BaseModel):
@@ -38,11 +54,29 @@ def _default_roles() -> dict[str, RoleConfig]:
     return {"admin": RoleConfig(admin=True), "user": RoleConfig()}
 
 
+class StrangersConfig(BaseModel):
+    """How much unknown senders may cost. Their messages (answered with a pairing code or the channel's
+    `rejection_message`) pass a token bucket per sender and one for all strangers together; the rest is
+    ignored and counted in the log. Allowed users are never limited by this."""
+
+    # Messages one stranger gets answered at once, then how many more per minute.
+    per_sender_burst: int = Field(3, ge=1, le=1000)
+    per_sender_per_minute: float = Field(1.0, gt=0, le=600)
+    # The same for all strangers together.
+    burst: int = Field(30, ge=1, le=100_000)
+    per_second: float = Field(5.0, gt=0, le=10_000)
+    # Answers waiting for the background worker; past this, stranger messages are dropped.
+    queue: int = Field(100, ge=1, le=100_000)
+    # Senders whose buckets are remembered (least recently seen forgotten first): bounds the memory.
+    tracked_senders: int = Field(10_000, ge=10, le=10_000_000)
+
+
 class SecurityConfig(BaseModel):
     roles: dict[str, RoleConfig] = Field(default_factory=_default_roles)
     # A pairing code's lifetime and how many may wait per channel.
     pairing_ttl: float = Field(3600.0, gt=0)
     pairing_max_pending: int = Field(3, ge=1, le=100)
+    strangers: StrangersConfig = Field(default_factory=StrangersConfig)
 
     @field_validator("roles")
     @classmethod

@@ -7,6 +7,10 @@ Codes are 8 characters from an alphabet without look-alikes (no 0/O, 1/I/L), liv
 hour by default), and at most `max_pending` wait per channel, so a stranger cannot flood the owner.
 Approved identities (channel + user id) are kept in `<home>/security/pairing.json`, shared with the
 CLI through `JsonStore` (atomic writes, a lock, corruption reported, never ignored).
+
+`request` is asked on every message of an unknown sender, so it answers from memory (the store's copy,
+reloaded only when the file changed) unless a new code must be issued: a sender who is pending already,
+approved, or refused because the channel is full costs no lock and no write.
 """
 
 from __future__ import annotations
@@ -65,22 +69,34 @@ class PairingStore:
         live = [PairingRequest.from_json(d) for d in data.get("pending", [])]
         return [r for r in live if r.expires_at > now]
 
+    def _existing(self, data: dict[str, Any], pending: list[PairingRequest], channel: str,
+                  user_id: str) -> tuple[PairingRequest | None, bool] | None:
+        """The answer when no new code is due (approved, pending already, channel full), else None."""
+        if identity(channel, user_id) in data.get("approved", {}):
+            return None, False
+        for r in pending:
+            if r.channel == channel and r.user_id == user_id:
+                return r, False
+        if sum(1 for r in pending if r.channel == channel) >= self.max_pending:
+            return None, False
+        return None
+
     def request(self, channel: str, user_id: str, user_name: str | None = None, *,
                 now: float | None = None) -> tuple[PairingRequest | None, bool]:
         """(request, created): the sender's live request, a new one, or (None, False) when the channel
         already has `max_pending` requests waiting (or the sender is approved already)."""
         now = time.time() if now is None else now
+        known = self.store.cached()
+        answer = self._existing(known, self._pending(known, now), channel, user_id)
+        if answer is not None:
+            return answer
 
         def change(data: dict[str, Any]) -> tuple[PairingRequest | None, bool]:
             pending = self._pending(data, now)
             data["pending"] = [r.to_json() for r in pending]  # expired ones are dropped on every write
-            if identity(channel, user_id) in data.get("approved", {}):
-                return None, False
-            for r in pending:
-                if r.channel == channel and r.user_id == user_id:
-                    return r, False
-            if sum(1 for r in pending if r.channel == channel) >= self.max_pending:
-                return None, False
+            answer = self._existing(data, pending, channel, user_id)
+            if answer is not None:  # the CLI or another request got there between our look and the lock
+                return answer
             taken = {r.code for r in pending}
             code = new_code()
             while code in taken:

@@ -1,12 +1,16 @@
 """Conversation history as one append-only JSONL file per conversation key.
 
 Appending (never rewriting) means a crash can at worst tear the last line; a torn or corrupt line is
-skipped with a warning when the file is loaded, never fatal. File I/O runs in worker threads.
+skipped with a warning when the file is loaded, never fatal. A write that fails (disk full, I/O error)
+is cut back off the file, so the next turn never lands glued to half a line. File I/O runs in worker
+threads.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import hashlib
 import json
 import logging
 import os
@@ -17,8 +21,9 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from pydantic import ValidationError
+from pydantic_core import PydanticSerializationError
 
-from ..messages import HistoryAdapter, HistoryMessage
+from ..messages import HistoryAdapter, HistoryMessage, scrub_surrogates
 
 log = logging.getLogger(__name__)
 
@@ -42,35 +47,165 @@ class SessionInfo:
     path: Path
 
 
+class SessionWriteError(Exception):
+    """History could not be written (disk full, I/O error). The file was left as it was before the write;
+    the message is meant for the user."""
+
+
+class _Torn(SessionWriteError):
+    """The failed write stayed in the file, partly: the next append must start on a fresh line."""
+
+
+# File names stay far below the usual 255-byte limit, with room for the archive's timestamp suffix.
+_MAX_STEM = 200
+_DIGEST_CHARS = 32
+# quote() always escapes "+", so a "+" marks a shortened name and never occurs in a plain one: the two
+# kinds cannot collide.
+_SHORTENED = "+"
+_SUFFIX = ".jsonl"
+_KEY_SUFFIX = ".key"
+# Every line starts like this (the role is the first field of every history model); inside a JSON string
+# the quotes would be escaped, so it also marks where a line glued onto a torn one begins.
+_LINE_START = b'{"role":"'
+
+
+def _key_bytes(key: str) -> bytes:
+    # surrogatepass: a key is any str (lone surrogates included) and must still map to a name, one-to-one.
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _stem(key: str) -> str:
+    """The file name of `key` without its suffix: the percent-encoded key ("telegram:123:7" ->
+    "telegram%3A123%3A7"), or, when that is too long for a file name, its start plus a digest of the whole
+    key (the real key then lives in a `.key` file beside it)."""
+    quoted = quote(_key_bytes(key), safe="")
+    if len(quoted) <= _MAX_STEM:
+        return quoted
+    digest = hashlib.sha256(_key_bytes(key)).hexdigest()[:_DIGEST_CHARS]
+    head = quoted[: _MAX_STEM - _DIGEST_CHARS - 1]
+    cut = head.find("%", len(head) - 2)  # keep the readable part free of half an escape
+    return (head[:cut] if cut != -1 else head) + _SHORTENED + digest
+
+
 def _filename(key: str) -> str:
-    # Reversible and safe on every filesystem: "telegram:123:7" -> "telegram%3A123%3A7.jsonl"
-    return quote(key, safe="") + ".jsonl"
+    return _stem(key) + _SUFFIX
+
+
+def _key_of(path: Path) -> str:
+    stem = path.name[: -len(_SUFFIX)]
+    if _SHORTENED not in stem:
+        return unquote(stem, errors="surrogatepass")
+    try:
+        return path.with_name(stem + _KEY_SUFFIX).read_bytes().decode("utf-8", "surrogatepass")
+    except (OSError, UnicodeDecodeError):
+        log.warning("no readable key file beside %s; listing it by its file name", path)
+        return stem
+
+
+def _parse_line(line: bytes) -> HistoryMessage:
+    try:
+        return HistoryAdapter.validate_json(line)
+    except (ValidationError, ValueError):
+        # A line written after a torn one, by a version that did not cut failed writes back: the later
+        # message starts where the next line start is.
+        start = line.find(_LINE_START, 1)
+        while start != -1:
+            try:
+                message = HistoryAdapter.validate_json(line[start:])
+            except (ValidationError, ValueError):
+                start = line.find(_LINE_START, start + 1)
+            else:
+                log.warning("recovered a message glued onto a torn line")
+                return message
+        raise
 
 
 def _parse(path: Path) -> tuple[list[HistoryMessage], bool]:
-    if not path.exists():
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return [], False
-    raw = path.read_bytes()
     messages: list[HistoryMessage] = []
     lines = raw.split(b"\n")
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            messages.append(HistoryAdapter.validate_json(line))
+            messages.append(_parse_line(line))
         except (ValidationError, ValueError) as exc:
             where = "last line (torn write?)" if number >= len(lines) - 1 else f"line {number}"
             log.warning("skipping unreadable %s of %s: %s", where, path, str(exc).splitlines()[0])
     return messages, bool(raw) and not raw.endswith(b"\n")
 
 
-def _append(path: Path, payload: bytes, fsync: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as f:
-        f.write(payload)
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+def _encode(messages: list[HistoryMessage]) -> tuple[bytes, list[HistoryMessage]]:
+    """The JSONL lines for `messages`, and the messages exactly as written."""
+    lines, written = [], []
+    for m in messages:
+        try:
+            line = m.model_dump_json(exclude_none=True)
+        except PydanticSerializationError:
+            # Lone surrogates (a tool result with an undecodable file name, a client sending broken
+            # UTF-16) have no UTF-8 form: they are saved as U+FFFD, and the session keeps the same text.
+            m = type(m).model_validate(_scrubbed(m.model_dump()))
+            line = m.model_dump_json(exclude_none=True)
+        lines.append(line.encode() + b"\n")
+        written.append(m)
+    return b"".join(lines), written
+
+
+def _scrubbed(value: object) -> object:
+    if isinstance(value, str):
+        return scrub_surrogates(value)
+    if isinstance(value, dict):
+        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrubbed(v) for v in value]
+    return value
+
+
+def _write_key_file(path: Path, key: str) -> None:
+    key_file = path.with_name(path.name[: -len(_SUFFIX)] + _KEY_SUFFIX)
+    if key_file.exists():
+        return
+    tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(_key_bytes(key))
+    os.replace(tmp, key_file)
+
+
+def _append(path: Path, payload: bytes, fsync: bool, key: str) -> None:
+    """Append `payload` to `path` whole, or raise SessionWriteError with the file as it was before (or
+    `_Torn` when even cutting the partial write back failed)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if _SHORTENED in path.name:
+            _write_key_file(path, key)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise SessionWriteError(_write_failure(exc)) from exc
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            log.error("could not append to %s: %s", path, exc)
+            try:
+                os.ftruncate(fd, start)
+            except OSError as cut:
+                log.error("could not cut the failed write off %s: %s", path, cut)
+                raise _Torn(_write_failure(exc)) from exc
+            raise SessionWriteError(_write_failure(exc)) from exc
+    finally:
+        os.close(fd)
+
+
+def _write_failure(exc: OSError) -> str:
+    reason = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc)).lower()
+    return f"This conversation could not be saved ({reason}), so this exchange will be forgotten."
 
 
 class SessionStore:
@@ -85,6 +220,7 @@ class SessionStore:
         self._generations: dict[str, int] = {}
 
     def path_for(self, key: str) -> Path:
+        """The history file of `key`: always a single, valid file name inside `sessions_dir`."""
         return self.sessions_dir / _filename(key)
 
     def _lock(self, key: str) -> asyncio.Lock:
@@ -120,14 +256,21 @@ class SessionStore:
         if not messages:
             return
         session = session or await self.load(key)
-        lines = b"".join(m.model_dump_json(exclude_none=True).encode() + b"\n" for m in messages)
+        lines, messages = _encode(messages)
         async with self._lock(key):
             if session.generation != self._generations.get(key, 0):
                 log.info("dropping %d message(s) of archived conversation %s", len(messages), key)
                 return
             if session.needs_newline:
                 lines = b"\n" + lines
-            await asyncio.to_thread(_append, self.path_for(key), lines, self.fsync)
+            try:
+                await asyncio.to_thread(_append, self.path_for(key), lines, self.fsync, key)
+            except _Torn:
+                session.needs_newline = True
+                cached = self._cache.get(key)
+                if cached is not None:
+                    cached.needs_newline = True
+                raise
             session.needs_newline = False
             session.messages.extend(messages)
             cached = self._cache.get(key)
@@ -143,7 +286,8 @@ class SessionStore:
             self._cache.pop(key, None)
             self._generations[key] = self._generations.get(key, 0) + 1
             src = self.path_for(key)
-            dst = self.archive_dir / f"{quote(key, safe='')}.{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6}.jsonl"
+            stamp = f"{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6:06d}"
+            dst = self.archive_dir / f"{_stem(key)}.{stamp}{_SUFFIX}"
 
             def move() -> bool:
                 if not src.exists():
@@ -160,10 +304,10 @@ class SessionStore:
         if not self.sessions_dir.exists():
             return []
         out = []
-        for path in sorted(self.sessions_dir.glob("*.jsonl")):
+        for path in sorted(self.sessions_dir.glob("*" + _SUFFIX)):
             with open(path, "rb") as f:
                 count = sum(1 for line in f if line.strip())
-            out.append(SessionInfo(unquote(path.name[: -len(".jsonl")]), count, path.stat().st_mtime, path))
+            out.append(SessionInfo(_key_of(path), count, path.stat().st_mtime, path))
         return sorted(out, key=lambda s: s.updated_at, reverse=True)
 
     def read_sync(self, key: str) -> list[HistoryMessage]:

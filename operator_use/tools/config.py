@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field, model_validator
 
 class ShellConfig(BaseModel):
     # "auto": run commands under bubblewrap when `bwrap` is installed and works; "bwrap": refuse to run
-    # without it; "off": no isolation (the command can touch anything the agent's user can).
+    # without it; "off": no isolation (the command can touch anything the agent's user can, though without
+    # capabilities: a root agent's command cannot read the agent's own /proc entries).
     isolation: Literal["auto", "bwrap", "off"] = "auto"
     # Network inside the bubblewrap sandbox (without isolation the command always has the network).
     network: bool = False

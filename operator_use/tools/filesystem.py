@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
+from ..security.prompt_files import check_write
 from .paths import check_not_hardlinked, display_path, open_dir, open_regular_file, resolve_in_workspace, workspace_root
 
 READ_CAP = 256 * 1024  # bytes of text returned by one read_file call
@@ -27,6 +28,8 @@ LIST_DEFAULT, LIST_MAX = 200, 1000
 LIST_SCAN_MAX = 50_000  # entries examined by one listing, so a glob over a huge tree still returns
 SKIP_DIRS = {".git", "node_modules", "__pycache__", ".venv", "venv", ".mypy_cache", ".pytest_cache"}
 _SNIFF = 8192
+# Tools that change the file named by this argument: the approval gate guards the prompt files by it.
+WRITES_PATH = {"write_file": "path", "edit_file": "path"}
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -173,6 +176,7 @@ def _write_file(ctx: TurnContext, p: WriteFileParams, sandbox: bool) -> str:
         data = p.content.encode("utf-8")
     except UnicodeEncodeError:
         raise ToolError("content contains characters that cannot be encoded as UTF-8") from None
+    check_write(ctx.workspace, path, shown)
     existed = atomic_write(ctx.workspace, path, data, sandbox=sandbox, shown=shown)
     return f"{'Overwrote' if existed else 'Created'} {shown} ({len(data)} bytes)"
 
@@ -204,6 +208,7 @@ def _edit_file(ctx: TurnContext, p: EditFileParams, sandbox: bool) -> str:
         raise ToolError(f"old_text occurs {count} times in {shown!r}; include more surrounding text so it "
                         "matches exactly once")
     at = text.index(old)
+    check_write(ctx.workspace, path, shown)
     atomic_write(ctx.workspace, path, (text[:at] + new + text[at + len(old):]).encode("utf-8"),
                  sandbox=sandbox, shown=shown)
     return f"Edited {shown}: replaced 1 occurrence at line {text.count(chr(10), 0, at) + 1}"

@@ -1,9 +1,10 @@
 """Background processes: start a long-running command, read its output, stop it.
 
-Each process leads its own process group (like run_shell), writes into a bounded ring buffer (only the
-most recent `buffer_bytes` are kept), and belongs to the conversation that started it: another chat
-cannot see or stop it. `/stop` and `/new` stop every process of their conversation (the orchestrator's
-`on_session_end` callbacks), and shutting the agent down stops them all.
+Each process is contained like run_shell's commands (jobs.py): everything it starts, even a process
+that called setsid, ends with it, when its shell exits or when it is stopped. It writes into a bounded ring
+buffer (only the most recent `buffer_bytes` are kept), and belongs to the conversation that started it:
+another chat cannot see or stop it. `/stop` and `/new` stop every process of their conversation (the
+orchestrator's `on_session_end` callbacks), and shutting the agent down stops them all.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 
@@ -20,9 +20,11 @@ from pydantic import BaseModel, Field
 
 from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
+from . import jobs
 from .config import ProcessesConfig
+from .jobs import Job
 from .sandbox import Isolation
-from .shell import KILL_GRACE, _group_alive, _signal_group, _stop_group, spawn_piped
+from .shell import spawn_piped
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class BackgroundProcess:
     id: str
     command: str
     session_key: str
-    proc: asyncio.subprocess.Process
+    job: Job
     buffer: RingBuffer
     transport: asyncio.BaseTransport | None
     started_at: float = field(default_factory=time.time)
@@ -75,8 +77,12 @@ class BackgroundProcess:
     watcher: asyncio.Task[None] | None = None
 
     @property
+    def proc(self) -> asyncio.subprocess.Process:
+        return self.job.proc
+
+    @property
     def pgid(self) -> int:
-        return self.proc.pid
+        return self.job.pgid
 
     def status(self) -> str:
         rc = self.proc.returncode
@@ -118,11 +124,11 @@ class ProcessManager:
             raise ToolError(f"this conversation already runs {self.config.max_per_session} background processes; "
                             "stop one first")
         loop = asyncio.get_running_loop()
-        proc, rfd = await spawn_piped(command, ctx.workspace, self.isolation)
+        job, rfd = await spawn_piped(command, ctx.workspace, self.isolation)
         buffer = RingBuffer(self.config.buffer_bytes)
         transport, _ = await loop.connect_read_pipe(lambda: buffer, os.fdopen(rfd, "rb", buffering=0))
         self._counter += 1
-        bp = BackgroundProcess(f"p{self._counter}", command, ctx.session_key, proc, buffer, transport)
+        bp = BackgroundProcess(f"p{self._counter}", command, ctx.session_key, job, buffer, transport)
         self._sessions.setdefault(ctx.session_key, {})[bp.id] = bp
         bp.watcher = asyncio.create_task(self._watch(bp), name=f"process:{bp.id}")
         self._keep(bp.watcher)
@@ -152,10 +158,10 @@ class ProcessManager:
 
     async def _terminate(self, bp: BackgroundProcess) -> None:
         try:
-            await _stop_group(bp.pgid)
+            await bp.job.stop()
             if bp.proc.returncode is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(bp.proc.wait(), KILL_GRACE)
+                    await asyncio.wait_for(bp.proc.wait(), jobs.KILL_GRACE)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(bp.buffer.closed.wait(), 0.5)
         finally:
@@ -168,9 +174,9 @@ class ProcessManager:
         procs = list(self._sessions.pop(session_key, {}).values())
         running = 0
         for bp in procs:
-            if bp.proc.returncode is None or _group_alive(bp.pgid):
+            if bp.job.alive():
                 running += 1
-                _signal_group(bp.pgid, signal.SIGTERM)
+                bp.job.terminate()
             task = asyncio.create_task(self._terminate(bp), name=f"stop:{bp.id}")
             self._keep(task)
         if procs:
@@ -207,7 +213,9 @@ class ProcessManager:
         return [
             Tool("start_process", "Start a long-running shell command in the background (a server, a watcher, a "
                  "long build) in the workspace. Returns an id at once; the output is kept "
-                 f"(last {self.config.buffer_bytes // 1024} KB).", StartProcessParams, start, risk="high"),
+                 f"(last {self.config.buffer_bytes // 1024} KB). Run the program in the foreground (no `&`, no "
+                 "daemon mode): whatever it leaves running when its shell exits is stopped.",
+                 StartProcessParams, start, risk="high"),
             Tool("read_process", "Read the new output of a background process since the last read, and its status.",
                  ProcessIdParams, _sync_to_async(read), risk="low", max_output=READ_MAX + 512),
             Tool("stop_process", "Stop a background process and everything it started.", ProcessIdParams, stop,

@@ -5,9 +5,12 @@ writable, /tmp is a private tmpfs, the agent's data home (config, sessions, user
 no network unless `tools.shell.network` is true (a fresh network namespace: even the host's loopback
 services are out of reach).
 
-No `--new-session` and no PID namespace, on purpose: the command must stay in the process group that
-shell.py and processes.py kill as a whole (a new session would escape it, and a PID namespace's init
-ignores SIGTERM). `--die-with-parent` makes the sandbox go when bwrap goes.
+The command gets its own PID namespace: it sees no process of the host (not the agent's /proc entries, and
+not /proc/<agent pid>/root, the host's root file system seen writable), and when bwrap goes,
+`--die-with-parent` makes the kernel kill everything in the namespace, even a process that called setsid
+(jobs.py stops it that way). As root, bwrap keeps every capability by default: `--cap-drop ALL` takes them
+away (bwrap also sets no_new_privs, so none comes back on exec). No `--new-session`: the command stays in
+the process group that jobs.py signals.
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ def bwrap_argv(bwrap: str, workspace: Path, config: ShellConfig, hide: tuple[Pat
     argv += ["--bind", ws, ws]
     for h in after:
         argv += ["--tmpfs", h]
-    argv += ["--chdir", ws, "--die-with-parent", "--unshare-ipc", "--unshare-uts"]
+    argv += ["--chdir", ws, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    if os.geteuid() == 0:  # unprivileged, bwrap leaves no capability (and a setuid bwrap refuses the option)
+        argv += ["--cap-drop", "ALL"]
     if not config.network:
         argv.append("--unshare-net")
     return [*argv, "--"]

@@ -1,15 +1,18 @@
 """run_shell: one shell command in the workspace, bounded in time, output and reach.
 
-- The shell leads its own session/process group, so timeout and cancellation kill everything it started
-  (SIGTERM, a grace period, then SIGKILL), and nothing left in the background outlives the call.
+- The command is contained (jobs.py: a PID namespace in the sandbox, a subreaper otherwise), so exit,
+  timeout and cancellation end everything it started, even a process that called setsid (SIGTERM, a
+  grace period, then SIGKILL): nothing left in the background outlives the call.
 - Output goes to a pipe we create ourselves rather than asyncio's PIPE: asyncio's Process.wait() also
   waits for its pipes to close, which a background child holding stdout would delay until the timeout.
 - Only the first and last 16 KB of output are kept, whatever the command prints.
 - The environment is scrubbed of anything that looks like a credential of the agent itself.
 
 Without isolation this tool is NOT confined to the workspace: cwd is the workspace, but the command can
-touch anything the host user can. With `tools.shell.isolation` (sandbox.py, bubblewrap) the host is
-read-only and the network is cut. Either way its risk is "high": it needs approval by default.
+touch anything the host user can (it runs without capabilities, so a root agent's command cannot read the
+agent's own /proc entries, but it still owns root's files). With `tools.shell.isolation` (sandbox.py,
+bubblewrap) the host is read-only and the network is cut. Either way its risk is "high": it needs
+approval by default.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from pydantic import BaseModel, Field, create_model
 
 from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
+from . import jobs
+from .jobs import Job, start_job
 from .sandbox import Isolation
 
 OUTPUT_HEAD = OUTPUT_TAIL = 16 * 1024
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 60, 600
 DRAIN_GRACE = 0.5  # after the shell exits, how long background writers may keep the pipe open
-KILL_GRACE = 2.0  # between SIGTERM and SIGKILL
 
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "AUTH", "COOKIE",
                  "SESSION")
@@ -83,74 +87,21 @@ class _Capture(asyncio.Protocol):
         return out + tail.decode("utf-8", errors="replace")
 
 
-def _group_alive(pgid: int) -> bool:
-    """True if a live (non-zombie) process is left in the group.
-
-    killpg(pgid, 0) alone also succeeds on zombies, and orphans stay zombies forever when PID 1 does not
-    reap (containers), so on Linux we look at /proc for a member that is not a zombie.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc"):
-        return True
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                fields = f.read().rpartition(b")")[2].split()  # after "(comm)": state ppid pgrp ...
-        except OSError:
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-async def _stop_group(pgid: int) -> bool:
-    """SIGTERM the group, give it KILL_GRACE, then SIGKILL. Return True if anything was still running."""
-    if not _group_alive(pgid):
-        return False
-    loop = asyncio.get_running_loop()
-    try:
-        _signal_group(pgid, signal.SIGTERM)
-        deadline = loop.time() + KILL_GRACE
-        while _group_alive(pgid) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-    finally:
-        # Also runs if we are cancelled while waiting: the group never survives this function.
-        if _group_alive(pgid):
-            _signal_group(pgid, signal.SIGKILL)
-    return True
-
-
 class RunShellParams(BaseModel):
     command: str = Field(description="Shell command line, run with /bin/sh in the workspace directory.")
     timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
 
 
-async def spawn(command: str, workspace: Path, isolation: Isolation | None, stdout: int) -> asyncio.subprocess.Process:
-    """Start `command` with /bin/sh in its own session (process group), under bwrap when configured."""
+async def spawn(command: str, workspace: Path, isolation: Isolation | None, stdout: int, *,
+                report: bool = False) -> Job:
+    """Start `command` with /bin/sh, contained (jobs.py), under bwrap when configured."""
     prefix = await isolation.prefix(workspace) if isolation is not None else []
-    common = {"stdin": asyncio.subprocess.DEVNULL, "stdout": stdout, "stderr": stdout, "cwd": workspace,
-              "env": scrubbed_env(os.environ), "start_new_session": True}
-    if prefix:
-        return await asyncio.create_subprocess_exec(*prefix, "/bin/sh", "-c", command, **common)  # type: ignore[arg-type]
-    return await asyncio.create_subprocess_shell(command, **common)  # type: ignore[arg-type]
+    return await start_job(prefix, command, workspace, scrubbed_env(os.environ), stdout, report=report)
 
 
-async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None) -> tuple[asyncio.subprocess.Process, int]:
-    """`spawn` with stdout+stderr on a pipe of our own; returns the process and the pipe's read end.
+async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None, *,
+                      report: bool = False) -> tuple[Job, int]:
+    """`spawn` with stdout+stderr on a pipe of our own; returns the job and the pipe's read end.
 
     Our own pipe, not asyncio's: Process.wait() would otherwise also wait for background children
     that keep the pipe open."""
@@ -158,7 +109,7 @@ async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None
         raise ToolError(f"workspace {workspace} does not exist")
     rfd, wfd = os.pipe()
     try:
-        proc = await spawn(command, workspace, isolation, wfd)
+        job = await spawn(command, workspace, isolation, wfd, report=report)
     except OSError as exc:
         os.close(rfd)
         raise ToolError(f"could not start the command: {exc}") from None
@@ -167,13 +118,13 @@ async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None
         raise
     finally:
         os.close(wfd)  # the child has its copy; ours would keep the pipe from ever reaching EOF
-    return proc, rfd
+    return job, rfd
 
 
 async def _run_shell(ctx: TurnContext, p: RunShellParams, isolation: Isolation | None = None) -> str:
     loop = asyncio.get_running_loop()
-    proc, rfd = await spawn_piped(p.command, ctx.workspace, isolation)
-    pgid = proc.pid  # start_new_session: the shell leads its own process group
+    job, rfd = await spawn_piped(p.command, ctx.workspace, isolation, report=True)
+    proc = job.proc
     done: asyncio.Future[None] = loop.create_future()
     capture = _Capture(done)
     pipe = os.fdopen(rfd, "rb", buffering=0)
@@ -190,13 +141,15 @@ async def _run_shell(ctx: TurnContext, p: RunShellParams, isolation: Isolation |
     finally:
         try:
             # Exit, timeout or cancellation: nothing started by the command outlives the call.
-            leftovers = await _stop_group(pgid)
+            leftovers = await job.stop()
             if proc.returncode is None:
                 with contextlib.suppress(TimeoutError):  # stuck in the kernel (D state): don't hang
-                    await asyncio.wait_for(proc.wait(), KILL_GRACE)
-            if leftovers or timed_out:  # killed writers: let the pipe reach EOF. Only a process that left
-                await asyncio.wait({done}, timeout=DRAIN_GRACE)  # the group (setsid) holds it longer.
+                    await asyncio.wait_for(proc.wait(), jobs.KILL_GRACE)
+            leftovers = leftovers or job.stopped_leftovers()
+            if leftovers or timed_out:  # killed writers: let the pipe reach EOF.
+                await asyncio.wait({done}, timeout=DRAIN_GRACE)
         finally:
+            job.close()
             if transport is not None:
                 transport.close()
             else:

@@ -1,11 +1,10 @@
 """A fake Discord on 127.0.0.1: the REST API and the gateway websocket, speaking the real wire protocol.
 
-The real discord.py client is pointed at it by two class attributes (see `install`):
-`discord.http.Route.BASE` (REST) and `discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY` (websocket).
+The channel is pointed at it by its own configuration (`api_base_url=fake.api_base`; the gateway URL
+is then discovered at `/gateway/bot`, or given as `gateway_url=fake.gateway_url`).
 
     async with FakeDiscord() as fake:
-        fake.install(monkeypatch)
-        ...                                  # start a client with any token
+        ...                                  # start a channel with any token and those endpoints
         await fake.wait_for(lambda: fake.ready)
         await fake.user_message(DM_CHANNEL, "hi", author=ALICE)
 
@@ -16,6 +15,8 @@ REST: `/users/@me`, `/oauth2/applications/@me`, `/gateway(/bot)`, messages (JSON
 `payload_json`), edits, typing, threads from a message, attachment downloads (`/cdn/...`), and a 429
 (with `Retry-After`, `X-RateLimit-*` and, unless told otherwise, the `Via` header discord.py insists on)
 on demand. Every JSON answer has `Content-Type: application/json` exactly: discord.py parses nothing else.
+Content over `max_content` code points (2000) is answered as Discord does: 400, code 50035, and
+`errors.content._errors` BASE_TYPE_MAX_LENGTH; content a `block_when` rule matches (AutoMod) 400, code 200000.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ class RateLimit:
 
 
 @dataclass
+class Blocked:
+    """A message or edit the fake refused for its content (AutoMod)."""
+
+    method: str
+    content: str
+    posted_before: int  # how many bot messages existed then: where the refused text would have been
+
+
+@dataclass
 class _Session:
     id: str
     seq: int = 0
@@ -100,6 +110,10 @@ class FakeDiscord(Observable):
         self.rate_limited: list[tuple[str, str]] = []  # (method, path) answered with 429
         self.files: dict[str, tuple[bytes, str]] = {}  # cdn name -> (data, content type)
         self._limits: list[RateLimit] = []
+        self.max_content = 2000  # code points, as Discord counts
+        self.too_long: list[tuple[str, int]] = []  # (method, length) answered 50035
+        self.blocked: list[Blocked] = []
+        self._block_rules: list[tuple[Any, int, str]] = []
         # gateway
         self.sessions: dict[str, _Session] = {}
         self.session: _Session | None = None
@@ -117,6 +131,7 @@ class FakeDiscord(Observable):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/gateway", self._ws)
         app.router.add_get("/gateway-resume", self._ws)
+        app.router.add_get("/other-gateway", self._ws)  # for a gateway_url given instead of discovered
         app.router.add_get("/cdn/{key}/{name}", self._cdn)
         app.router.add_route("*", "/api/v10/{path:.*}", self._rest)
         self._runner, self.port = await serve(app)
@@ -141,21 +156,16 @@ class FakeDiscord(Observable):
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
 
-    def install(self, monkeypatch: Any) -> None:
-        """Point discord.py at this server for the test (restored by monkeypatch)."""
-        import discord.gateway
-        import discord.http
-        import yarl
-
-        monkeypatch.setattr(discord.http.Route, "BASE", self.api_base)
-        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(self.gateway_url))
-
-
     # --- test controls ---
 
     def rate_limit(self, method: str, *, times: int = 1, retry_after: float = 0.05, via: bool = True) -> None:
         """Answer the next `times` message requests with this method (POST/PATCH) with a 429."""
         self._limits.append(RateLimit(method.upper(), times, retry_after, via))
+
+    def block_when(self, matches: Any, code: int = 200000,
+                   message: str = "Message was blocked by automatic moderation") -> None:
+        """Refuse messages and edits whose content `matches` (a predicate) with a 400 of this JSON error code."""
+        self._block_rules.append((matches, code, message))
 
     def add_file(self, name: str, data: bytes, content_type: str) -> str:
         key = self._id()
@@ -367,9 +377,9 @@ class FakeDiscord(Observable):
             return _json({"message": f"unsupported content type {request.content_type}", "code": 50109}, 400)
         if not payload.get("content") and not files:
             return _json({"message": "Cannot send an empty message", "code": 50006}, 400)
-        if len(payload.get("content") or "") > 2000:
-            return _json({"message": "Invalid Form Body", "code": 50035,
-                          "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH"}]}}}, 400)
+        refused = await self._refuse("POST", payload.get("content") or "")
+        if refused is not None:
+            return refused
         mid = self._id()
         message = self._bot_message(mid, channel_id, payload.get("content") or "")
         ref = payload.get("message_reference")
@@ -394,13 +404,29 @@ class FakeDiscord(Observable):
             return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, 403)
         payload = await request.json()
         if "content" in payload:
-            if len(payload["content"] or "") > 2000:
-                return _json({"message": "Invalid Form Body", "code": 50035}, 400)
+            refused = await self._refuse("PATCH", payload["content"] or "")
+            if refused is not None:
+                return refused
             message["content"] = payload["content"]
             message["edited_timestamp"] = _now()
             self.edits[message_id].append(payload["content"])
         await self._notify()
         return _json(message)
+
+    async def _refuse(self, method: str, content: str) -> web.Response | None:
+        """Discord's answer to content it will not post, or None."""
+        if len(content) > self.max_content:
+            self.too_long.append((method, len(content)))
+            await self._notify()
+            error = {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {self.max_content} or fewer in length."}
+            return _json({"message": "Invalid Form Body", "code": 50035,
+                          "errors": {"content": {"_errors": [error]}}}, 400)
+        for matches, code, text in self._block_rules:
+            if matches(content):
+                self.blocked.append(Blocked(method, content, len(self.posted)))
+                await self._notify()
+                return _json({"message": text, "code": code}, 400)
+        return None
 
     async def _start_thread(self, request: web.Request, channel_id: str, message_id: str) -> web.Response:
         payload = await request.json()

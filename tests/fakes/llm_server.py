@@ -60,13 +60,26 @@ class ErrorTurn:
     after_text: str | None = None
 
 
-Turn = Union[Reply, ErrorTurn]
-TurnLike = Union[Reply, ErrorTurn, dict, str]
+@dataclass
+class Endless:
+    """A streamed reply that never finishes (stream-limit tests). After `text`, forever, every `interval`
+    seconds: an SSE comment `: keep-alive` (and, to Anthropic clients, a `ping` event) when `keepalive`,
+    otherwise `piece` as a text token, or as tool-call arguments when `tool_call` names a tool."""
+
+    text: str = ""
+    piece: str = "la "
+    interval: float = 0.05
+    keepalive: bool = False
+    tool_call: str | None = None
+
+
+Turn = Union[Reply, ErrorTurn, Endless]
+TurnLike = Union[Reply, ErrorTurn, Endless, dict, str]
 
 
 def to_turn(spec: TurnLike) -> Turn:
     """Accept turns as objects, dicts from a JSON script ({"error": {...}} or reply fields) or plain text."""
-    if isinstance(spec, (Reply, ErrorTurn)):
+    if isinstance(spec, (Reply, ErrorTurn, Endless)):
         return spec
     if isinstance(spec, str):
         return Reply(text=spec)
@@ -179,6 +192,9 @@ class FakeLLMServer:
         self.calls: list[RecordedCall] = []
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        # Streamed responses still being written; a client that closes its stream brings this back down.
+        self.open_streams = 0
+        self._streams_changed = asyncio.Condition()
 
     # public helpers
 
@@ -202,6 +218,11 @@ class FakeLLMServer:
         """Until at least `count` POSTs have arrived (pair with pytest-timeout, never with sleeps)."""
         async with self._arrived:
             await self._arrived.wait_for(lambda: len(self.requests) >= count)
+
+    async def wait_streams_closed(self) -> None:
+        """Until no streamed response is being written (an `Endless` one ends only when the client hangs up)."""
+        async with self._streams_changed:
+            await self._streams_changed.wait_for(lambda: self.open_streams == 0)
 
     # lifecycle
 
@@ -264,8 +285,8 @@ class FakeLLMServer:
         if isinstance(turn, ErrorTurn) and turn.after_text is None:
             return _error_response(turn, "openai")
         if not req.stream:
-            if isinstance(turn, ErrorTurn):
-                return _error_response(turn, "openai")
+            if isinstance(turn, (ErrorTurn, Endless)):
+                return _error_response(_non_streamed(turn), "openai")
             return web.json_response(_openai_completion(req, turn))
         return await self._streamed(self._openai_stream(request, req, turn))
 
@@ -275,19 +296,25 @@ class FakeLLMServer:
         if isinstance(turn, ErrorTurn) and turn.after_text is None:
             return _error_response(turn, "anthropic")
         if not req.stream:
-            if isinstance(turn, ErrorTurn):
-                return _error_response(turn, "anthropic")
+            if isinstance(turn, (ErrorTurn, Endless)):
+                return _error_response(_non_streamed(turn), "anthropic")
             return web.json_response(_anthropic_message(req, turn))
         return await self._streamed(self._anthropic_stream(request, req, turn))
 
     # streaming
 
     async def _streamed(self, writing: Awaitable[web.StreamResponse]) -> web.StreamResponse:
+        async with self._streams_changed:
+            self.open_streams += 1
         try:
             return await writing
         except ConnectionResetError:
             # The client gave up (timeout test, cancelled turn): nothing left to send it.
             return web.Response(status=499)
+        finally:
+            async with self._streams_changed:
+                self.open_streams -= 1
+                self._streams_changed.notify_all()
 
     async def _open_sse(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
@@ -324,6 +351,20 @@ class FakeLLMServer:
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
         await send({"role": "assistant", "content": ""})
+        if isinstance(turn, Endless):
+            for piece in self._pieces(turn.text, 4):
+                await send({"content": piece})
+            if turn.tool_call:
+                await send({"tool_calls": [{"index": 0, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                                            "function": {"name": turn.tool_call, "arguments": '{"text": "'}}]})
+            while True:  # until the client hangs up: the next write then raises ConnectionResetError
+                await asyncio.sleep(turn.interval)
+                if turn.keepalive:
+                    await response.write(b": keep-alive\n\n")
+                elif turn.tool_call:
+                    await send({"tool_calls": [{"index": 0, "function": {"arguments": turn.piece}}]})
+                else:
+                    await send({"content": turn.piece})
         if isinstance(turn, ErrorTurn):
             for piece in self._pieces(turn.after_text or "", 4):
                 await send({"content": piece})
@@ -363,6 +404,8 @@ class FakeLLMServer:
         async def event(name: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
 
+        if isinstance(turn, Endless):
+            return await self._anthropic_endless(response, event, turn)
         reply = turn if isinstance(turn, Reply) else Reply(text=turn.after_text or "")
         inp, out, cached = _usage(req, reply)
         await event("message_start", {"type": "message_start", "message": {
@@ -411,6 +454,37 @@ class FakeLLMServer:
         return response
 
 
+    async def _anthropic_endless(self, response: web.StreamResponse,
+                                 event: Callable[[str, dict[str, Any]], Awaitable[None]],
+                                 turn: Endless) -> web.StreamResponse:
+        await event("message_start", {"type": "message_start", "message": {
+            "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": "fake-model",
+            "content": [], "stop_reason": None, "stop_sequence": None,
+            "usage": {"input_tokens": 1, "output_tokens": 1}}})
+        await event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}})
+        for piece in self._pieces(turn.text, 4):
+            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                "delta": {"type": "text_delta", "text": piece}})
+        if turn.tool_call:
+            await event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            await event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+                "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": turn.tool_call, "input": {}}})
+            await event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                                "delta": {"type": "input_json_delta", "partial_json": '{"text": "'}})
+        while True:  # until the client hangs up: the next write then raises ConnectionResetError
+            await asyncio.sleep(turn.interval)
+            if turn.keepalive:
+                await response.write(b": keep-alive\n\n")
+                await event("ping", {"type": "ping"})
+            elif turn.tool_call:
+                await event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                                    "delta": {"type": "input_json_delta", "partial_json": turn.piece}})
+            else:
+                await event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                    "delta": {"type": "text_delta", "text": turn.piece}})
+
+
 # --- wire formats ----------------------------------------------------------------------------
 
 _OPENAI_TYPES = {400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
@@ -455,6 +529,12 @@ def _error_response(turn: ErrorTurn, api: str) -> web.Response:
     # Never invite the SDK to retry on its own; the code under test decides.
     headers["x-should-retry"] = "false"
     return web.json_response(body, status=turn.status, headers=headers)
+
+
+def _non_streamed(turn: ErrorTurn | Endless) -> ErrorTurn:
+    if isinstance(turn, ErrorTurn):
+        return turn
+    return ErrorTurn(status=400, message="fake llm server: an Endless turn needs a streamed request")
 
 
 def _args_text(call: dict[str, Any]) -> str:

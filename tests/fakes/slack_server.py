@@ -8,7 +8,11 @@ The real `slack_sdk`/`slack_bolt` clients are pointed at it:
 Web API: POST /api/<method> with the token in `Authorization: Bearer`, parameters as JSON, form or query
 (auth.test, apps.connections.open, chat.postMessage, chat.update, files.getUploadURLExternal,
 files.completeUploadExternal), the upload URL it hands out, and file downloads (url_private) that need the
-bot token. `rate_limit(method, times)` answers the next calls with 429 + Retry-After.
+bot token. `rate_limit(method, times)` answers the next calls with 429 + Retry-After. `limit_text(method, n)`
+answers a longer `text` (in code points) with `msg_too_long`; `refuse_when(matches, error)` answers a
+chat.postMessage / chat.update whose text matches with that error (e.g. a Slack Connect channel's
+`slack_connect_file_link_sharing_blocked`); `close_edits(ts)` answers updates of that message
+`edit_window_closed`. Refused calls keep their `error`.
 
 Socket Mode: apps.connections.open returns ws://127.0.0.1:PORT/socket?ticket=N. A connection gets
 `hello`, then every unacknowledged envelope (redelivery after a reconnect), then what tests send with
@@ -38,6 +42,7 @@ class Call:
     params: dict[str, Any]
     token: str | None
     status: int = 200
+    error: str | None = None  # Slack's "error" when it answered ok: false
 
 
 @dataclass
@@ -97,6 +102,9 @@ class FakeSlackServer(Observable):
         self.allow_open = asyncio.Event()
         self.allow_open.set()
         self._limits: dict[str, list[float]] = {}
+        self._text_limits: dict[str, int] = {}
+        self._text_rules: list[tuple[Any, str]] = []
+        self._closed_edits: set[str] = set()
         self._ws: web.WebSocketResponse | None = None
         self._ws_number = 0
         self._send_lock = asyncio.Lock()
@@ -134,6 +142,19 @@ class FakeSlackServer(Observable):
 
     def rate_limit(self, method: str, times: int = 1, retry_after: float = 1) -> None:
         self._limits.setdefault(method, []).extend([retry_after] * times)
+
+    def limit_text(self, method: str, max_chars: int) -> None:
+        self._text_limits[method] = max_chars
+
+    def refuse_when(self, matches: Any, error: str) -> None:
+        """Answer chat.postMessage / chat.update with `error` when their text `matches` (a predicate)."""
+        self._text_rules.append((matches, error))
+
+    def close_edits(self, ts: str) -> None:
+        self._closed_edits.add(ts)
+
+    def refused(self, method: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.error is not None and (method is None or c.method == method)]
 
     def add_file(self, name: str, mime: str, data: bytes, **extra: Any) -> dict[str, Any]:
         """Host a file; returns its Slack file object for a message event's `files`."""
@@ -278,9 +299,23 @@ class FakeSlackServer(Observable):
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 return web.json_response({"ok": False, "error": "unknown_method"})
-            return web.json_response(await handler(params))
+            refusal = self._text_refusal(method, params)
+            result = {"ok": False, "error": refusal} if refusal else await handler(params)
+            if not result.get("ok"):
+                call.error = result.get("error")
+            return web.json_response(result)
         finally:
             await self._notify()
+
+    def _text_refusal(self, method: str, p: dict[str, Any]) -> str | None:
+        if method not in ("chat.postMessage", "chat.update"):
+            return None
+        text = str(p.get("text") or "")
+        if method == "chat.update" and p.get("ts") in self._closed_edits:
+            return "edit_window_closed"
+        if method in self._text_limits and len(text) > self._text_limits[method]:
+            return "msg_too_long"
+        return next((error for matches, error in self._text_rules if matches(text)), None)
 
     async def _m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "operator",

@@ -9,13 +9,15 @@ python-telegram-bot is pointed at it with `ApplicationBuilder().base_url(fake.ba
 - `getUpdates` long polling: honours `timeout` (waits for an update or the timeout) and forgets every update
   whose id is below `offset` (confirmed); 409 while a webhook is set.
 - `getMe`, `deleteWebhook`, `setWebhook`, `sendMessage` (HTML parse mode checked: an unsupported or
-  unbalanced tag is "can't parse entities"), `editMessageText` ("message is not modified" when the text is
-  unchanged), `sendChatAction`, `getFile` + `GET /file/bot<token>/<file_path>`, `sendVoice`, `sendPhoto`,
-  `sendDocument`, `sendAudio`, `setMyCommands`.
+  unbalanced tag is "can't parse entities"; over 4096 UTF-16 code units of visible text, as Telegram counts
+  entity offsets, "message is too long"), `editMessageText` ("message is not modified" when the text is
+  unchanged, "MESSAGE_TOO_LONG"), `sendChatAction`, `getFile` + `GET /file/bot<token>/<file_path>`,
+  `sendVoice`, `sendPhoto`, `sendDocument`, `sendAudio`, `setMyCommands`.
 - Fault injection: `flood(n, retry_after)` answers the next n send/edit calls with 429 and
   `parameters.retry_after`; `go_down()` closes the listener (open connections dropped) and `come_back()`
   listens again on the same port, updates queued meanwhile kept; `redeliver(update_id)` queues an update
-  again with its old id, as after a restart whose offset was never confirmed.
+  again with its old id, as after a restart whose offset was never confirmed; `push_update(...)` queues
+  any update as given, a malformed one (a message without `message_id` or `date`) included.
 
 Tests drive it as users would (`send_text`, `send_voice`, ...) and read what the bot did (`sent`,
 `calls`), waiting with `wait_for(predicate)`.
@@ -432,7 +434,7 @@ class FakeTelegram(Observable):
         if not text.strip():
             raise ApiError(400, "Bad Request: message text is empty")
         shown = visible_text(text) if p.get("parse_mode") == "HTML" else text
-        if len(shown) > MAX_TEXT:
+        if _utf16_len(shown) > MAX_TEXT:
             raise ApiError(400, "Bad Request: message is too long")
         msg = self._post(chat, p, "text", text=shown, html=text if p.get("parse_mode") == "HTML" else None)
         return {**self._message_json(msg), "text": shown}
@@ -446,7 +448,7 @@ class FakeTelegram(Observable):
         text = p.get("text") or ""
         html = text if p.get("parse_mode") == "HTML" else None
         shown = visible_text(text) if html is not None else text
-        if len(shown) > MAX_TEXT:
+        if _utf16_len(shown) > MAX_TEXT:
             raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
         if shown == msg.text and html == msg.html:
             raise ApiError(400, NOT_MODIFIED)

@@ -2,7 +2,10 @@
 
 - id.twitch.tv: `POST /oauth2/token` (client credentials, refresh token) and `GET /oauth2/validate`;
 - api.twitch.tv/helix: `GET /users`, `POST /eventsub/subscriptions` (202, 409 on a duplicate),
-  `POST /chat/messages` (can answer 429 with `Ratelimit-Reset`), `POST /whispers`;
+  `POST /chat/messages` (can answer 429 with `Ratelimit-Reset`; over 500 characters the 400 Twitch really
+  answers, twitchdev/issues#904; a message identical to the sender's previous one in that chat within
+  `duplicate_window` seconds, or one matched by a `drop_when` rule (AutoMod), is answered 200 with
+  `is_sent: false` and a `drop_reason`), `POST /whispers`;
 - the EventSub websocket: `session_welcome` at once, `session_keepalive` every `keepalive_interval`,
   `notification`s (`channel.chat.message`, `user.whisper.message`), `session_reconnect` with a
   `reconnect_url` back to this server (the session and its subscriptions survive it, as on Twitch), and
@@ -22,6 +25,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +70,7 @@ class ChatPost:
     status: int
     message_id: str | None = None
     reset: int | None = None  # the Ratelimit-Reset sent with a 429
+    drop_code: str | None = None  # answered `is_sent: false` with this drop_reason code
 
     @property
     def text(self) -> str:
@@ -90,8 +95,10 @@ def _now_rfc3339() -> str:
 
 class FakeTwitchServer(Observable):
     def __init__(self, *, bot_login: str = "opbot", keepalive_interval: float = 0.5,
-                 echo_own_messages: bool = True) -> None:
+                 echo_own_messages: bool = True, duplicate_window: float | None = 30.0) -> None:
         self.keepalive_interval = keepalive_interval
+        self.duplicate_window = duplicate_window
+        self.max_message = 500  # characters
         self.echo_own_messages = echo_own_messages
         self.port = 0
         self._ids = itertools.count(1000)
@@ -108,6 +115,9 @@ class FakeTwitchServer(Observable):
         self.requests: list[tuple[str, str]] = []  # (method, path) of every HTTP request
         # Answers for the next chat POSTs: (status, seconds until Ratelimit-Reset).
         self.chat_failures: list[tuple[int, float]] = []
+        # Messages Twitch takes but does not post: (matches the text, drop code, drop message).
+        self.drop_rules: list[tuple[Callable[[str], bool], str, str]] = []
+        self._last_posted: dict[tuple[str, str], tuple[str, float]] = {}  # (sender, broadcaster) -> text, at
         self.connections: list[_Conn] = []  # every websocket ever accepted, in order
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -175,8 +185,14 @@ class FakeTwitchServer(Observable):
         return [c for c in self.connections if not c.ws.closed and not c.closed.is_set()]
 
     def sent_posts(self) -> list[ChatPost]:
-        """Chat messages Twitch accepted, in arrival order."""
-        return [p for p in self.chat_posts if p.status == 200]
+        """Chat messages Twitch posted in the chat, in arrival order."""
+        return [p for p in self.chat_posts if p.status == 200 and p.drop_code is None]
+
+    def drop_when(self, matches: Callable[[str], bool], code: str = "msg_rejected",
+                  message: str = "Your message wasn't posted due to conflicts with the channel's moderation "
+                                 "settings.") -> None:
+        """Messages whose text `matches` are taken but not posted (`is_sent: false`), as AutoMod does."""
+        self.drop_rules.append((matches, code, message))
 
     # --- driving the websocket ---
 
@@ -332,13 +348,21 @@ class FakeTwitchServer(Observable):
                 post.status = 403
                 return self._error(403, "sender_id does not match the token")
             text = str(body.get("message", ""))
-            if not text.strip() or len(text) > 500:
+            if not text.strip():
                 post.status = 400
-                return self._error(400, "message must be 1 to 500 characters")
+                return self._error(400, "Missing required parameter \"message\"")
+            if len(text) > self.max_message:  # documented as 422, answered as this 400 (twitchdev/issues#904)
+                post.status = 400
+                return self._error(400, "The request's input was not valid. Please see the endpoint's "
+                                        "documentation for possible reasons.")
             broadcaster = self.users.get(str(body.get("broadcaster_id")))
             if broadcaster is None:
                 post.status = 400
                 return self._error(400, "unknown broadcaster")
+            if dropped := self._drop_reason(who, broadcaster, text, post.at):
+                post.drop_code = dropped["code"]
+                return web.json_response({"data": [{"message_id": "", "is_sent": False, "drop_reason": dropped}]})
+            self._last_posted[(who.id, broadcaster.id)] = (text, post.at)
             post.message_id = uuid.uuid4().hex
             if self.echo_own_messages:
                 task = asyncio.get_running_loop().create_task(self._chat_notification(
@@ -349,6 +373,17 @@ class FakeTwitchServer(Observable):
                                                 "drop_reason": None}]})
         finally:
             await self._notify()
+
+    def _drop_reason(self, sender: User, broadcaster: User, text: str, at: float) -> dict[str, str] | None:
+        last = self._last_posted.get((sender.id, broadcaster.id))
+        if self.duplicate_window is not None and last is not None and last[0] == text \
+                and at - last[1] < self.duplicate_window:
+            return {"code": "msg_duplicate",
+                    "message": "Your message is identical to the one you sent less than 30 seconds ago."}
+        for matches, code, message in self.drop_rules:
+            if matches(text):
+                return {"code": code, "message": message}
+        return None
 
     async def _whisper(self, request: web.Request) -> web.Response:
         self._record(request)

@@ -12,8 +12,9 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from operator_use.channels.base import Capabilities, Channel, ChannelConfig, ChannelError
+from operator_use.channels.base import Capabilities, Channel, ChannelConfig, ChannelError, Refused, TooLong
 from operator_use.gateway.clock import Clock
+from operator_use.gateway.splitting import measure
 from operator_use.messages import Address, Part
 
 
@@ -138,3 +139,30 @@ class RecordingChannel(Channel):
             call.error = queued.pop(0)
             raise call.error
         return call
+
+
+class PickyChannel(RecordingChannel):
+    """A RecordingChannel whose platform judges what it gets: over `platform_limit` in `platform_unit` it
+    answers TooLong (whatever the channel declares), and a text that `refuse` matches it answers Refused
+    with `reason`, offering `reword(text)` (when given) as a rewording."""
+
+    def __init__(self, name: str = "picky", *, platform_limit: int, platform_unit: str = "utf16",
+                 refuse: Callable[[str], bool] | None = None, reason: str = "not allowed here",
+                 reword: Callable[[str], str] | None = None, **kw: object) -> None:
+        super().__init__(name, **kw)  # type: ignore[arg-type]
+        self.platform_limit, self.platform_unit = platform_limit, platform_unit
+        self.refuse, self.reason, self.reword = refuse, reason, reword
+
+    async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
+        self._judge("send", text)
+        return await super().send(address, text, reply_to=reply_to, plain=plain)
+
+    async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
+        self._judge("edit", text)
+        await super().edit(address, message_id, text, plain=plain)
+
+    def _judge(self, kind: str, text: str) -> None:
+        if measure(text, self.platform_unit) > self.platform_limit:  # type: ignore[arg-type]
+            self.fail(kind, TooLong())
+        elif self.refuse is not None and self.refuse(text):
+            self.fail(kind, Refused(self.reason, resend=self.reword(text) if self.reword else None))

@@ -3,7 +3,8 @@
 discord.py keeps the gateway alive itself: heartbeats, RECONNECT/RESUME and backoff; we only follow its
 connect/disconnect/resumed events for `status()` and the log. It also waits out short 429s itself;
 longer ones (over `max_ratelimit_wait`), repeated ones and 429s it refuses to retry become `RetryAfter`,
-so the gateway's stream editor keeps buffering the reply and loses nothing.
+so the gateway's stream editor keeps buffering the reply and loses nothing. Content over the length limit
+becomes `TooLong` (cut smaller), a message AutoMod blocks `Refused` (skipped, the user told): errors.py.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from ...messages import Address, AudioPart, FilePart, ImagePart, Part
 from ..base import Capabilities, Channel, ChannelError, RetryAfter
 from .config import DiscordConfig
+from .endpoints import discover_gateway, rebase_api, rebase_gateway
 from .errors import platform_errors as _errors
 from .inbound import should_answer, to_incoming
 
@@ -34,9 +36,10 @@ _AUDIO_EXT = {"audio/ogg": ".ogg", "audio/opus": ".ogg", "audio/mpeg": ".mp3", "
 
 class DiscordChannel(Channel):
     name = "discord"
-    # Discord allows about 5 edits per 5 s per channel.
-    capabilities = Capabilities(can_edit=True, max_length=2000, edit_interval=1.0, voice=True, threads=True,
-                                formatting="discord")
+    # Discord allows about 5 edits per 5 s per channel. It counts content in code points, as Python does
+    # (discord/discord-api-docs#1315: its API is Python 3); an over-long message is answered 50035 (errors.py).
+    capabilities = Capabilities(can_edit=True, max_length=2000, length_unit="chars", edit_interval=1.0, voice=True,
+                                threads=True, formatting="discord")
 
     def __init__(self, config: DiscordConfig | None = None, *, workspace: Path | None = None) -> None:
         self.discord_config = config or DiscordConfig(enabled=True)
@@ -75,15 +78,26 @@ class DiscordChannel(Channel):
         )
         client.on_connect, client.on_resumed = self._on_connect, self._on_resumed
         client.on_disconnect, client.on_message = self._on_disconnect, self._on_message
+        cfg = self.discord_config
+        if cfg.api_base_url:
+            rebase_api(client.http, cfg.api_base_url)
         self._closing, self._state = False, "starting"
         self._connected.clear()
         try:
             await client.login(token.get_secret_value())
+            gateway = cfg.gateway_url
+            if gateway is None and cfg.api_base_url:
+                gateway = await discover_gateway(client.http)
+            if gateway:
+                rebase_gateway(client.http, gateway)
         except BaseException as exc:
             self._state = "down"
             await client.close()
             if isinstance(exc, discord.LoginFailure):
                 raise ChannelError("Discord refused the bot token (channels.discord.token)", permanent=True) from None
+            if isinstance(exc, discord.GatewayNotFound):
+                raise ChannelError(f"{cfg.api_base_url}/gateway/bot did not give a gateway URL; "
+                                   "set channels.discord.gateway_url") from None
             raise
         self._client = client
         self._runner = asyncio.create_task(self._run(client), name="discord-gateway")

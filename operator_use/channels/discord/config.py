@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ..base import ChannelConfig
 
@@ -13,10 +13,17 @@ ReplyPolicy = Literal["mention", "all", "never"]
 
 
 class DiscordConfig(ChannelConfig):
+    numeric_ids = True  # allow_from/admins: user ids (snowflakes); usernames go in allow_names/admin_names
+
     # The bot token from the developer portal (Bot → Reset Token). Never printed or logged.
     token: SecretStr | None = None
-    # Besides allow_from (user ids or names): anyone holding one of these role ids, or posting in one
-    # of these guilds (server ids), may talk to the agent.
+    # REST API base with its version, e.g. "https://discord.com/api/v10", and gateway websocket URL, for a
+    # proxy or a self-hosted Discord-compatible server; None: Discord's (discord.py's own). With only
+    # api_base_url set, the gateway URL is asked of that server (GET /gateway/bot). For this client only.
+    api_base_url: str | None = None
+    gateway_url: str | None = None
+    # Besides allow_from (user ids): anyone holding one of these role ids, or posting in one of these
+    # guilds (server ids), may talk to the agent.
     allow_roles: list[str] = Field(default_factory=list)
     allow_guilds: list[str] = Field(default_factory=list)
     # "mention": only when the bot is @mentioned or replied to; "all": every message; "never": ignore.
@@ -32,6 +39,20 @@ class DiscordConfig(ChannelConfig):
     max_ratelimit_wait: float = Field(30.0, ge=30)
     # Attachments larger than this are not downloaded (the agent is told they were skipped).
     max_attachment_bytes: int = Field(25 * 1024 * 1024, ge=0)
+
+    @field_validator("api_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("api_base_url must be an http(s) URL such as https://discord.com/api/v10")
+        return value.rstrip("/") if value is not None else None  # discord.py's paths start with "/"
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _ws_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("gateway_url must be a ws(s) URL such as wss://gateway.discord.gg/")
+        return value
 
     @model_validator(mode="after")
     def _token_when_enabled(self) -> DiscordConfig:

@@ -247,6 +247,13 @@ class MQTTChannel(Channel):
                 self._enqueue(_Outgoing(self.error_topic(client), event("error", exc.request_id, error=exc.reason),
                                         correlation))
             return
+        except Exception:
+            # A parser bug must not leave the client waiting for an answer that never comes.
+            log.exception("mqtt: reading a request from %s failed", client)
+            if allowed:
+                self._enqueue(_Outgoing(self.error_topic(client), event(
+                    "error", None, error="the request could not be read; see the agent's log"), correlation))
+            return
         request_id = request.id or new_id()
         if allowed:
             _remember(self._routes, (client, request_id), _Route(reply_topic, request_id, correlation))

@@ -48,6 +48,10 @@ def parse_request(payload: bytes, *, max_bytes: int) -> Request:
     except json.JSONDecodeError as exc:
         raise BadRequest(f"payload starts with '{{' but is not valid JSON: {exc.msg} "
                          f"(line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise BadRequest("payload is JSON nested too deeply") from None
+    except ValueError as exc:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        raise BadRequest(f"payload is JSON that cannot be read: {str(exc).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise BadRequest("a JSON request must be an object")
     return _from_json(data)
@@ -58,7 +62,7 @@ def _from_json(data: dict[str, Any]) -> Request:
     if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))
                                or len(str(raw_id)) > MAX_ID_LENGTH):
         raise BadRequest(f"id must be a string or a number of at most {MAX_ID_LENGTH} characters")
-    request = Request(id=None if raw_id is None else str(raw_id))
+    request = Request(id=None if raw_id is None else _unicode(str(raw_id), "id", None))
 
     def bad(reason: str) -> BadRequest:
         return BadRequest(reason, request.id)
@@ -66,11 +70,11 @@ def _from_json(data: dict[str, Any]) -> Request:
     text = data.get("text", "")
     if not isinstance(text, str):
         raise bad("text must be a string")
-    request.text = text
+    request.text = _unicode(text, "text", request.id)
     reply_to = data.get("reply_to")
     if reply_to is not None and not isinstance(reply_to, str):
         raise bad("reply_to must be a topic name (a string)")
-    request.reply_to = reply_to
+    request.reply_to = None if reply_to is None else _unicode(reply_to, "reply_to", request.id)
     audio = data.get("audio")
     if audio is not None:
         if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
@@ -78,6 +82,7 @@ def _from_json(data: dict[str, Any]) -> Request:
         mime = audio.get("mime", "audio/ogg")
         if not isinstance(mime, str) or not mime.startswith("audio/"):
             raise bad("audio.mime must be an audio/* type")
+        _unicode(mime, "audio.mime", request.id)
         try:
             raw = base64.b64decode(audio["data"], validate=True)
         except (binascii.Error, ValueError) as exc:
@@ -90,10 +95,23 @@ def _from_json(data: dict[str, Any]) -> Request:
     return request
 
 
+def _unicode(value: str, what: str, request_id: str | None) -> str:
+    """JSON escapes can spell lone surrogates ("\\ud800"): text that no UTF-8 encoder takes, so the
+    reply, the log or the model's request would fail on it later; it is refused here with a reason."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequest(f"{what} is not valid Unicode (a lone surrogate at character {exc.start})",
+                         request_id) from None
+    return value
+
+
 def check_reply_topic(topic: str, own_base: str) -> str | None:
     """Why `topic` cannot take replies, or None when it can."""
-    if not topic or len(topic.encode("utf-8")) > 65535:
+    if not topic or len(topic.encode("utf-8", "surrogatepass")) > 65535:
         return "reply_to must be a non-empty topic"
+    if any("\ud800" <= c <= "\udfff" for c in topic):
+        return "reply_to is not valid Unicode"
     if any(c in topic for c in "+#\0"):
         return "reply_to cannot contain wildcards (+, #)"
     if topic.startswith("$"):
@@ -105,4 +123,8 @@ def check_reply_topic(topic: str, own_base: str) -> str | None:
 
 
 def event(kind: str, request_id: str | None, **fields: Any) -> bytes:
-    return json.dumps({"type": kind, "id": request_id, **fields}, ensure_ascii=False).encode("utf-8")
+    body = {"type": kind, "id": request_id, **fields}
+    try:
+        return json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate in the model's text: as a JSON escape it is still sent
+        return json.dumps(body).encode("utf-8")

@@ -2,7 +2,9 @@
 
 Events become `IncomingMessage`s (events.py decides which and where; files.py fetches attachments);
 `send`/`edit` are chat.postMessage/chat.update, voice replies are files uploaded in Slack's three steps.
-Streaming, splitting, retries and auth are the gateway's and the orchestrator's.
+Streaming, splitting, retries and auth are the gateway's and the orchestrator's. Slack's `msg_too_long`
+becomes `TooLong` (the gateway cuts smaller); errors about this one message (`_REFUSALS`) become `Refused`
+(the rest of the reply goes on); errors that would fail every message alike stay permanent errors.
 
 Delivery is at least once: the listener runs before the event is acknowledged (`process_before_response`),
 so an event whose handling failed is redelivered, and duplicates are dropped by message (events.py).
@@ -19,18 +21,30 @@ from typing import Any
 import aiohttp
 
 from ...messages import Address, AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
-from ..base import Capabilities, Channel, ChannelError, RetryAfter
+from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import SlackConfig
 from .events import EventRouter
 from .files import FileFetcher
 
 log = logging.getLogger(__name__)
 
-# Errors that another attempt cannot fix.
+# Errors that another attempt cannot fix, for any message in that conversation.
 _PERMANENT = {
-    "channel_not_found", "not_in_channel", "is_archived", "msg_too_long", "no_text", "invalid_auth",
-    "not_authed", "account_inactive", "token_revoked", "missing_scope", "restricted_action",
-    "cant_update_message", "message_not_found", "edit_window_closed", "invalid_blocks",
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive",
+    "token_revoked", "missing_scope", "restricted_action", "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel", "restricted_action_non_threadable_channel", "ekm_access_denied",
+    "invalid_blocks",
+}
+# Errors about this one message, with words for the user. A text refused is skipped and the user told; an
+# edit refused leaves the message as it is and the rest of the reply goes on in a new one.
+_REFUSALS = {
+    "no_text": "Slack took it for an empty message",
+    "slack_connect_file_link_sharing_blocked": "links to Slack files are blocked in this Slack Connect channel",
+    "slack_connect_canvas_sharing_blocked": "links to canvases are blocked in this Slack Connect channel",
+    "slack_connect_lists_sharing_blocked": "links to lists are blocked in this Slack Connect channel",
+    "edit_window_closed": "the workspace no longer allows editing that message",
+    "cant_update_message": "Slack does not allow editing that message",
+    "message_not_found": "the message being edited was deleted",
 }
 _AUDIO_EXT = {"audio/ogg": "ogg", "audio/opus": "opus", "audio/mpeg": "mp3", "audio/mp4": "m4a",
               "audio/wav": "wav", "audio/x-wav": "wav", "audio/webm": "webm"}
@@ -38,8 +52,10 @@ _AUDIO_EXT = {"audio/ogg": "ogg", "audio/opus": "opus", "audio/mpeg": "mp3", "au
 
 class SlackChannel(Channel):
     name = "slack"
-    capabilities = Capabilities(can_edit=True, max_length=4000, edit_interval=1.0, voice=True, threads=True,
-                                formatting="slack_mrkdwn")
+    # Slack's advice for `text` is at most 4,000 characters (it truncates at 40,000, and may break a long
+    # message into several, which could then not be edited as one); characters are code points.
+    capabilities = Capabilities(can_edit=True, max_length=4000, length_unit="chars", edit_interval=1.0, voice=True,
+                                threads=True, formatting="slack_mrkdwn")
 
     def __init__(self, config: SlackConfig | None = None, *, workspace: Path | None = None,
                  name: str | None = None) -> None:
@@ -253,5 +269,9 @@ def _channel_error(exc: Any) -> ChannelError:
         except (TypeError, ValueError):
             seconds = 1.0
         return RetryAfter(seconds, f"slack rate limited; retry after {seconds}s")
+    if error == "msg_too_long":
+        return TooLong("slack: msg_too_long")
+    if error in _REFUSALS:
+        return Refused(_REFUSALS[error])
     return ChannelError(f"slack API error: {error or getattr(response, 'status_code', '?')}",
                         permanent=error in _PERMANENT)

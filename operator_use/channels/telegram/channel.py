@@ -41,8 +41,9 @@ def _extension(mime: str) -> str:
 
 class TelegramChannel(Channel):
     name = "telegram"
-    capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=1.0, voice=True, threads=True,
-                                formatting="telegram_html")
+    # 4096 after entity parsing, counted as Telegram counts entity offsets: in UTF-16 code units.
+    capabilities = Capabilities(can_edit=True, max_length=4096, length_unit="utf16", edit_interval=1.0, voice=True,
+                                threads=True, formatting="telegram_html")
 
     def __init__(self, config: TelegramConfig | None = None, *, workspace: Path | None = None) -> None:
         self.tg_config = config or TelegramConfig()
@@ -55,6 +56,7 @@ class TelegramChannel(Channel):
         # Set by the App: the orchestrator's commands as (name, description), for Telegram's "/" menu.
         self.command_menu: Callable[[], list[tuple[str, str]]] | None = None
         self._app: Any = None
+        self._webhook: Any = None  # webhook mode: the aiohttp runner of our endpoint (webhook.py)
         self._inbound: Inbound | None = None
         self._seen = RecentIds()
         self._state = "down"
@@ -81,11 +83,11 @@ class TelegramChannel(Channel):
             await app.start()
             allowed = ["message"]
             if cfg.mode == "webhook":
-                assert cfg.webhook_secret is not None and cfg.webhook_url  # checked by the config
-                await app.updater.start_webhook(
-                    listen=cfg.webhook_listen, port=cfg.webhook_port, url_path=cfg.webhook_path,
-                    webhook_url=cfg.webhook_url, secret_token=cfg.webhook_secret.get_secret_value(),
-                    allowed_updates=allowed, bootstrap_retries=2)
+                # Our own endpoint, not PTB's: PTB's answers 400 to an update it cannot parse, and Telegram
+                # would redeliver it forever, holding back every later update (webhook.py).
+                from .webhook import start_webhook
+
+                self._webhook = await start_webhook(app, cfg, allowed)
             else:
                 # Transient failures later are retried by the library with growing pauses (1 s, x1.5, up
                 # to 30 s); error_callback tells us about each, the polling request about the recovery.
@@ -104,10 +106,16 @@ class TelegramChannel(Channel):
     async def disconnect(self) -> None:
         app, self._app = self._app, None
         self._state = "down"
+        await self._stop_webhook()
         if app is not None:
             from . import ptb
 
             await ptb.shutdown(app)
+
+    async def _stop_webhook(self) -> None:
+        runner, self._webhook = self._webhook, None
+        if runner is not None:
+            await runner.cleanup()
 
     def status(self) -> str:
         return self._state

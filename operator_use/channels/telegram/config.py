@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -16,6 +16,7 @@ _TOKEN = re.compile(r"\d+:[A-Za-z0-9_-]+")
 
 
 class TelegramConfig(ChannelConfig):
+    numeric_ids = True  # allow_from/admins: user ids; @usernames go in allow_names/admin_names
     # From @BotFather. Never printed or logged.
     token: SecretStr | None = None
     # "polling": long polling with getUpdates (works behind NAT); "webhook": Telegram posts updates to us.
@@ -38,12 +39,6 @@ class TelegramConfig(ChannelConfig):
     webhook_path: str = "telegram"
     # Sent by Telegram in X-Telegram-Bot-Api-Secret-Token; required in webhook mode.
     webhook_secret: SecretStr | None = None
-
-    @field_validator("allow_from", "admins")
-    @classmethod
-    def _normalize_users(cls, users: list[str]) -> list[str]:
-        # Usernames are case-insensitive and often written with their @.
-        return [u.strip().lstrip("@").lower() for u in users]
 
     @field_validator("webhook_path")
     @classmethod
@@ -68,9 +63,3 @@ class TelegramConfig(ChannelConfig):
         if self.webhook_secret is not None and not _SECRET.fullmatch(self.webhook_secret.get_secret_value()):
             raise ValueError("webhook_secret must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return self
-
-    def allows(self, user_id: str, user_name: str | None = None, *args: Any, **kwargs: Any) -> bool:
-        return super().allows(user_id, user_name.lower() if user_name else None, *args, **kwargs)
-
-    def is_admin(self, user_id: str, user_name: str | None = None, *args: Any, **kwargs: Any) -> bool:
-        return super().is_admin(user_id, user_name.lower() if user_name else None, *args, **kwargs)

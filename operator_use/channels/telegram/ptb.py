@@ -17,7 +17,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from ..base import ChannelError, FormattingRejected, NotModified, RetryAfter
+from ..base import ChannelError, FormattingRejected, NotModified, RetryAfter, TooLong
 from .config import TelegramConfig
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ __all__ = [
     "NetworkError",
     "TelegramError",
     "build_application",
+    "readable",
     "reply_parameters",
     "seconds",
     "shutdown",
@@ -45,7 +46,13 @@ def seconds(obj: Any, attr: str) -> float | None:
 
 
 class _WatchedRequest(HTTPXRequest):
-    """The getUpdates connection, reporting each answered poll so the channel knows polling is back."""
+    """The getUpdates connection, reporting each answered poll so the channel knows polling is back.
+
+    It also hands the library only updates it can read. PTB parses a whole batch at once: one update it
+    cannot parse (a message without `message_id` or `date`) fails the batch without moving the offset, so
+    the same batch comes back at once, forever, and nobody gets an answer again. Such an update is
+    replaced by an empty one with its id (logged, then ignored by the channel), so the offset moves past it.
+    """
 
     def __init__(self, on_answer: Callable[[], None], **kw: Any) -> None:
         super().__init__(**kw)
@@ -56,6 +63,26 @@ class _WatchedRequest(HTTPXRequest):
         if code == 200:  # not a 409 Conflict or a proxy's 502: those are failures the error callback sees
             self._on_answer()
         return code, payload
+
+    def parse_json_payload(self, payload: bytes) -> dict[str, Any]:  # type: ignore[override]
+        data: dict[str, Any] = super().parse_json_payload(payload)
+        result = data.get("result") if isinstance(data, dict) else None
+        if isinstance(result, list):
+            data["result"] = [u for u in map(readable, result) if u is not None]
+        return data
+
+
+def readable(raw: Any) -> dict[str, Any] | None:
+    """`raw` when PTB can parse it; else an empty update with its id, or None without a usable id (polling and
+    webhook alike)."""
+    try:
+        Update.de_json(raw, None)
+        return raw  # type: ignore[no-any-return]
+    except Exception as e:
+        update_id = raw.get("update_id") if isinstance(raw, dict) else None
+        # The reason only: the update itself may hold a private message.
+        log.error("telegram: update %s could not be read and is skipped: %r", update_id, e)
+        return {"update_id": update_id} if isinstance(update_id, int) else None
 
 
 def build_application(config: TelegramConfig, token: str, *, on_update: Callable[[Update], Awaitable[None]],
@@ -106,7 +133,7 @@ def reply_parameters(reply_to: str | None) -> ReplyParameters | None:
 
 @contextlib.contextmanager
 def translated_errors() -> Iterator[None]:
-    """PTB errors -> RetryAfter / NotModified / FormattingRejected / ChannelError for the gateway."""
+    """PTB errors -> RetryAfter / NotModified / FormattingRejected / TooLong / ChannelError for the gateway."""
     try:
         yield
     except TgRetryAfter as e:
@@ -117,6 +144,8 @@ def translated_errors() -> Iterator[None]:
             raise NotModified(e.message) from None
         if "can't parse entities" in text or "can't find end" in text or "unsupported start tag" in text:
             raise FormattingRejected(e.message) from None
+        if "message is too long" in text or "message_too_long" in text:  # sendMessage / editMessageText
+            raise TooLong(f"telegram: {e.message}") from None
         raise ChannelError(f"telegram refused: {e.message}", permanent=True) from None
     except ChatMigrated as e:
         raise ChannelError(f"telegram: the group moved to chat {e.new_chat_id}", permanent=True) from None

@@ -3,7 +3,11 @@
 The bot answers chat messages that start with the configured prefix or mention it, and whispers when
 enabled. Twitch cannot edit and allows 500 characters per message: the gateway sends whole blocks cut at
 paragraph or sentence ends, each one a reply to the question, within the per-channel send rate declared in
-`capabilities.rate_limit` (it queues, never drops). A Helix 429 becomes `RetryAfter` until `Ratelimit-Reset`.
+`capabilities.rate_limit` (it queues, never drops; paced over `rate_window + rate_margin`, since Twitch counts
+arrivals). A Helix 429 becomes `RetryAfter` until `Ratelimit-Reset`. A message Twitch answers with
+`is_sent: false` becomes `Refused`: a duplicate of the previous one is offered reworded (a marker Twitch
+ignores on screen), other drops (AutoMod, chat settings) are skipped and the user told. An over-long message
+(422, or the 400 Twitch actually answers, twitchdev/issues#904) becomes `TooLong`.
 
 Tokens come only from the configuration. twitchio would otherwise read and write `.tio.tokens.json` in
 the working directory and offers an OAuth web server on port 4343: token files are disabled here and the
@@ -21,24 +25,30 @@ from typing import Any
 
 from ...messages import Address, IncomingMessage, TextPart
 from ...security.redact import install_log_redaction
-from ..base import Capabilities, Channel, ChannelError, RetryAfter
+from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import TwitchConfig
 
 __all__ = ["TwitchChannel", "TwitchConfig"]
 
 log = logging.getLogger(__name__)
 
+MAX_CHARS = 500
+# Appended (or removed) to make a message differ from the previous one, as chat clients do (Chatterino):
+# Twitch shows nothing for this unassigned tag-block code point.
+_REPEAT_MARK = " \U000e0000"
+
 
 class TwitchChannel(Channel):
     name = "twitch"
-    capabilities = Capabilities(can_edit=False, max_length=500, edit_interval=1.5, formatting="plain",
-                                reply_each_chunk=True)
+    # Helix: "The message is limited to a maximum of 500 characters".
+    capabilities = Capabilities(can_edit=False, max_length=MAX_CHARS, length_unit="chars", edit_interval=1.5,
+                                formatting="plain", reply_each_chunk=True)
 
     def __init__(self, config: TwitchConfig | None = None) -> None:
         self.tw = config or TwitchConfig()
         super().__init__(self.tw)
         self.capabilities = self.capabilities.model_copy(
-            update={"rate_limit": (self.tw.rate_messages, self.tw.rate_window)})
+            update={"rate_limit": (self.tw.rate_messages, self.tw.rate_window + self.tw.rate_margin)})
         self._client: Any = None
         self._session: Any = None
         self._bot_id = self._bot_login = ""
@@ -205,6 +215,8 @@ class TwitchChannel(Channel):
         if self._client is None:
             raise ChannelError("twitch is not connected")
         message = " ".join(text.split())  # a chat message is one line: Twitch would drop the line breaks
+        if len(message) > MAX_CHARS:  # twitchio refuses it with a ValueError of its own
+            raise TooLong(f"twitch: {len(message)} characters, over {MAX_CHARS}")
         box: dict[str, str] = {}
         token = RATE_RESET.set(box)
         try:
@@ -214,18 +226,29 @@ class TwitchChannel(Channel):
                 return f"whisper-{time.monotonic_ns()}"
             sent = await self._client.create_partialuser(address.chat_id).send_message(
                 message, self._bot_id, token_for=self._bot_id, reply_to_message_id=reply_to)
+        except twitchio.MessageRejectedError as e:  # answered `is_sent: false`
+            log.warning("twitch: message dropped (%s: %s)", e.code, e.message)
+            raise Refused(e.message or e.code or "Twitch did not post it",
+                          resend=_reworded(message) if e.code == "msg_duplicate" else None) from None
         except twitchio.HTTPException as e:
             if e.status == 429:
                 raise RetryAfter(seconds_until(box.get("reset"))) from None
+            if e.status == 422 or (e.status == 400 and "input was not valid" in reason(e)):
+                raise TooLong(f"twitch: message refused as too long: {reason(e)}") from None
             raise ChannelError(f"twitch: send failed: {reason(e)}", permanent=400 <= e.status < 500) from None
         except (twitchio.TwitchioException, ValueError) as e:
             raise ChannelError(f"twitch: send failed: {reason(e)}", permanent=True) from None
         finally:
             RATE_RESET.reset(token)
-        if not sent.sent:
-            raise ChannelError(f"twitch dropped the message: {sent.dropped_code} {sent.dropped_message}",
-                               permanent=True)
         return str(sent.id)
+
+
+def _reworded(message: str) -> str | None:
+    """`message` made different from itself for the duplicate rule, or None when there is no room."""
+    if message.endswith(_REPEAT_MARK.strip()):
+        return message.removesuffix(_REPEAT_MARK.strip()).rstrip() or None
+    marked = message + _REPEAT_MARK
+    return marked if len(marked) <= MAX_CHARS else None
 
 
 def _slash(url: str) -> str:

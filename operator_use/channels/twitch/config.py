@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from ..base import ChannelConfig
 
 
 class TwitchConfig(ChannelConfig):
+    numeric_ids = True  # allow_from/admins: user ids; logins go in allow_names/admin_names
     client_id: str = ""
     client_secret: SecretStr | None = None  # needed for app tokens and to refresh the user token
     # The bot account's user token (scopes user:read:chat, user:write:chat, user:bot; whispers:
@@ -23,16 +24,14 @@ class TwitchConfig(ChannelConfig):
     allow_moderators: bool = False  # moderators (and the broadcaster) of a joined channel may talk to it
     rate_messages: int = Field(20, ge=1)  # Twitch: 20 messages per 30 s per channel for a normal bot
     rate_window: float = Field(30.0, gt=0)
+    # Seconds added to rate_window when we pace our sends: Twitch counts messages when they arrive, and
+    # network jitter can bring two sends a full window apart closer together there.
+    rate_margin: float = Field(1.0, ge=0)
     oauth_port: int | None = Field(None, ge=1, le=65535)  # twitchio's OAuth web adapter on localhost
     # Process-wide twitchio endpoints, for tests and proxies (with the trailing slash twitchio expects).
     api_url: str | None = None  # https://api.twitch.tv/helix/
     id_url: str | None = None  # https://id.twitch.tv/
     eventsub_url: str | None = None  # wss://eventsub.wss.twitch.tv/ws
-
-    @field_validator("allow_from", "admins")
-    @classmethod
-    def _logins(cls, names: list[str]) -> list[str]:
-        return [n.strip().removeprefix("@").lower() for n in names]  # logins are lowercase: any case matches
 
     @model_validator(mode="after")
     def _complete(self) -> TwitchConfig:

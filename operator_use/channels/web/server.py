@@ -13,10 +13,8 @@ socket with the owner's cookie), and, unless remote access is enabled, that the 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import functools
 import hmac
-import json
 import logging
 import re
 import secrets
@@ -26,7 +24,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from . import frames
 from .config import is_loopback
+from .frames import AudioFrame, BadFrame, frame_size, parse_frame
 
 if TYPE_CHECKING:
     from .channel import WebChannel
@@ -55,7 +55,7 @@ _REFUSED = """<!doctype html><meta charset="utf-8"><title>operator-use</title>
 
 def audio_frame_limit(config: WebConfig) -> int:
     """Largest audio frame in bytes: the note's base64 (4/3 of it) plus room for the JSON around it."""
-    return (config.max_audio_bytes + 2) // 3 * 4 + 1024
+    return frames.audio_frame_limit(config.max_audio_bytes)
 
 
 def frame_cap(config: WebConfig) -> int:
@@ -185,53 +185,19 @@ class _Server:
     async def _frame(self, chat: str, ws: web.WebSocketResponse, data: str, limit: int) -> None:
         # Nothing the page sends may end the handler: every problem is answered with an error event.
         try:
-            size = len(data.encode())
-            audio_limit = audio_frame_limit(self.config)
-            if size > max(limit, audio_limit):
-                await _error(ws, f"message too long ({size} bytes; the limit is {limit}, "
-                                 f"{self.config.max_audio_bytes} for a voice note)")
-                return
-            try:
-                event = json.loads(data) if size <= limit else await asyncio.to_thread(json.loads, data)
-            except ValueError:
-                await _error(ws, "malformed frame: not JSON")
-                return
-            if isinstance(event, dict) and event.get("type") == "audio":
-                await self._audio(chat, ws, event)
-                return
-            if size > limit:
-                await _error(ws, f"message too long ({size} bytes; the limit is {limit})")
-                return
-            if not isinstance(event, dict) or event.get("type") != "message" or not isinstance(event.get("text"), str):
-                await _error(ws, 'malformed frame: expected {"type": "message", "text": "..."}')
-                return
-            if not event["text"].strip():
-                await _error(ws, "empty message")
-                return
-            await self.channel.receive(chat, event["text"])
+            parse = functools.partial(parse_frame, data, max_message_bytes=limit,
+                                      max_audio_bytes=self.config.max_audio_bytes)
+            # Larger than a text message: a voice note's base64, decoded off the event loop.
+            frame = parse() if frame_size(data) <= limit else await asyncio.to_thread(parse)
+            if isinstance(frame, AudioFrame):
+                await self.channel.receive_audio(chat, frame.data, frame.mime)
+            else:
+                await self.channel.receive(chat, frame.text)
+        except BadFrame as exc:
+            await _error(ws, exc.reason)
         except Exception:
             log.exception("web chat: handling a frame failed")
             await _error(ws, "the message could not be handled; see the agent's log")
-
-    async def _audio(self, chat: str, ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
-        """A voice note recorded in the page: {"type": "audio", "mime": "audio/webm", "data": base64}."""
-        mime, encoded = event.get("mime"), event.get("data")
-        if not isinstance(mime, str) or not mime.startswith("audio/") or not isinstance(encoded, str):
-            await _error(ws, 'malformed frame: expected {"type": "audio", "mime": "audio/...", "data": "<base64>"}')
-            return
-        try:
-            audio = await asyncio.to_thread(base64.b64decode, encoded, validate=True)
-        except (binascii.Error, ValueError):
-            await _error(ws, "malformed voice note: its data is not valid base64")
-            return
-        if not audio:
-            await _error(ws, "empty voice note")
-            return
-        if len(audio) > self.config.max_audio_bytes:
-            await _error(ws, f"voice note too big ({len(audio)} bytes; the limit is {self.config.max_audio_bytes})")
-            return
-        # "audio/webm;codecs=opus" -> "audio/webm": the decoder reads the container, not the label.
-        await self.channel.receive_audio(chat, audio, mime.split(";")[0].strip().lower())
 
 
 async def _error(ws: web.WebSocketResponse, text: str) -> None:

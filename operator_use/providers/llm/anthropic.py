@@ -12,7 +12,8 @@ from pydantic import SecretStr
 from ...messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolMessage, ToolCall, Usage
 from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
 from .base import (
-    LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk, parse_tool_arguments,
+    LLM, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk, ToolSchema, UsageChunk,
+    parse_tool_arguments,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
@@ -68,6 +69,7 @@ class AnthropicLLM(LLM):
                         block = event.content_block
                         if block.type == "tool_use":
                             blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
+                            yield ProgressChunk()
                         elif block.type == "text" and block.text:
                             yield TextChunk(block.text)
                     elif kind == "content_block_delta":
@@ -76,6 +78,9 @@ class AnthropicLLM(LLM):
                             yield TextChunk(delta.text)
                         elif delta.type == "input_json_delta" and event.index in blocks:
                             blocks[event.index]["json"].append(delta.partial_json)
+                            yield ProgressChunk(len(delta.partial_json))
+                        elif delta.type == "thinking_delta":
+                            yield ProgressChunk()
                     elif kind == "content_block_stop":
                         slot = blocks.pop(event.index, None)
                         if slot is not None:

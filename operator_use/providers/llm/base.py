@@ -35,7 +35,18 @@ class FinishChunk:
     reason: str = "stop"
 
 
-LLMChunk = Union[TextChunk, ToolCallChunk, UsageChunk, FinishChunk]
+@dataclass(frozen=True, slots=True)
+class ProgressChunk:
+    """The model produced output the loop does not use piece by piece (tool-call arguments, reasoning).
+
+    It tells the stream limits (limits.py) that the model is alive, and `chars` counts what is kept in
+    memory (tool-call arguments; reasoning is not kept, so it counts 0). Consumers ignore it.
+    """
+
+    chars: int = 0
+
+
+LLMChunk = Union[TextChunk, ToolCallChunk, UsageChunk, FinishChunk, ProgressChunk]
 
 
 @dataclass(frozen=True, slots=True)

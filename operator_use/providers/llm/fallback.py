@@ -1,7 +1,8 @@
 """A chain of models: when one is rate-limited, overloaded or down, the next one answers.
 
 Only failures before the first chunk can fall back: once text has been streamed to the user it cannot
-be taken back, so a mid-stream failure is re-raised as is.
+be taken back, so a mid-stream failure is re-raised as is. With stream limits (limits.py) on each model,
+a model that stays silent past `llm.idle_timeout` before its first chunk falls back like any timeout.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from pydantic import SecretStr
 from ...messages import AIMessage, HistoryMessage, HumanMessage, ImagePart, SystemMessage, ToolCall, ToolMessage, Usage
 from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
 from .base import (
-    LLM, FinishChunk, LLMChunk, LLMError, TextChunk, ToolCallChunk, ToolSchema, UsageChunk, parse_tool_arguments,
+    LLM, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk, ToolSchema, UsageChunk,
+    parse_tool_arguments,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
@@ -75,7 +76,9 @@ class OpenAILLM(LLM):
                         if delta is not None and delta.content:
                             yield TextChunk(delta.content)
                         for tc in (delta.tool_calls or ()) if delta is not None else ():
-                            _accumulate(calls, tc)
+                            yield ProgressChunk(_accumulate(calls, tc))
+                        if delta is not None and _reasoning(delta):
+                            yield ProgressChunk()
                         if choice.finish_reason:
                             finish = _FINISH.get(choice.finish_reason, choice.finish_reason)
             finally:
@@ -113,7 +116,14 @@ class OpenAILLM(LLM):
         await self._client.close()
 
 
-def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> None:
+def _reasoning(delta: Any) -> bool:
+    # Reasoning tokens of compatible servers (DeepSeek, vLLM: `reasoning_content`; OpenRouter: `reasoning`).
+    extra = getattr(delta, "model_extra", None) or {}
+    return any(isinstance(extra.get(k), str) and extra[k] for k in ("reasoning_content", "reasoning"))
+
+
+def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> int:
+    """Adds a tool-call delta; returns how many argument characters it brought."""
     # Gemini's compatible endpoint omits `index`; each such delta is then a whole call.
     index = tc.index if tc.index is not None else len(calls)
     slot = calls.setdefault(index, {"id": None, "name": "", "args": []})
@@ -125,6 +135,8 @@ def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> None:
             slot["name"] = fn.name
         if fn.arguments:
             slot["args"].append(fn.arguments)
+            return len(fn.arguments)
+    return 0
 
 
 def _finish_call(slot: dict[str, Any]) -> ToolCall:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from .base import LLM
 from .detect import Probe, detect_llm, explain_no_llm
+from .limits import StreamLimits
 
 if TYPE_CHECKING:
     from ...config import LLMConfig
@@ -44,3 +45,9 @@ async def llm_from_config(config: LLMConfig, *, env: Mapping[str, str] | None = 
         return primary, reason
     fallback = FallbackLLM(chain, failure_threshold=config.circuit_failures, cooldown=config.circuit_cooldown)
     return fallback, reason + f", falling back to {', '.join(llm.label for llm in chain[1:])}"
+
+
+def stream_limits(config: LLMConfig) -> StreamLimits:
+    """The configured limits; 0 turns one off (a YAML null would only bring the default back)."""
+    return StreamLimits(call_deadline=config.call_deadline or None, idle_timeout=config.idle_timeout or None,
+                        max_output_chars=config.max_output_chars or None)

@@ -1,0 +1,163 @@
+"""Limits on one streamed LLM call: a total deadline, an idle timeout between outputs, an output cap.
+
+SDK read timeouts only notice a silent socket. A server that keeps the stream alive with SSE comments or
+pings but never sends a token, or one that streams forever, would otherwise hold the turn (and its
+concurrency slot) until /stop. The limits are enforced once here, around any provider's `stream`:
+only chunks count as progress (pings, keep-alive comments and empty deltas never become chunks), and
+when a limit hits, the provider's stream is closed, which closes its HTTP response.
+
+Each model of a fallback chain gets its own limits (`with_limits`), so a model that goes quiet before its
+first output falls back to the next one; once output was produced, the cut-off ends the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from ...messages import HistoryMessage
+from .base import LLM, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolSchema
+from .fallback import FallbackLLM
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """None turns a limit off."""
+
+    # Seconds one model may take for one call, from the request to the last chunk.
+    call_deadline: float | None = 600.0
+    # Seconds without a chunk (text, tool-call arguments, reasoning), the wait for the first one included.
+    idle_timeout: float | None = 120.0
+    # Characters of text and tool-call arguments one call may produce.
+    max_output_chars: int | None = 100_000
+
+
+class StreamCutOff(LLMError):
+    """A limit stopped the stream. `user_message` is for the chat; the text already streamed stays."""
+
+    user_message = "The reply was cut off."
+
+    def __init__(self, message: str, *, user_message: str, provider: str = "", model: str = "") -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.user_message = user_message
+
+
+class IdleTimeout(StreamCutOff):
+    # Before any output, another model may well answer; after it, the fallback chain re-raises anyway.
+    retryable = True
+
+
+class DeadlineExceeded(StreamCutOff):
+    """Not retryable: the time the user was promised is spent, starting over would double it."""
+
+
+class OutputLimitExceeded(StreamCutOff):
+    pass
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *, provider: str = "",
+                       model: str = "") -> AsyncIterator[LLMChunk]:
+    """Yield `stream`'s chunks (without `ProgressChunk`s) until it ends or a limit raises a `StreamCutOff`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limits.call_deadline if limits.call_deadline is not None else None
+    cap = limits.max_output_chars
+    produced = 0  # characters counted against the cap
+    started = False  # any chunk received
+    try:
+        while True:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise _deadline_exceeded(limits, started, provider, model)
+            idle_at = now + limits.idle_timeout if limits.idle_timeout is not None else None
+            when = min((t for t in (idle_at, deadline) if t is not None), default=None)
+            timer = asyncio.timeout_at(when)
+            try:
+                async with timer:
+                    chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if not timer.expired():
+                    raise  # raised by the stream itself, not by our timer
+                if deadline is not None and when == deadline:
+                    raise _deadline_exceeded(limits, started, provider, model) from None
+                raise _idle(limits, started, provider, model) from None
+            started = True
+            size = chunk.chars if isinstance(chunk, ProgressChunk) else \
+                len(chunk.text) if isinstance(chunk, TextChunk) else 0
+            if cap is not None and produced + size > cap:
+                if isinstance(chunk, TextChunk) and cap > produced:
+                    yield TextChunk(chunk.text[:cap - produced])
+                raise OutputLimitExceeded(f"{provider}/{model}: output passed {cap} characters (llm.max_output_chars)",
+                                          user_message=f"The reply grew past {cap:,} characters and was cut off.",
+                                          provider=provider, model=model)
+            produced += size
+            if not isinstance(chunk, ProgressChunk):
+                yield chunk
+    finally:
+        # Closing the provider's generator closes its HTTP response: no connection is left streaming.
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
+def _idle(limits: StreamLimits, started: bool, provider: str, model: str) -> IdleTimeout:
+    assert limits.idle_timeout is not None
+    wait = _seconds(limits.idle_timeout)
+    if started:
+        return IdleTimeout(f"{provider}/{model}: no output for {wait} (llm.idle_timeout)",
+                           user_message=f"The model stopped sending for {wait}; the reply was cut off.",
+                           provider=provider, model=model)
+    return IdleTimeout(f"{provider}/{model}: no output within {wait} (llm.idle_timeout)",
+                       user_message=f"The model sent nothing for {wait}, so I stopped waiting. Please try again.",
+                       provider=provider, model=model)
+
+
+def _deadline_exceeded(limits: StreamLimits, started: bool, provider: str, model: str) -> DeadlineExceeded:
+    assert limits.call_deadline is not None
+    wait = _seconds(limits.call_deadline)
+    return DeadlineExceeded(f"{provider}/{model}: call took longer than {wait} (llm.call_deadline)",
+                            user_message=f"The reply took longer than {wait} and was cut off." if started else
+                            f"The model did not answer within {wait}. Please try again.",
+                            provider=provider, model=model)
+
+
+class LimitedLLM(LLM):
+    """One model with `StreamLimits` on each call."""
+
+    def __init__(self, inner: LLM, limits: StreamLimits) -> None:
+        super().__init__(inner.model)
+        self.inner = inner
+        self.limits = limits
+        self.provider = inner.provider
+
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    @property
+    def last_model(self) -> str | None:
+        return getattr(self.inner, "last_model", None)
+
+    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+        return limit_stream(self.inner.stream(messages, tools), self.limits, provider=self.inner.provider,
+                            model=self.inner.model)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def with_limits(llm: LLM, limits: StreamLimits) -> LLM:
+    """`llm` with `limits` on every call; in a fallback chain, on each of its models (the chain is changed
+    in place). An LLM that already has limits keeps them."""
+    if isinstance(llm, LimitedLLM):
+        return llm
+    if isinstance(llm, FallbackLLM):
+        llm.llms = [with_limits(m, limits) for m in llm.llms]
+        return llm
+    return LimitedLLM(llm, limits)

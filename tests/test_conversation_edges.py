@@ -1,0 +1,170 @@
+"""Conversations at the edges, end to end (test channel -> orchestrator -> agent -> fake LLM -> gateway):
+a full disk, broken UTF-16, keys too long for a file name, commands that are not addressed to us, and a
+second agent on the same data home."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from operator_use.homelock import HomeInUse
+from operator_use.messages import AIMessage, HumanMessage
+from operator_use.providers.llm.openai import OpenAILLM
+from operator_use.session.store import SessionStore
+
+from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
+from .support.chat import ChatChannel
+from .support.deps import require_module
+from .support.disk import tiny_tmpfs
+from .support.pipeline import make_app, scripted_responder
+
+
+def openai_llm(server: FakeLLMServer) -> OpenAILLM:
+    return OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
+
+
+def contents(messages: list) -> list[str]:  # type: ignore[type-arg]
+    return [m.content for m in messages]
+
+
+def replied(channel: ChatChannel, text: str, chat: str = "c1") -> Callable[[], bool]:
+    """The reply `text` is complete: finalized once its turn ended, so after its history was written."""
+    return lambda: any(p.text == text and p.finalized for p in channel.in_chat(chat))
+
+
+async def test_a_full_disk_loses_only_the_turn_it_interrupted(tmp_path: Path) -> None:
+    def responder(request: FakeRequest) -> Reply:
+        text = request.last_user_text()
+        return Reply(text=f"You said: {text}" if len(text) < 100 else "That is long.", chunk_size=3)
+
+    with tiny_tmpfs(tmp_path / "home", size="1m") as disk:
+        home = disk.root
+        async with FakeLLMServer(responder=responder) as server:
+            channel = ChatChannel()
+            async with make_app(home, channel, openai_llm(server)) as app:
+                await channel.say("one")
+                await channel.wait_for(replied(channel, "You said: one"))
+                with disk.full():
+                    # Bigger than what is left of the history file's last page: written in part, then refused.
+                    await channel.say("two " * 1500)
+                    await channel.wait_for(lambda: any("could not be saved" in t for t in channel.texts()))
+                await channel.say("three")
+                await channel.wait_for(replied(channel, "You said: three"))
+                expected = ["one", "You said: one", "three", "You said: three"]
+                assert contents((await app.sessions.load("test:c1")).messages) == expected
+                # The next turn's model was not shown the exchange the history lost either.
+                assert "two two" not in str(server.requests[-1]["messages"])
+            refusal = "This conversation could not be saved (the disk is full), so this exchange will be forgotten."
+            assert channel.texts() == ["You said: one", "That is long.", refusal, "You said: three"]
+            assert contents(SessionStore(home).read_sync("test:c1")) == expected
+
+
+async def test_broken_utf16_from_the_user_or_the_model_is_answered_and_saved(home: Path) -> None:
+    def responder(request: FakeRequest) -> Reply:
+        return Reply(text=f"You said: {request.last_user_text()} \ud83d", chunk_size=3)
+
+    async with FakeLLMServer(responder=responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, openai_llm(server)):
+            await channel.say("caf\udce9 \ud83d\ude00 ok")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+    saved = SessionStore(home).read_sync("test:c1")
+    assert [type(m) for m in saved] == [HumanMessage, AIMessage]
+    # Lone surrogates became U+FFFD; a proper pair stayed the character it encodes.
+    assert saved[0].content == "caf\ufffd \U0001f600 ok"
+    assert server.requests[0]["messages"][-1]["content"] == saved[0].content, "the model read what was saved"
+    assert channel.texts() == [saved[1].content] == ["You said: caf\ufffd \U0001f600 ok \ufffd"]
+
+
+async def test_a_conversation_key_too_long_for_a_file_name_is_answered_and_kept(home: Path) -> None:
+    chat = "c" * 200 + "é" * 100  # the key, percent-encoded, is about 800 bytes
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, openai_llm(server)) as app:
+            await channel.say("hello", chat=chat)
+            await channel.wait_for(replied(channel, "You said: hello", chat))
+            await channel.say("again", chat=chat)
+            await channel.wait_for(replied(channel, "You said: again", chat))
+            await channel.say("/new", chat=chat)
+            await channel.wait_for(lambda: "The previous one was archived." in channel.texts(chat)[-1])
+            assert (await app.sessions.load("test:" + chat)).messages == []
+            await channel.say("fresh", chat=chat)
+            await channel.wait_for(replied(channel, "You said: fresh", chat))
+            assert contents((await app.sessions.load("test:" + chat)).messages) == ["fresh", "You said: fresh"]
+    store = SessionStore(home)
+    assert [s.key for s in store.list_sessions()] == ["test:" + chat]  # what `sessions list` prints
+    assert contents(store.read_sync("test:" + chat)) == ["fresh", "You said: fresh"]  # `sessions show`
+
+
+async def test_a_command_after_a_space_is_text_and_not_run(home: Path) -> None:
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, openai_llm(server)) as app:
+            await channel.say("remember this")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+            await channel.say(" /new@otherbot")
+            await channel.wait_for(lambda: len(channel.finalized()) == 2)
+            assert channel.texts()[1] == "You said:  /new@otherbot"
+            history = contents((await app.sessions.load("test:c1")).messages)
+    assert history == ["remember this", "You said: remember this", " /new@otherbot", "You said:  /new@otherbot"]
+
+
+async def test_telegram_commands_for_another_bot_never_run_here(home: Path) -> None:
+    require_module("telegram")
+    from operator_use.channels.telegram.channel import TelegramChannel
+    from operator_use.channels.telegram.config import TelegramConfig
+
+    from .fakes.telegram_server import TOKEN, FakeTelegram
+
+    async with FakeTelegram() as fake, FakeLLMServer(responder=scripted_responder) as server:
+        channel = TelegramChannel(TelegramConfig(enabled=True, token=TOKEN, base_url=fake.base_url,
+                                                 base_file_url=fake.base_file_url, allow_from=["111"],
+                                                 edit_interval=0.05, poll_timeout=5), workspace=home / "workspace")
+        alice = fake.user(111, "alice")
+        chat = fake.private_chat(alice)
+
+        def replies() -> list[str]:
+            return [m.text for m in fake.messages_in(111)]
+
+        def prompt(i: int) -> str:
+            return str(server.requests[i]["messages"])
+
+        async with make_app(home, channel, openai_llm(server)):
+            fake.send_text(chat, alice, "remember this")
+            await fake.wait_for(lambda: "You said: remember this" in replies())
+            fake.send_text(chat, alice, "/new@another_bot")  # dropped: not ours
+            fake.send_text(chat, alice, " /new@another_bot")  # not a command at all: a message
+            fake.send_text(chat, alice, "what came first?")
+            await fake.wait_for(lambda: "You said: what came first?" in replies())
+            # Each turn starts once the one before it is saved: the history carried on, nothing archived.
+            assert len(server.requests) == 3 and "remember this" in prompt(2) and "/new@another_bot" in prompt(2)
+            fake.send_text(chat, alice, "/new@operator_test_bot")
+            await fake.wait_for(lambda: any(r.startswith("Started a new conversation.") for r in replies()))
+            fake.send_text(chat, alice, "after")
+            await fake.wait_for(lambda: "You said: after" in replies())
+            assert "remember this" not in prompt(3)
+        assert sum(r.startswith("Started a new conversation.") for r in replies()) == 1
+
+
+async def test_a_second_app_on_the_same_home_is_refused_until_the_first_stops(home: Path) -> None:
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        first = make_app(home, ChatChannel(), openai_llm(server))
+        second = make_app(home, ChatChannel(), openai_llm(server))
+        async with first:
+            with pytest.raises(HomeInUse) as refused:
+                await second.start()
+            message = str(refused.value)
+            assert refused.value.pid == os.getpid()
+            assert f"(pid {os.getpid()})" in message and str(home) in message and "OPERATOR_HOME" in message
+            await second.stop()
+        async with second:
+            channel = second.channels[0]
+            assert isinstance(channel, ChatChannel)
+            await channel.say("hi")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+        await asyncio.to_thread(first.home_lock.acquire)  # free again once the second stopped
+        first.home_lock.release()
