@@ -168,3 +168,16 @@ async def test_a_second_app_on_the_same_home_is_refused_until_the_first_stops(ho
             await channel.wait_for(lambda: len(channel.finalized()) == 1)
         await asyncio.to_thread(first.home_lock.acquire)  # free again once the second stopped
         first.home_lock.release()
+
+
+async def test_an_unreadable_history_gets_a_reply_and_other_chats_go_on(tmp_path: Path) -> None:
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(tmp_path, channel, openai_llm(server)) as app:
+            # A directory where the history file should be: every read of it fails with a real OSError.
+            app.sessions.path_for("test:c1").mkdir(parents=True)
+            await channel.say("hello")
+            await channel.wait_for(lambda: any("history could not be read" in t for t in channel.texts()))
+            await channel.say("hi", chat="c2")
+            await channel.wait_for(replied(channel, "You said: hi", chat="c2"))
+            assert server.requests and all("hello" not in str(r["messages"]) for r in server.requests)

@@ -54,6 +54,8 @@ Interceptor = Callable[[IncomingMessage], Awaitable[bool]]
 
 GENERIC_ERROR = "Sorry, something went wrong while answering. The details are in the agent's log."
 LLM_UNAVAILABLE = "The model is unavailable right now ({reason}). Please try again in a moment."
+HISTORY_UNREADABLE = ("This conversation's history could not be read, so I did not answer. "
+                      "The details are in the agent's log.")
 LLM_AUTH = "The model provider refused the agent's credentials; the owner needs to check the configuration."
 
 
@@ -332,7 +334,13 @@ class Orchestrator:
         ctx = TurnContext(address=address, user_id=message.user_id, user_name=message.user_name,
                           session_key=message.key, workspace=self.workspace, is_admin=self.is_admin(message),
                           turn_id=stream_id, send_text=send_text, spoken=spoken)
-        session = await self.sessions.load(message.key)
+        try:
+            session = await self.sessions.load(message.key)
+        except Exception:
+            # Without its history the turn would answer out of context: say so instead of going silent.
+            log.exception("history of %s could not be loaded", message.key)
+            await send_text(HISTORY_UNREADABLE)
+            return
         history = list(session.messages)
 
         async def persist(batch: list) -> None:  # type: ignore[type-arg]
