@@ -64,7 +64,7 @@ class Tool:
             return ToolResult(f"Invalid arguments for {self.name}: {errors}", is_error=True)
         try:
             if self.is_async:
-                out = await self.func(ctx, params)  # type: ignore[misc]
+                out = await self.func(ctx, params)
             else:
                 # Copy the context so the contextvar (current_turn) is visible inside the thread.
                 out = await asyncio.to_thread(self.func, ctx, params)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..bus.base import Bus, OutboundItem
 from ..channels.base import Channel, ChannelError, FormattingRejected, Refused, RetryAfter, TooLong
-from ..messages import Address, OutgoingMessage, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, TextPart, Typing
+from ..messages import Address, OutgoingMessage, Part, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, TextPart, Typing
 from .clock import Clock, RealClock
 from .splitting import measure, split_markdown
 from .stream_editor import StreamEditor
@@ -81,8 +81,8 @@ class Gateway:
             self._tasks.spawn(self._keep_starting(ch, attempted), name=f"start-{ch.name}")
         self._dispatcher = self._tasks.spawn(self._dispatch(), name="gateway-dispatch")
         # A channel whose start() hangs must not hold up the app: stop waiting after start_wait.
-        attempts = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in first_attempts)))
-        deadline = asyncio.ensure_future(self.clock.sleep(self.start_wait))
+        attempts: asyncio.Future[Any] = asyncio.ensure_future(asyncio.gather(*(e.wait() for e in first_attempts)))
+        deadline: asyncio.Future[Any] = asyncio.ensure_future(self.clock.sleep(self.start_wait))
         try:
             await asyncio.wait({attempts, deadline}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -241,7 +241,7 @@ class Gateway:
                 await self._send_text(ch, msg.address, notice, reply_to)
             except ChannelError as e:
                 log.error("%s: could not tell the user about undelivered text: %s", ch.name, e)
-        others = [p for p in msg.parts if not isinstance(p, TextPart)]
+        others: list[Part] = [p for p in msg.parts if not isinstance(p, TextPart)]
         if others:
             async def send_parts() -> None:
                 await self.editor.limiter.acquire(ch, msg.address)

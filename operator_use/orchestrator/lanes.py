@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class _Lane(Generic[T]):
 
 
 class Lanes(Generic[T]):
-    def __init__(self, handler: Callable[[T], Awaitable[None]], max_concurrent: int) -> None:
+    def __init__(self, handler: Callable[[T], Coroutine[Any, Any, None]], max_concurrent: int) -> None:
         self._handler = handler
         self._lanes: dict[str, _Lane[T]] = {}
         self._slots = asyncio.Semaphore(max_concurrent)

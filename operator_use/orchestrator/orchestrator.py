@@ -19,6 +19,7 @@ from ..channels.base import ChannelConfig
 from ..messages import (
     Address,
     AudioPart,
+    HistoryMessage,
     HumanMessage,
     ImagePart,
     IncomingMessage,
@@ -343,7 +344,7 @@ class Orchestrator:
             return
         history = list(session.messages)
 
-        async def persist(batch: list) -> None:  # type: ignore[type-arg]
+        async def persist(batch: list[HistoryMessage]) -> None:
             # Bound to this session: if /new archived it meanwhile, the tail stays out of the new one.
             await self.sessions.append(message.key, batch, session=session)
 

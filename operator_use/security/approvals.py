@@ -70,7 +70,7 @@ class PendingApproval:
     channel: str
     user_id: str
     session_key: str
-    decided: asyncio.Future[tuple[bool, str]] = field(repr=False, default=None)  # type: ignore[assignment]
+    decided: asyncio.Future[tuple[bool, str]] = field(repr=False)
 
 
 class ApprovalGate:

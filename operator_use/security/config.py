@@ -9,6 +9,10 @@ from pydantic import BaseModel, Field, field_validator
 Verdict = Literal["allow", "ask", "deny"]
 
 
+def _default_by_risk() -> dict[str, Verdict]:
+    return {"low": "allow", "medium": "allow", "high": "ask"}
+
+
 class ApprovalsConfig(BaseModel):
     """Which tools run freely, which wait for a person's /approve, which are refused (per agent).
 
@@ -20,7 +24,7 @@ class ApprovalsConfig(BaseModel):
     ask: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
     # Reads and workspace writes are free; the shell and background processes need approval.
-    by_risk: dict[str, Verdict] = Field(default_factory=lambda: {"low": "allow", "medium": "allow", "high": "ask"})
+    by_risk: dict[str, Verdict] = Field(default_factory=lambda: _default_by_risk())
     # Seconds an approval request waits before it counts as denied.
     timeout: float = Field(300.0, gt=0, le=86_400)
     # Workspace files read into the system prompt of every later turn (names or fnmatch patterns relative

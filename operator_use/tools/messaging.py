@@ -20,7 +20,7 @@ from ..agent.tools import Tool, ToolError
 from ..agent.turn import TurnContext
 from ..bus.base import Bus
 from ..channels.base import ChannelConfig
-from ..messages import Address, FilePart, OutgoingMessage, TextPart
+from ..messages import Address, FilePart, OutgoingMessage, Part, TextPart
 from ..session.store import SessionStore
 from .paths import display_path, open_regular_file, resolve_in_workspace
 
@@ -93,7 +93,7 @@ class Messenger:
         except OSError as exc:
             raise ToolError(f"{p.path!r}: {exc.strerror or exc}") from None
         mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
-        parts: list = [FilePart(name=name, mime=mime, data=data)]  # type: ignore[type-arg]
+        parts: list[Part] = [FilePart(name=name, mime=mime, data=data)]
         if p.caption:
             parts.insert(0, TextPart(text=p.caption))
         await self.bus.publish_outgoing(OutgoingMessage(address=address, parts=parts))

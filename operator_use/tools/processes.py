@@ -14,7 +14,9 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -225,9 +227,9 @@ class ProcessManager:
         ]
 
 
-def _sync_to_async(func):  # type: ignore[no-untyped-def]
+def _sync_to_async(func: Callable[[TurnContext, Any], str]) -> Callable[[TurnContext, Any], Awaitable[str]]:
     # These only touch in-memory state owned by the event loop: run them on the loop, not in a thread.
-    async def run(ctx: TurnContext, p: BaseModel) -> str:
+    async def run(ctx: TurnContext, p: Any) -> str:
         return func(ctx, p)
 
     return run

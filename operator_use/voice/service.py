@@ -102,11 +102,11 @@ class VoiceService:
         if not arg:
             mode = await self.modes.get(message.key)
             return f"Voice replies here: {_DESCRIBE[mode]}. {USAGE}{self._caveat(message, mode)}"
-        mode = _ALIASES.get(arg)
-        if mode is None:
+        wanted = _ALIASES.get(arg)
+        if wanted is None:
             return f"Unknown voice mode {arg!r}. {USAGE}"
-        await self.modes.set(message.key, mode)
-        return f"Voice replies: {_DESCRIBE[mode]}.{self._caveat(message, mode)}"
+        await self.modes.set(message.key, wanted)
+        return f"Voice replies: {_DESCRIBE[wanted]}.{self._caveat(message, wanted)}"
 
     def _caveat(self, message: IncomingMessage, mode: str) -> str:
         if mode == "off":

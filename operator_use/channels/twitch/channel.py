@@ -76,7 +76,7 @@ class TwitchChannel(Channel):
         self._point_at_endpoints()
         secret = cfg.client_secret.get_secret_value() if cfg.client_secret else None
         access = cfg.access_token.get_secret_value() if cfg.access_token else ""
-        adapter = twitchio.web.AiohttpAdapter(host="localhost", port=cfg.oauth_port) if cfg.oauth_port else None
+        adapter: Any = twitchio.web.AiohttpAdapter(host="localhost", port=cfg.oauth_port) if cfg.oauth_port else None
         self._session = aiohttp.ClientSession(trace_configs=[rate_limit_trace()])
         self._client = TwitchClient(client_id=cfg.client_id, client_secret=secret, session=self._session,
                                     fetch_client_user=False, **({"adapter": adapter} if adapter else {}))

@@ -23,7 +23,7 @@ import twitchio
 RATE_RESET: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("twitch_reset", default=None)
 
 
-class _SocketBook(dict):  # type: ignore[type-arg]
+class _SocketBook(dict[str, dict[str, Any]]):
     """twitchio's `_websockets` map (token user -> session id -> socket), remembering every socket filed."""
 
     def __init__(self) -> None:
@@ -32,7 +32,7 @@ class _SocketBook(dict):  # type: ignore[type-arg]
 
     def __missing__(self, key: str) -> dict[str, Any]:
         self[key] = {}
-        return dict.__getitem__(self, key)  # type: ignore[no-any-return]
+        return dict.__getitem__(self, key)
 
     def __setitem__(self, key: str, sockets: dict[str, Any]) -> None:
         filed = _Filed(self)
@@ -45,7 +45,7 @@ class _SocketBook(dict):  # type: ignore[type-arg]
         self.seen.append(socket)
 
 
-class _Filed(dict):  # type: ignore[type-arg]
+class _Filed(dict[str, Any]):
     def __init__(self, book: _SocketBook) -> None:
         super().__init__()
         self._book = book
@@ -58,11 +58,12 @@ class _Filed(dict):  # type: ignore[type-arg]
 class TwitchClient(twitchio.Client):
     def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
-        self._websockets = _SocketBook()
+        self._book = _SocketBook()
+        self._websockets = self._book
 
     def sockets(self) -> list[Any]:
         """Every EventSub socket not closed for good, including the ones twitchio lost track of."""
-        return list(self._websockets.seen)
+        return list(self._book.seen)
 
     async def load_tokens(self, path: str | None = None, /) -> None:
         return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import anthropic
@@ -42,7 +42,7 @@ class AnthropicLLM(LLM):
             default_headers=dict(extra_headers) if extra_headers else None,
         )
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
         system, chat = to_anthropic_messages(messages)
         kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": chat,
                                   "stream": True}

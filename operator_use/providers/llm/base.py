@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -124,7 +124,7 @@ class LLM(abc.ABC):
         return f"{self.provider}/{self.model}"
 
     @abc.abstractmethod
-    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
         """Stream one completion. Raises an `LLMError` subclass on failure."""
 
     async def aclose(self) -> None:

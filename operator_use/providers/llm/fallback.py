@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ...messages import HistoryMessage
@@ -69,7 +69,7 @@ class FallbackLLM(LLM):
     def _succeeded(self, index: int) -> None:
         self._breakers[index] = _Breaker()
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
         order = self._order()
         last_error: LLMError | None = None
         for pos, index in enumerate(order):

@@ -13,7 +13,7 @@ first output falls back to the next one; once output was produced, the cut-off e
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ...messages import HistoryMessage
@@ -61,7 +61,7 @@ def _seconds(value: float) -> str:
 
 
 async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *, provider: str = "",
-                       model: str = "") -> AsyncIterator[LLMChunk]:
+                       model: str = "") -> AsyncGenerator[LLMChunk, None]:
     """Yield `stream`'s chunks (without `ProgressChunk`s) until it ends or a limit raises a `StreamCutOff`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.call_deadline if limits.call_deadline is not None else None
@@ -144,7 +144,7 @@ class LimitedLLM(LLM):
     def last_model(self) -> str | None:
         return getattr(self.inner, "last_model", None)
 
-    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
         return limit_stream(self.inner.stream(messages, tools), self.limits, provider=self.inner.provider,
                             model=self.inner.model)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import openai
@@ -52,7 +52,7 @@ class OpenAILLM(LLM):
             default_headers=dict(extra_headers) if extra_headers else None,
         )
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages), "stream": True}
         if self.stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
