@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Optional, TypeVar
 
 import typer
 
+from .loading import load_or_exit
+
 if TYPE_CHECKING:
     from ..config import Config
 
@@ -21,9 +23,7 @@ user_app = typer.Typer(no_args_is_help=True, help="Users, their identities on ea
 
 
 def _config() -> Config:
-    from .main import _load
-
-    return _load()
+    return load_or_exit()
 
 
 def _run(action: Callable[[], T]) -> T:

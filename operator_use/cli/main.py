@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
+# Light: the stores load inside the commands.
+from .access import pairing_app, user_app
+from .loading import load_or_exit
+
 if TYPE_CHECKING:
     from ..app import App
     from ..config import Config
@@ -20,20 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="operator-use: a self-hosted personal AI agent for chat apps and the terminal.")
 sessions_app = typer.Typer(no_args_is_help=True, help="Inspect stored conversations.")
 app.add_typer(sessions_app, name="sessions")
-from .access import pairing_app, user_app  # noqa: E402  (light: the stores load inside the commands)
-
 app.add_typer(pairing_app, name="pairing")
 app.add_typer(user_app, name="user")
-
-
-def _load() -> Config:
-    from ..config import ConfigError, load_config
-
-    try:
-        return load_config()
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
 
 
 def _setup_logging(config: Config, *, quiet_console: bool) -> Path:
@@ -84,7 +76,7 @@ def _run(only: list[str] | None) -> None:
     from ..channels.cli import NO_TERMINAL, stdin_is_terminal
     from ..channels.registry import build_channels
 
-    config = _load()
+    config = load_or_exit()
     # With the terminal chat on this console, log lines would interleave with the conversation:
     # only problems show there, everything goes to the log file.
     wanted = "cli" in only if only is not None else config.channels.cli.enabled
@@ -124,7 +116,7 @@ def init() -> None:
     else:
         config_path.write_text(default_config_yaml(), encoding="utf-8")
         typer.echo(f"Wrote {config_path}")
-    config = _load()
+    config = load_or_exit()
     try:
         created = ensure_workspace(config.workspace)
     except TemplateMissing as exc:
@@ -157,7 +149,7 @@ def show_config() -> None:
     """Print the resolved configuration, secrets masked."""
     import yaml
 
-    config = _load()
+    config = load_or_exit()
     typer.echo(yaml.safe_dump(config.masked(), sort_keys=False).rstrip())
 
 
@@ -168,7 +160,7 @@ def sessions_list() -> None:
 
     from ..session.store import SessionStore
 
-    config = _load()
+    config = load_or_exit()
     infos = SessionStore(config.home).list_sessions()
     if not infos:
         typer.echo("No conversations yet.")
@@ -182,7 +174,7 @@ def sessions_show(key: str, last: Optional[int] = typer.Option(None, help="Only 
     """Print one conversation's history."""
     from ..session.store import SessionStore, history_to_text
 
-    config = _load()
+    config = load_or_exit()
     messages = SessionStore(config.home).read_sync(key)
     if not messages:
         typer.echo(f"No conversation {key!r}.", err=True)

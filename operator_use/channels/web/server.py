@@ -29,8 +29,8 @@ from .config import is_loopback
 from .frames import AudioFrame, BadFrame, frame_size, parse_frame
 
 if TYPE_CHECKING:
-    from .channel import WebChannel
     from .config import WebConfig
+    from .hub import ChatHub
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def frame_cap(config: WebConfig) -> int:
     return max(config.max_message_bytes * 16, audio_frame_limit(config) * 2)
 
 
-def build_app(channel: WebChannel) -> web.Application:
+def build_app(channel: ChatHub) -> web.Application:
     server = _Server(channel)
     app = web.Application(middlewares=[_security_headers])
     app.router.add_get("/", server.page)
@@ -88,7 +88,7 @@ def _refused(status: int, title: str, text: str) -> web.Response:
 
 
 class _Server:
-    def __init__(self, channel: WebChannel) -> None:
+    def __init__(self, channel: ChatHub) -> None:
         self.channel = channel
         self.config = channel.web_config
 
