@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import IO
 
 from pydantic import Field
@@ -87,7 +87,7 @@ class TerminalChannel(Channel):
         if self._on_eof:
             self._on_eof()
 
-    async def _lines(self):  # type: ignore[no-untyped-def]
+    async def _lines(self) -> AsyncIterator[str]:
         # Read the terminal without a thread, so shutdown never waits on a blocked readline.
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()

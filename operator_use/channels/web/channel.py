@@ -100,7 +100,9 @@ class WebChannel(Channel):
         if not config.allow_remote and not is_loopback(config.host):
             raise ChannelError(f"web chat: host {config.host!r} is not loopback and channels.web.allow_remote is "
                                "false", permanent=True)
-        ip = _ip_literal(config.host) or await asyncio.to_thread(_lookup, config.host, config.port)
+        ip = _ip_literal(config.host)
+        if ip is None:
+            ip = await asyncio.to_thread(_lookup, config.host, config.port)
         try:
             sock = _listen(ip, config.port)
         except OSError as e:

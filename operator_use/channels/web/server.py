@@ -141,10 +141,10 @@ class _Server:
         if not self._authorized(request):
             return _refused(401, "Token needed", "Open the address operator-use printed when it started: "
                                                  "it ends with <code>?token=...</code>.")
-        response = web.FileResponse(STATIC_DIR / "index.html")
+        page = web.FileResponse(STATIC_DIR / "index.html")
         if self._chat_id(request) is None:
-            self._set_cookie(response, self.chat_cookie, secrets.token_urlsafe(12))
-        return response
+            self._set_cookie(page, self.chat_cookie, secrets.token_urlsafe(12))
+        return page
 
     async def asset(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
