@@ -141,3 +141,40 @@ async def test_the_readme_acl_keeps_every_client_on_its_own_topic_level(home: Pa
     # Everything bob's events would have reached alice before her own last reply: she saw only hers.
     assert alice.got and all(topic.endswith("/alice") for topic, _ in alice.got)
     assert all(topic.endswith("/bob") for topic, _ in bob.got)
+
+
+async def test_a_reply_to_cannot_write_into_another_clients_topics(home: Path, locked_broker: Mosquitto) -> None:
+    """The agent may publish on every client's out/ topic, so the broker cannot stop alice from naming bob's
+    as her reply topic: the agent refuses it, on alice's error topic, and answers the request nowhere."""
+    port = locked_broker.port
+    config = MQTTConfig(enabled=True, host="127.0.0.1", port=port, username="agent", password=PASSWORDS["agent"],
+                        allow_from=["alice", "bob"], edit_interval=0.02, reconnect_min=0.05, reconnect_max=0.5)
+    bus = RecordingBus()
+    forged = {"operator/agent/out/bob": "h1", "operator/agent/error/bob": "h2", "operator/agent/out": "h3",
+              "operator/agent/error/alice": "h4"}
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
+        async with make_app(home, MQTTChannel(config), llm, bus=bus), \
+                logged_in(port, "bob", "operator/agent/+/bob") as bob, \
+                logged_in(port, "alice", "operator/agent/+/alice") as alice:
+            for topic, request_id in forged.items():
+                await alice.client.publish("operator/agent/in/alice", json.dumps(
+                    {"text": f"hijack {request_id}", "id": request_id, "reply_to": topic}), qos=1)
+            await alice.client.publish("operator/agent/in/alice", json.dumps(
+                {"text": "mine", "id": "a1", "reply_to": "operator/agent/out/alice"}), qos=1)
+            await alice.wait_for(lambda got: "You said: mine" in alice.done("operator/agent/out/alice"))
+            # Bob asks after all of it: everything the agent sent him before reaches him before his answer.
+            await bob.client.publish("operator/agent/in/bob", "bob here", qos=1)
+            await bob.wait_for(lambda got: "You said: bob here" in bob.done("operator/agent/out/bob"))
+    assert bob.done("operator/agent/out/bob") == ["You said: bob here"], bob.got
+    errors = {e["id"]: e["error"] for t, e in alice.got if t == "operator/agent/error/alice"}
+    assert set(errors) == set(forged.values()), alice.got
+    assert all("replies go only to operator/agent/out/alice" in reason for reason in errors.values()), errors
+    assert [e["type"] for t, e in alice.got if t == "operator/agent/error/alice"] == ["error"] * len(forged)
+    assert all(e["id"] == "a1" for t, e in alice.got if t == "operator/agent/out/alice")
+    assert {e.get("id") for _, e in bob.got} == {bob.got[0][1]["id"]}  # only his own reply, one id
+    assert all(t == "operator/agent/out/bob" for t, _ in bob.got)
+    # The refused requests never reached the pipeline: the model saw only alice's own and bob's.
+    assert [(m.user_id, m.parts[0].text) for m in bus.incoming_log if m.parts] == [
+        ("alice", "mine"), ("bob", "bob here")]
+    assert len(server.requests) == 2

@@ -348,6 +348,11 @@ BAD_PAYLOADS = {
                    "audio.data is not valid base64", "b1"),
     "no-text": (json.dumps({"text": "", "id": "b2"}).encode(), "neither text nor audio", "b2"),
     "loop-reply-to": (json.dumps({"text": "hi", "reply_to": IN + "bob"}).encode(), "request topics", None),
+    # The agent may publish on every client's topics: a reply_to there would write into another's replies.
+    "others-reply-to": (json.dumps({"text": "hi", "reply_to": OUT + "bob", "id": "h1"}).encode(),
+                        "replies go only to operator/agent/out/alice", "h1"),
+    "other-agents-reply-to": (json.dumps({"text": "hi", "reply_to": "operator/kitchen/in/bob"}).encode(),
+                              "another agent's topic", None),
 }
 
 
@@ -366,6 +371,54 @@ async def test_bad_payload_gets_an_error_event_and_the_next_request_is_answered(
     assert error["type"] == "error" and reason in error["error"] and error["id"] == request_id
     assert sub.done("ok")["text"] == "You said: still there?"  # type: ignore[index]
     assert len(server.requests) == 1  # the bad payload never reached the model
+
+
+async def test_reply_topics_stay_off_other_clients_and_agents_but_custom_ones_work(
+        home: Path, broker: Mosquitto) -> None:
+    import aiomqtt
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    requests = {"h1": OUT + "bob", "h2": ERR + "bob", "h3": "operator/kitchen/out/bob", "ok1": OUT + "alice/panel",
+                "ok2": "devices/panel/replies"}
+    async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, "#") as sub:
+        async with make_app(home, MQTTChannel(config(broker)), llm(server)), \
+                aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+            for request_id, topic in requests.items():
+                await publish(broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id,
+                                                                      "reply_to": topic}))
+            props = Properties(PacketTypes.PUBLISH)
+            props.ResponseTopic = OUT + "bob"
+            await client.publish(IN + "alice", json.dumps({"text": "v5", "id": "h4"}), qos=1, properties=props)
+            await publish(broker.port, IN + "alice", json.dumps({"text": "last", "id": "ok3"}))
+            await sub.wait_for(lambda: all(sub.done(i) for i in ("ok1", "ok2", "ok3")))
+    errors = {e["id"]: e["error"] for e in sub.events(ERR + "alice")}
+    assert set(errors) == {"h1", "h2", "h3", "h4"}
+    assert "replies go only to operator/agent/out/alice" in errors["h1"] and errors["h4"].startswith(
+        "the response topic cannot be another of the agent's topics")
+    assert "another agent's topic" in errors["h3"]
+    assert sub.done("ok1", OUT + "alice/panel")["text"] == "You said: ok1"  # type: ignore[index]
+    assert sub.done("ok2", "devices/panel/replies")["text"] == "You said: ok2"  # type: ignore[index]
+    assert {t for t, _ in sub.messages} == {IN + "alice", ERR + "alice", OUT + "alice/panel", "devices/panel/replies",
+                                            OUT + "alice"}
+    assert len(server.requests) == 3  # the refused requests were answered nowhere
+
+
+async def test_reply_topics_filters_with_the_senders_level(home: Path, broker: Mosquitto) -> None:
+    requests = {"ok1": "devices/alice/replies", "ok2": OUT + "alice", "no1": "devices/bob/replies",
+                "no2": "elsewhere/x", "no3": "devices/alice/replies/more"}
+    async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, "#") as sub:
+        async with make_app(home, MQTTChannel(config(broker, reply_topics=["devices/{client}/replies"])), llm(server)):
+            for request_id, topic in requests.items():
+                await publish(broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id,
+                                                                      "reply_to": topic}))
+            await sub.wait_for(lambda: sub.done("ok1") is not None and sub.done("ok2") is not None)
+    assert sub.done("ok1", "devices/alice/replies") and sub.done("ok2", OUT + "alice")
+    errors = {e["id"]: e["error"] for e in sub.events(ERR + "alice")}
+    assert set(errors) == {"no1", "no2", "no3"}
+    assert all("matches none of the allowed reply topics" in reason for reason in errors.values())
+    assert {t for t, _ in sub.messages} == {IN + "alice", ERR + "alice", "devices/alice/replies", OUT + "alice"}
+    assert len(server.requests) == 2
 
 
 async def test_unknown_client_gets_nothing(home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
@@ -488,6 +541,47 @@ def test_parse_request_forms() -> None:
             parse_request(bad, max_bytes=100)
     assert check_reply_topic("a/+/c", "operator/agent") and check_reply_topic("$SYS/x", "operator/agent")
     assert check_reply_topic("devices/lamp/replies", "operator/agent") is None
+    assert check_reply_topic(OUT + "alice", "operator/agent")  # without a sender, no out/ topic is its own
+
+
+@pytest.mark.parametrize("topic, allowed, refusal", [
+    (OUT + "alice", [], None),
+    (OUT + "alice/panel", [], None),
+    (OUT + "alice", ["devices/#"], None),  # the sender's own out/ needs no filter
+    (OUT + "bob", ["#"], "replies go only to operator/agent/out/alice"),
+    (OUT + "alice2", ["#"], "replies go only to"),
+    (ERR + "alice", ["#"], "replies go only to"),
+    (ERR + "bob", ["#"], "replies go only to"),
+    ("operator/agent", ["#"], "replies go only to"),
+    ("operator/agent/out", ["#"], "replies go only to"),
+    ("operator/agent/whatever/x", ["#"], "replies go only to"),
+    (OUT + "bob", ["operator/agent/out/#"], "replies go only to"),  # a filter never opens the agent's topics
+    (IN + "alice", ["#"], "request topics"),
+    ("operator/kitchen/in/bob", ["#"], "another agent's topic"),
+    ("operator/kitchen/out/alice", ["#"], "another agent's topic"),
+    ("operator/kitchen/status", ["#"], None),
+    ("operator/agentx/out", ["#"], None),
+    ("devices/lamp/replies", ["#"], None),
+    ("devices/lamp/replies", [], "custom reply topics are off"),
+    ("devices/alice/replies", ["devices/{client}/replies"], None),
+    ("devices/bob/replies", ["devices/{client}/replies"], "matches none"),
+    ("devices/alice", ["devices/{client}/replies"], "matches none"),
+    ("panel/a/b/c", ["x/y", "panel/+/#"], None),
+    ("panel", ["panel/#"], None),  # as in MQTT, "a/#" matches "a" too
+    ("panels/a", ["panel/#"], "matches none"),
+    ("panel/a/b", ["panel/+"], "matches none"),
+])
+def test_reply_topic_rules(topic: str, allowed: list[str], refusal: str | None) -> None:
+    problem = check_reply_topic(topic, "operator/agent", "alice", allowed=allowed)
+    assert problem is None if refusal is None else (problem is not None and refusal in problem), problem
+
+
+def test_reply_topic_filters_are_checked_at_load() -> None:
+    assert MQTTConfig().reply_topics == ["#"]
+    MQTTConfig(reply_topics=["devices/{client}/replies", "+/x/#", "#", "a//b"])
+    for bad in ("", "a/#/b", "a/b#", "a/x+/b", "$SYS/#", "devices/x{client}/r", "a\0b"):
+        with pytest.raises(ValueError, match="reply topic filter"):
+            MQTTConfig(reply_topics=[bad])
 
 
 def test_config_rejects_wildcards_and_masks_the_password() -> None:

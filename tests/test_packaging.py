@@ -7,6 +7,7 @@ import ast
 import importlib.metadata
 import os
 import re
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -25,10 +26,14 @@ TEMPLATE_FILES = ["SOUL.md", "RULES.md", "AGENTS.md", "USER.md", "CODE.md", "HEA
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("dist")
+    # A clean copy: setuptools builds in the source tree, and a stale build/ there could leak into the wheel.
+    source = tmp_path_factory.mktemp("src") / "operator-use"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
+                                                                  "artifacts", ".pytest_cache"))
     # Offline and quick: the test venv's setuptools instead of an isolated build environment.
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out),
-         str(ROOT)], capture_output=True, text=True, timeout=300)
+         str(source)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (built,) = out.glob("operator_use-*.whl")
     return built, proc.stdout + proc.stderr

@@ -238,7 +238,9 @@ class MQTTChannel(Channel):
         try:
             request = parse_request(payload, max_bytes=self.mqtt_config.max_payload_bytes)
             reply_topic = request.reply_to or response_topic or self.out_topic(client)
-            problem = check_reply_topic(reply_topic, self.mqtt_config.base_topic)
+            problem = check_reply_topic(reply_topic, self.mqtt_config.base_topic, client,
+                                        allowed=self.mqtt_config.reply_topics,
+                                        what="reply_to" if request.reply_to else "the response topic")
             if problem:
                 raise BadRequest(problem, request.id)
         except BadRequest as exc:

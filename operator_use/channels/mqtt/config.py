@@ -43,6 +43,19 @@ class MQTTConfig(ChannelConfig):
     # Outgoing events kept while the broker is unreachable; beyond it, streamed edits wait (RetryAfter).
     max_pending: int = Field(1000, ge=10)
     edit_interval: float | None = 0.2
+    # MQTT topic filters a request's reply_to (or v5 response topic) must match, `{client}` standing for
+    # the sender's own level. They never open the agent's own topics (only the sender's out/ is allowed
+    # there) nor another agent's under the same prefix. "#": anywhere else; []: only the sender's out/.
+    reply_topics: list[str] = Field(default_factory=lambda: ["#"])
+
+    @field_validator("reply_topics")
+    @classmethod
+    def _reply_filters(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            problem = _filter_problem(pattern)
+            if problem:
+                raise ValueError(f"reply topic filter {pattern!r} {problem}")
+        return value
 
     @field_validator("topic_prefix", "agent")
     @classmethod
@@ -64,3 +77,19 @@ class MQTTConfig(ChannelConfig):
     @property
     def uses_tls(self) -> bool:
         return self.tls or any(p is not None for p in (self.tls_ca, self.tls_cert, self.tls_key))
+
+
+def _filter_problem(pattern: str) -> str | None:
+    """Why `pattern` is not a reply topic filter, or None."""
+    if not pattern or "\0" in pattern:
+        return "must be a non-empty topic filter"
+    if pattern.startswith("$"):
+        return "cannot start with '$' (replies never go to $-topics)"
+    levels = pattern.split("/")
+    if any("#" in level for level in levels[:-1]) or ("#" in levels[-1] and levels[-1] != "#"):
+        return "may hold '#' only as its whole last level"
+    if any("+" in level and level != "+" for level in levels):
+        return "may hold '+' only as a whole level"
+    if any("{client}" in level and level != "{client}" for level in levels):
+        return "may hold '{client}' only as a whole level"
+    return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,20 +107,57 @@ def _unicode(value: str, what: str, request_id: str | None) -> str:
     return value
 
 
-def check_reply_topic(topic: str, own_base: str) -> str | None:
-    """Why `topic` cannot take replies, or None when it can."""
+def check_reply_topic(topic: str, own_base: str, client: str | None = None, *,
+                      allowed: Sequence[str] = ("#",), what: str = "reply_to") -> str | None:
+    """Why `topic` cannot take the replies to `client`'s request, or None when it can. `what` names where
+    the topic came from (reply_to or the v5 response topic); `allowed` holds the configured filters."""
     if not topic or len(topic.encode("utf-8", "surrogatepass")) > 65535:
-        return "reply_to must be a non-empty topic"
+        return f"{what} must be a non-empty topic"
     if any("\ud800" <= c <= "\udfff" for c in topic):
-        return "reply_to is not valid Unicode"
+        return f"{what} is not valid Unicode"
     if any(c in topic for c in "+#\0"):
-        return "reply_to cannot contain wildcards (+, #)"
+        return f"{what} cannot contain wildcards (+, #)"
     if topic.startswith("$"):
-        return "reply_to cannot be a $-topic"
-    if topic.startswith(f"{own_base}/in/"):
-        # Replies published into our own request topics would be read back as requests: a loop.
-        return "reply_to cannot be one of the agent's request topics"
+        return f"{what} cannot be a $-topic"
+    if topic == own_base or topic.startswith(f"{own_base}/"):
+        if topic.startswith(f"{own_base}/in/"):
+            # Replies published into our own request topics would be read back as requests: a loop.
+            return f"{what} cannot be one of the agent's request topics"
+        # The agent may publish on every client's out/ and error/ topic, so the broker's ACL cannot stop
+        # one client from having its replies written into another's: only the sender's own out/ is open.
+        own_out = f"{own_base}/out/{client}"
+        if client is not None and (topic == own_out or topic.startswith(f"{own_out}/")):
+            return None
+        return (f"{what} cannot be another of the agent's topics: under {own_base}/ replies go only to "
+                + (own_out if client is not None else "the sender's own out/ topic"))
+    prefix = own_base.rpartition("/")[0]
+    levels = topic[len(prefix) + 1:].split("/") if topic.startswith(f"{prefix}/") else []
+    if len(levels) >= 3 and levels[1] in ("in", "out", "error"):
+        # Another agent's channel topics on the same broker: its requests (spoofing a sender) or replies.
+        return f"{what} cannot be another agent's topic ({prefix}/<agent>/{levels[1]}/...)"
+    if not allowed:
+        return (f"{what} must be left out: custom reply topics are off (channels.mqtt.reply_topics), "
+                f"replies go to {own_base}/out/{'<client>' if client is None else client}")
+    if not any(topic_matches(pattern, topic, client) for pattern in allowed):
+        return f"{what} matches none of the allowed reply topics (channels.mqtt.reply_topics)"
     return None
+
+
+def topic_matches(pattern: str, topic: str, client: str | None = None) -> bool:
+    """MQTT filter matching ('+' one level, a last '#' any number of levels, none included), with a
+    `{client}` level matching only the sender's own client level."""
+    want, have = pattern.split("/"), topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have):
+            return False
+        if level == "{client}":
+            if client is None or have[i] != client:
+                return False
+        elif level != "+" and level != have[i]:
+            return False
+    return len(want) == len(have)
 
 
 def event(kind: str, request_id: str | None, **fields: Any) -> bytes:
