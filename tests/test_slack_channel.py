@@ -244,13 +244,15 @@ def whole(text: str) -> str:
 
 
 async def test_msg_too_long_is_cut_smaller_and_the_reply_arrives_whole(home: Path) -> None:
-    answer = "\n\n".join(" ".join(f"Sentence {p}.{i} says a little more." for i in range(40)) for p in range(5))
+    # One long paragraph: the channel's own cut (at 4,000) ends at a sentence close to it, over Slack's 3,000.
+    answer = " ".join(f"Sentence {i} says a little more." for i in range(220))
     assert 6000 < len(answer) < 8000
     async with FakeSlackServer() as slack, \
             FakeLLMServer([Reply(text=answer, chunk_size=200, delay_per_chunk=0.005)]) as llm_server:
-        # chat.update counts differently from the 4,000 characters the channel declares: it says msg_too_long.
+        # Slack counts differently from the 4,000 characters the channel declares: it says msg_too_long.
+        slack.limit_text("chat.postMessage", 3000)
         slack.limit_text("chat.update", 3000)
-        async with slack_app(home, slack, llm_server) as (app, channel):
+        async with slack_app(home, slack, llm_server) as (app, _):
             await slack.send_event(slack.message("explain at length", channel="D1"))
             await slack.wait_for(lambda: whole(" ".join(p.final_text for p in slack.posted)) == whole(answer))
             assert app.gateway is not None
@@ -275,7 +277,7 @@ async def test_a_refused_chunk_is_skipped_the_rest_arrives_and_the_user_is_told(
     async with FakeSlackServer() as slack, FakeLLMServer(reply) as llm_server:
         # A Slack Connect channel whose admins block links to Slack files: only messages with one are refused.
         slack.refuse_when(lambda text: "files.slack.com" in text, "slack_connect_file_link_sharing_blocked")
-        async with slack_app(home, slack, llm_server, tools=[gates.tool()]) as (app, channel):
+        async with slack_app(home, slack, llm_server, tools=[gates.tool()]) as (app, _):
             await slack.send_event(slack.message("what did you find?", channel="D1"))
             await gates.wait_entered("a")
             await slack.wait_for(lambda: [p.final_text for p in slack.posted] == [shown])

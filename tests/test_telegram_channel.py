@@ -572,7 +572,6 @@ def _free_port() -> int:
 
 
 async def test_webhook_delivery_checks_the_secret_and_drops_retries(home: Path, fake: FakeTelegram) -> None:
-    require_module("tornado")
     echo = Echo()
     port = _free_port()
     channel = channel_for(fake, home, mode="webhook", webhook_url="https://bot.example.org/hook/tg",
@@ -600,3 +599,34 @@ async def test_webhook_delivery_checks_the_secret_and_drops_retries(home: Path, 
     assert echo.user_texts() == ["via webhook", "second via webhook"]
     assert texts(fake, 111) == ["You said: via webhook", "You said: second via webhook"]
     assert fake.calls_to("getUpdates") == []
+
+
+async def test_an_unreadable_webhook_update_is_acknowledged_and_skipped(home: Path, fake: FakeTelegram,
+                                                                        logwatch: LogWatch) -> None:
+    echo = Echo()
+    port = _free_port()
+    channel = channel_for(fake, home, mode="webhook", webhook_url="https://bot.example.org/tg",
+                          webhook_listen="127.0.0.1", webhook_port=port, webhook_path="tg", webhook_secret="s3cret")
+    chat = fake.private_chat(ALICE)
+    url, good = f"http://127.0.0.1:{port}/tg", {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
+    async with FakeLLMServer(responder=echo) as llm, aiohttp.ClientSession() as http:
+        async with make_app(home, channel, llm_of(llm)):
+            bad = fake.update_of(fake.push_update({"message": {"chat": chat, "from": ALICE, "text": "no id, no date"}}))
+            # A 200, so Telegram moves on: a 400 would have it deliver this update again and again, with every
+            # later update waiting behind it.
+            async with http.post(url, json=bad, headers=good) as response:
+                assert response.status == 200
+            await logwatch.wait_for(f"update {bad['update_id']} could not be read")
+            async with http.post(url, json={"message": bad["message"]}, headers=good) as response:
+                assert response.status == 200  # not even an update id: skipped all the same
+            as_json = {**good, "Content-Type": "application/json"}
+            async with http.post(url, data=b"not json", headers=as_json) as response:
+                assert response.status == 400
+            async with http.post(url, data=b"text", headers={**good, "Content-Type": "text/plain"}) as response:
+                assert response.status == 415
+            later = fake.update_of(fake.send_text(chat, ALICE, "after"))
+            async with http.post(url, json=later, headers=good) as response:
+                assert response.status == 200
+            await fake.wait_for(has_text(fake, 111, "You said: after"))
+    assert echo.user_texts() == ["after"]
+    assert "no id, no date" not in " ".join(r.getMessage() for r in logwatch.records)  # private: never logged

@@ -11,7 +11,6 @@ path only, the secret in X-Telegram-Bot-Api-Secret-Token (compared in constant t
 from __future__ import annotations
 
 import hmac
-import logging
 from typing import Any
 
 from aiohttp import web
@@ -21,12 +20,10 @@ from telegram.ext import Application
 from .config import TelegramConfig
 from .ptb import readable, translated_errors
 
-log = logging.getLogger(__name__)
-
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
-async def start_webhook(app: Application, config: TelegramConfig,  # type: ignore[type-arg]
+async def start_webhook(app: Application, config: TelegramConfig,
                         allowed_updates: list[str]) -> web.AppRunner:
     """Listen on `webhook_listen:webhook_port/webhook_path`, then have Telegram post there (setWebhook).
     Returns the runner; `cleanup()` it to stop."""
