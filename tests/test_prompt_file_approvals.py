@@ -1,4 +1,4 @@
-"""Writes to the prompt files (SOUL.md, RULES.md, AGENTS.md, USER.md: the system prompt of every later
+"""Writes to the prompt files (SOUL.md, RULES.md, AGENTS.md, CODE.md, USER.md: the system prompt of every later
 turn) by the agent's file tools wait for a person's /approve, however the path is spelled; end to end from
 the model's tool call through the approval gate to the file on disk."""
 
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from operator_use.agent.context import MEMORY_FILE, PROMPT_FILES
 from operator_use.agent.turn import TurnContext
 from operator_use.messages import ToolCall
 from operator_use.providers.llm.openai import OpenAILLM
@@ -78,6 +79,35 @@ async def test_a_write_to_soul_md_waits_for_approval(workspace: Path) -> None:
             await channel.wait_for(lambda: len(finals(channel)) == 2)
             assert finals(channel)[1].startswith("result: Overwrote SOUL.md")
     assert (workspace / "SOUL.md").read_text() == EVIL
+
+
+async def test_a_write_to_code_md_waits_for_approval_by_default(workspace: Path) -> None:
+    """CODE.md is in every system prompt like AGENTS.md, so the default guards it too."""
+    original = (workspace / "CODE.md").read_text()
+    async with FakeLLMServer(responder=calling("write_file", {"path": "CODE.md", "content": EVIL})) as server:
+        channel = ChatChannel()
+        async with file_app(workspace.parent, channel, server):
+            await channel.say("change how you code")
+            await channel.wait_for(lambda: approval_id(channel.texts()) is not None)
+            request = next(t for t in channel.texts() if approval_id([t]))
+            assert request.startswith("Approve write_file? It writes CODE.md, which is part of the agent's system "
+                                      "prompt for every later turn.")
+            assert (workspace / "CODE.md").read_text() == original
+            await channel.say(f"/deny {approval_id([request])}")
+            await channel.wait_for(lambda: len(finals(channel)) == 1)
+    assert (workspace / "CODE.md").read_text() == original
+
+
+async def test_the_memory_stays_free_for_the_agent(workspace: Path) -> None:
+    remember = calling("write_file", {"path": "memory/MEMORY.md", "content": "- tea\n"})
+    async with FakeLLMServer(responder=remember) as server:
+        channel = ChatChannel()
+        async with file_app(workspace.parent, channel, server):
+            await channel.say("remember that I like tea")
+            await channel.wait_for(lambda: len(finals(channel)) == 1)
+            assert finals(channel)[0].startswith("result: Overwrote memory/MEMORY.md")
+            assert approval_id(channel.texts()) is None
+    assert (workspace / "memory" / "MEMORY.md").read_text() == "- tea\n"
 
 
 def _symlinks(workspace: Path) -> None:
@@ -171,7 +201,9 @@ async def test_a_symlink_swapped_in_after_the_check_is_refused(workspace: Path) 
 
 def test_prompt_file_settings() -> None:
     default = ApprovalsConfig()
-    assert default.prompt_files == ["SOUL.md", "RULES.md", "AGENTS.md", "USER.md"]
+    assert default.prompt_files == ["SOUL.md", "RULES.md", "AGENTS.md", "CODE.md", "USER.md"]
+    # Every file the prompt is built from but the agent's own memory, from the same list context.py reads.
+    assert default.prompt_files == [name for name in PROMPT_FILES if name != MEMORY_FILE]
     assert default.prompt_file_writes == "ask"
     assert ApprovalsConfig(prompt_files=["./skills/*/SKILL.md"]).prompt_files == ["skills/*/SKILL.md"]
     for bad in ("../SOUL.md", "/etc/passwd", ""):

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -20,7 +22,7 @@ from operator_use.voice.modes import VoiceModes
 from operator_use.voice.speech_text import FULL_TEXT_NOTE, for_speech, speakable
 
 from .fakes.audio_server import FakeAudioServer
-from .support.deps import require_module
+from .support.deps import require_binary, require_module
 from .support.speech import (
     RATE,
     assert_heard,
@@ -173,6 +175,41 @@ async def test_espeak_speaks_a_voice_note(voice_stack: None) -> None:
     # The text went in on stdin: "--version" was spoken, not taken for an option.
     assert 1.5 < (part.duration_s or 0) < 8
     assert {"version", "weather", "paris", "tomorrow"} <= words(await _round_trip(part))
+
+
+async def test_espeak_runs_without_the_agents_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The espeak-ng first in PATH is a wrapper that records the environment it was started with, then
+    runs the real one: it sees PATH, the locale and where its data is, and none of the agent's keys."""
+    from operator_use.providers.tts.espeak import EspeakSynthesizer
+
+    real = require_binary("espeak-ng")
+    version = (await asyncio.to_thread(subprocess.run, [real, "--version"], capture_output=True, text=True)).stdout
+    data_dir = Path(version.split("Data at:", 1)[1].strip())  # ESPEAK_DATA_PATH names its parent
+    dump = tmp_path / "environ"
+    wrapper = tmp_path / "bin" / "espeak-ng"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\ncat /proc/$$/environ > {shlex.quote(str(dump))}\n'
+                       f'exec {shlex.quote(real)} "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-agents-own-key")
+    monkeypatch.setenv("OPERATOR_TELEGRAM__TOKEN", "123:the-bot-token")
+    monkeypatch.setenv("DATABASE_URL", "postgres://agent:hunter2@db/agent")
+    monkeypatch.setenv("SOME_UNRELATED_SETTING", "not needed by espeak")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("ESPEAK_DATA_PATH", str(data_dir.parent))
+
+    wav = await EspeakSynthesizer().wav("The weather in Paris is sunny today.")
+
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and len(wav) > 16_000  # real speech, a second or more
+    raw = dump.read_bytes()
+    env = dict(entry.split("=", 1) for entry in raw.decode().split("\0") if entry)
+    needed = ("PATH", "HOME", "LANG", "LANGUAGE", "ESPEAK_DATA_PATH")
+    assert set(env) == {k for k in os.environ if k in needed or k.startswith("LC_")}
+    assert env["PATH"] == os.environ["PATH"] and env["ESPEAK_DATA_PATH"] == str(data_dir.parent)
+    for secret in (b"sk-the-agents-own-key", b"the-bot-token", b"hunter2", b"not needed"):
+        assert secret not in raw
 
 
 async def test_piper_speaks_a_voice_note(voice_stack: None) -> None:

@@ -1,4 +1,5 @@
-"""Settings for approvals, pairing and roles. Pure pydantic: config.py imports this on every command."""
+"""Settings for approvals, pairing and roles. config.py imports this on every command: pydantic and the
+prompt file names of agent/context.py only."""
 
 from __future__ import annotations
 
@@ -6,11 +7,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from ..agent.context import MEMORY_FILE, PROMPT_FILES
+
 Verdict = Literal["allow", "ask", "deny"]
 
 
 def _default_by_risk() -> dict[str, Verdict]:
     return {"low": "allow", "medium": "allow", "high": "ask"}
+
+
+def _default_prompt_files() -> list[str]:
+    # Every file the system prompt is built from, from the very list context.py reads, so the two cannot
+    # drift apart; except the memory, which the agent is meant to write itself (as it grows its skills).
+    return [name for name in PROMPT_FILES if name != MEMORY_FILE]
 
 
 class ApprovalsConfig(BaseModel):
@@ -30,7 +39,8 @@ class ApprovalsConfig(BaseModel):
     # Workspace files read into the system prompt of every later turn (names or fnmatch patterns relative
     # to the workspace, case-insensitive, judged after symlinks and '..' are resolved). A file tool writing
     # one gets `prompt_file_writes` on top of its own verdict (the stricter wins); "allow" turns this off.
-    prompt_files: list[str] = Field(default_factory=lambda: ["SOUL.md", "RULES.md", "AGENTS.md", "USER.md"])
+    # Default: SOUL.md, RULES.md, AGENTS.md, CODE.md, USER.md (not memory/MEMORY.md nor skills/*/SKILL.md).
+    prompt_files: list[str] = Field(default_factory=_default_prompt_files)
     prompt_file_writes: Verdict = "ask"
 
     @field_validator("prompt_files")

@@ -35,7 +35,8 @@ class PromptFiles:
                 if fnmatch.fnmatchcase(rel.casefold(), pattern.casefold()):
                     return rel
         for pattern in self.patterns:
-            # A prompt file may itself be a symlink: its target, wherever it is, is the prompt too.
+            # A prompt file may itself be a symlink: writing its target changes the prompt (context.py
+            # reads it only inside the workspace; asking about a target elsewhere costs nothing).
             if not any(c in pattern for c in "*?[") and Path(os.path.realpath(root / pattern)) == path:
                 return pattern
         return None
