@@ -128,6 +128,8 @@ class App:
         from .tools import select_tools
 
         self.protection = Protection(self.config, self.bus, self.sessions, {c.name: c.config for c in self.channels})
+        for ch in self.channels:  # approved pairings and users get their files fetched too (Channel.may_fetch)
+            ch.knows = self.protection.access.knows
         tools = ToolRegistry(select_tools(self._given_tools if self._given_tools is not None else self._build_tools(),
                                           self.config.agent.tools))
         self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,
@@ -140,8 +142,9 @@ class App:
             self.bus, self.agent, self.sessions, {c.name: c.config for c in self.channels},
             workspace=workspace, max_concurrent_turns=self.config.agent.max_concurrent_turns,
             on_restart=self._restart, status=self.gateway.status,
+            channels=self.gateway.channels,
         )
-        self.protection.attach(self.orchestrator, tools, self.hooks)
+        self.protection.attach(self.orchestrator, tools, self.hooks, channels=self.gateway.channels)
         self.voice = self._build_voice()
         self.voice.install(self.orchestrator)
         for ch in self.channels:  # platforms with a "/" menu (Telegram's setMyCommands) list the commands

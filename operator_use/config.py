@@ -70,10 +70,11 @@ class LLMConfig(BaseModel):
     # Limits on each model call (0: off; null in YAML means the default). A call may take call_deadline seconds
     # in all; idle_timeout is the longest wait for the next piece of output (keep-alive comments and pings do
     # not count; before the first piece, the next fallback model is tried); max_output_chars caps its text and
-    # tool-call arguments.
+    # tool calls; max_tool_calls caps the tool calls one reply may ask for.
     call_deadline: float = Field(600.0, ge=0)
     idle_timeout: float = Field(120.0, ge=0)
     max_output_chars: int = Field(100_000, ge=0)
+    max_tool_calls: int = Field(64, ge=0)
     circuit_failures: int = 3
     circuit_cooldown: float = 60.0
 

@@ -32,6 +32,17 @@ def scrub_surrogates(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
+def scrub_deep(value: Any) -> Any:
+    """`scrub_surrogates` on every string in `value`, keys of nested dicts and items of lists included."""
+    if isinstance(value, str):
+        return scrub_surrogates(value)
+    if isinstance(value, dict):
+        return {scrub_deep(k): scrub_deep(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub_deep(v) for v in value]
+    return value
+
+
 class _Model(BaseModel):
     # Binary payloads (audio, images) travel as base64 in JSON so every message survives a broker.
     model_config = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", frozen=False)
@@ -206,11 +217,21 @@ StreamEvent = Union[StreamStart, StreamDelta, StreamBlockEnd, StreamDone]
 
 # --- LLM history -----------------------------------------------------------------------------
 
+# Each text of the history goes back to the model as UTF-8 on the next call, where a lone surrogate (a tool
+# result listing a file whose name is not UTF-8, a model's "\ud800" escape) would fail the whole request: every
+# message cleans its text as it is built, as `TextPart` does where text enters.
+
 
 class ToolCall(_Model):
     id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+
+    # A model's JSON can spell a lone surrogate ("\udc80"): cleaned so the call can be sent back and saved.
+    @field_validator("id", "name", "arguments")
+    @classmethod
+    def scrub(cls, value: Any) -> Any:
+        return scrub_deep(value)
 
 
 class Usage(_Model):
@@ -230,6 +251,11 @@ class SystemMessage(_Model):
     role: Literal["system"] = "system"
     content: str
 
+    @field_validator("content")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
+
 
 class HumanMessage(_Model):
     role: Literal["human"] = "human"
@@ -237,6 +263,11 @@ class HumanMessage(_Model):
     images: list[ImagePart] = Field(default_factory=list)
     user_id: str | None = None
     at: float = Field(default_factory=time.time)
+
+    @field_validator("content")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
 
 
 class AIMessage(_Model):
@@ -247,6 +278,11 @@ class AIMessage(_Model):
     usage: Usage | None = None
     at: float = Field(default_factory=time.time)
 
+    @field_validator("content")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
+
 
 class ToolMessage(_Model):
     role: Literal["tool"] = "tool"
@@ -255,6 +291,11 @@ class ToolMessage(_Model):
     content: str
     is_error: bool = False
     at: float = Field(default_factory=time.time)
+
+    @field_validator("content", "name", "tool_call_id")
+    @classmethod
+    def scrub(cls, value: str) -> str:
+        return scrub_surrogates(value)
 
 
 HistoryMessage = Annotated[

@@ -40,6 +40,13 @@ def load(text: str, *, max_values: int = MAX_VALUES, max_depth: int = MAX_DEPTH)
         return loader.get_single_data()
     except RecursionError:  # the composer recurses per level, before our depth check sees the node
         raise YAMLRefused(f"it is nested more than {max_depth} levels deep") from None
+    except YAMLRefused:
+        raise
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+        # PyYAML's constructors let these escape for a malformed tagged value ("!!timestamp x", "!!float x").
+        mark = getattr(loader, "get_mark", lambda: None)()
+        where = f" near line {mark.line + 1}" if mark is not None else ""
+        raise YAMLRefused(f"a value{where} could not be read ({type(exc).__name__}: {exc})") from None
     finally:
         loader.dispose()
 

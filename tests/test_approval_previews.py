@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import html
 import re
+import unicodedata
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 
+from operator_use.channels.twitch import TwitchConfig
+from operator_use.channels.twitch.channel import TwitchChannel
+from operator_use.gateway.formatting import render_markdown
 from operator_use.messages import ToolCall
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.security.approvals import preview
+from operator_use.security.preview import is_hidden
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply, Responder
+from .fakes.twitch_server import CLIENT_ID, CLIENT_SECRET, FakeTwitchServer
 from .support.apps import approval_id, build_app
 from .support.chat import ChatChannel
+from .support.deps import require_module
 
 
 def running(command: str) -> Responder:
@@ -76,6 +86,10 @@ ATTACKS = {
                             "⚠ Runs of three or more backticks, shown escaped as `\\x60`."),
     "literal-backslash-escapes": ("printf '\\x1b' \x1b", "printf '\\\\x1b' \\x1b",
                                   "Backslashes of the command are shown doubled (`\\\\`)."),
+    "mongolian-free-variation-selector": ("rm -rf /tmp/a\u180bb", "rm -rf /tmp/a\\u180bb",
+                                          "U+180B MONGOLIAN FREE VARIATION SELECTOR ONE as `\\u180b`."),
+    "unassigned-default-ignorable": ("rm -rf ~/a\u2065\U000e0002b", "rm -rf ~/a\\u2065\\U000e0002b",
+                                     "U+2065 unassigned as `\\u2065`, U+E0002 unassigned as `\\U000e0002`."),
 }
 
 
@@ -117,7 +131,8 @@ def _pre(text: str, formatting: str) -> list[str]:
         return [m.removesuffix("\n") for m in re.findall(r"```\n(.*?)```", text, re.S)]
     if formatting == "telegram_html":
         return [html.unescape(m) for m in re.findall(r"<pre>(.*?)</pre>", text, re.S)]
-    return [html.unescape(m) for m in re.findall(r"```(.*?)```", text, re.S)]  # slack_mrkdwn
+    # slack_mrkdwn: Slack does not show the line breaks next to the fences
+    return [html.unescape(m.removeprefix("\n").removesuffix("\n")) for m in re.findall(r"```(.*?)```", text, re.S)]
 
 
 @pytest.mark.parametrize("formatting", ["markdown", "discord", "telegram_html", "slack_mrkdwn"])
@@ -162,3 +177,140 @@ def test_secrets_stay_masked_in_the_preview() -> None:
     shown = preview(call, lambda s: s.replace("s3cr3t-value", "[REDACTED]"))
     assert fences(shown) == ["curl -H 'k: [REDACTED]' x"]
     assert "Other arguments: timeout=9" in shown and "Configured secrets are shown as [REDACTED]." in shown
+
+
+@pytest.mark.parametrize("command", ["``\nrm -rf /\n``", "`id`", "``id``", "`id", "id``", "``"])
+def test_a_command_starting_or_ending_with_backticks_stays_one_slack_block(command: str) -> None:
+    shown = render_markdown(preview(ToolCall(id="1", name="run_shell", arguments={"command": command})),
+                            "slack_mrkdwn")
+    assert _pre(shown, "slack_mrkdwn") == [command], shown
+
+
+# --- what no renderer shows ---
+
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt, 16.0) and blank fillers outside it.
+DEFAULT_IGNORABLE = [(0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                     (0x180B, 0x180D), (0x180E, 0x180E), (0x180F, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+                     (0x2060, 0x2064), (0x2065, 0x2065), (0x2066, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F),
+                     (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+                     (0xE0000, 0xE0000), (0xE0001, 0xE0001), (0xE0002, 0xE001F), (0xE0020, 0xE007F),
+                     (0xE0080, 0xE00FF), (0xE0100, 0xE01EF), (0xE01F0, 0xE0FFF)]
+BLANK = [0x2800, 0x16FE4, 0x1D159]
+INVISIBLE = [chr(n) for lo, hi in DEFAULT_IGNORABLE for n in range(lo, hi + 1)] + [chr(n) for n in BLANK]
+
+
+def test_every_default_ignorable_code_point_is_hidden() -> None:
+    assert [f"U+{ord(ch):04X}" for ch in INVISIBLE if not is_hidden(ch)] == []
+    assert is_hidden("\ud800") and is_hidden("\U000f0000")  # a lone surrogate, private use
+
+
+@given(st.sampled_from(INVISIBLE) | st.characters(categories=["Cn", "Cf", "Co", "Cc", "Zl", "Zp"],
+                                                  exclude_characters="\n\t"))
+@settings(max_examples=400, deadline=None)
+def test_a_hidden_character_is_shown_escaped_and_named(ch: str) -> None:
+    shown = preview(ToolCall(id="1", name="run_shell", arguments={"command": f"rm -rf /tmp/a{ch}b"}))
+    [block] = fences(shown)
+    n = ord(ch)
+    escape = "\\r" if ch == "\r" else f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+    assert block == f"rm -rf /tmp/a{escape}b"
+    assert f"⚠ Hidden or control characters, shown escaped: U+{n:04X} " in shown and f"as `{escape}`." in shown
+    if unicodedata.category(ch) == "Cn":
+        assert f"U+{n:04X} unassigned as" in shown
+
+
+# --- a chat that shows one line (Twitch) ---
+
+_TOKEN = re.compile(r"\\(\\|[ntr]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})|␣|\\")
+_SIMPLE = {"\\": "\\", "n": "\n", "t": "\t", "r": "\r"}
+
+
+def unescape(shown: str, marks: bool = True) -> str:
+    """What the reader takes `shown` to mean: every backslash the start of an escape, `␣` a space (`marks`)."""
+
+    def one(m: re.Match[str]) -> str:
+        if m.group() == "␣":
+            return " " if marks else m.group()
+        assert m.group(1), f"a backslash that starts no escape in {shown!r}"
+        return _SIMPLE.get(m.group(1)) or chr(int(m.group(1)[1:], 16))
+
+    return _TOKEN.sub(one, shown)
+
+
+def read_back(markdown: str, shown: str) -> str:
+    """The command as the reader of a preview works it out: escapes apply when a warning says so."""
+    marks = "shows a message on one line" in markdown
+    return unescape(shown, marks) if marks or "shown escaped" in markdown else shown
+
+
+_PIECES = st.sampled_from([" ", "  ", "\t", "\n", "\\", "\\n", "\\x20", "`", "``", "```", "␣", "# ", "rm -rf ~",
+                           "\u202e", "\x1b", "\r", "\u180b", "\xa0", "\u2028", "\U000e0041"]) | st.characters()
+
+
+@given(st.lists(_PIECES, min_size=1).map("".join), st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_the_preview_reads_back_as_the_exact_command(command: str, one_line: bool) -> None:
+    call = ToolCall(id="1", name="run_shell", arguments={"command": command})
+    # What runs is the call's own command: a lone surrogate was already replaced (U+FFFD) when it was built.
+    runs = call.arguments["command"]
+    markdown = preview(call, one_line=one_line)
+    [shown] = fences(markdown)
+    assert read_back(markdown, shown) == runs
+    if one_line:
+        assert not any(ch.isspace() for ch in shown)  # nothing for a one-line chat to collapse or drop
+        # Through the plain formatting and Twitch's one line, the fences still hold the block, as it was.
+        line = " ".join(render_markdown(markdown, "plain").split())
+        assert line[line.index("``` ") + 4:line.rindex(" ```")] == shown
+
+
+def test_other_tools_show_compact_json_on_one_line() -> None:
+    call = ToolCall(id="1", name="write_file", arguments={"path": "my notes.md", "content": "a  b\n\tc ␣"})
+    shown = preview(call, one_line=True)
+    assert fences(shown) == ['{"path":"my␣notes.md","content":"a␣␣b\\n\\tc␣\\u2423"}']
+    assert "⚠ This chat shows a message on one line: in the arguments' strings, newlines as `\\n`, tabs as `\\t`, " \
+           "spaces as `␣`, its own ␣ as `\\u2423`." in shown
+
+
+@pytest.fixture
+async def twitch() -> AsyncIterator[FakeTwitchServer]:
+    require_module("twitchio")
+    async with FakeTwitchServer() as server:
+        server.add_user("streamer")
+        server.add_user("alice")
+        yield server
+
+
+def twitch_channel(server: FakeTwitchServer) -> TwitchChannel:
+    return TwitchChannel(TwitchConfig(
+        enabled=True, client_id=CLIENT_ID, client_secret=CLIENT_SECRET, access_token="bot-access-token",
+        refresh_token="bot-refresh-token", channels=["streamer"], allow_names=["alice"], api_url=server.helix_url,
+        id_url=server.id_url, eventsub_url=server.ws_url, edit_interval=0.0))
+
+
+TWITCH_COMMANDS = {
+    "comment-then-newline": "echo hi # note\nrm -rf ~/notes",
+    "tabs-space-runs-blank-lines": "\n\necho 'a\t\tb   c' # note\nrm -rf ~/notes ",
+    "over-several-messages": "echo " + "word " * 150 + "\nrm -rf ~/notes",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("name", list(TWITCH_COMMANDS))
+async def test_twitch_shows_the_exact_command_on_its_one_line(home: Path, twitch: FakeTwitchServer,
+                                                              name: str) -> None:
+    command = TWITCH_COMMANDS[name]
+    async with FakeLLMServer(responder=running(command)) as llm:
+        async with build_app(home, twitch_channel(twitch), OpenAILLM("fake-gpt", "k", base_url=llm.openai_base_url),
+                             agent={"tools": ["run_shell"]}):
+            await twitch.chat("streamer", "alice", "!ai do it")
+            await twitch.wait_for(lambda: approval_id([p.text for p in twitch.sent_posts()]) is not None)
+            posts = [p.text for p in twitch.sent_posts()]
+            rid = approval_id(posts)
+            await twitch.chat("streamer", "alice", f"!ai /deny {rid}")
+            await twitch.wait_for(lambda: any(p.text.startswith("result:") for p in twitch.sent_posts()))
+    assert all("\n" not in p and len(p) <= 500 for p in posts)
+    assert "in the command, newlines as \\n" in posts[0] and "spaces as ␣" in posts[0]
+    # Every message holds its part of the command between fences, with nothing Twitch could collapse.
+    parts = [part for post in posts for part in re.findall(r"``` (\S+) ```", post)]
+    assert unescape("".join(parts)) == command
+    assert len(parts) == (3 if name == "over-several-messages" else 1)
+    assert f"Reply /approve {rid} or /deny {rid}" in posts[-1]

@@ -1,20 +1,28 @@
 """Conversations at the edges, end to end (test channel -> orchestrator -> agent -> fake LLM -> gateway):
-a full disk, broken UTF-16, keys too long for a file name, commands that are not addressed to us, and a
-second agent on the same data home."""
+a full disk, broken UTF-16 (from the user, the model or a file name), keys too long for a file name, commands
+that are not addressed to us, a second agent on the same data home, a model stream that breaks off, an empty
+reply."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
+from operator_use.agent.tools import Tool
+from operator_use.agent.turn import TurnContext
 from operator_use.homelock import HomeInUse
-from operator_use.messages import AIMessage, HumanMessage
+from operator_use.messages import AIMessage, HumanMessage, ToolMessage
+from operator_use.providers.llm.anthropic import AnthropicLLM
+from operator_use.providers.llm.base import LLM
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.session.store import SessionStore
+from operator_use.tools.filesystem import filesystem_tools
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
 from .support.chat import ChatChannel
@@ -25,6 +33,16 @@ from .support.pipeline import make_app, scripted_responder
 
 def openai_llm(server: FakeLLMServer) -> OpenAILLM:
     return OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
+
+
+def sdk_llm(provider: str, server: FakeLLMServer) -> LLM:
+    if provider == "openai":
+        return openai_llm(server)
+    return AnthropicLLM("fake-claude", "test-key", base_url=server.anthropic_base_url)
+
+
+DROPPED = "The connection to the model dropped; the reply was cut off."
+UNAVAILABLE = "The model is unavailable right now (connection). Please try again in a moment."
 
 
 def contents(messages: list) -> list[str]:  # type: ignore[type-arg]
@@ -181,3 +199,96 @@ async def test_an_unreadable_history_gets_a_reply_and_other_chats_go_on(tmp_path
             await channel.say("hi", chat="c2")
             await channel.wait_for(replied(channel, "You said: hi", chat="c2"))
             assert server.requests and all("hello" not in str(r["messages"]) for r in server.requests)
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_file_name_that_is_not_utf8_reaches_the_model_as_replacement_characters(home: Path,
+                                                                                          provider: str) -> None:
+    workspace = home / "workspace"
+    workspace.mkdir()
+    # Python lists this name as "caf\udce9.txt": a lone surrogate, which no UTF-8 request body can carry.
+    os.close(os.open(os.fsencode(workspace) + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY, 0o600))
+    script = [Reply(tool_calls=[
+        # The model's JSON can spell a lone surrogate too.
+        {"name": "read_file", "arguments": '{"path": "caf\\udce9.txt"}', "id": "c1"},
+        {"name": "list_files", "arguments": {"path": "."}, "id": "c2"},
+    ])]
+    async with FakeLLMServer(script, responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, sdk_llm(provider, server), tools=filesystem_tools()) as app:
+            await channel.say("list my files")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+            saved = (await app.sessions.load("test:c1")).messages
+    listing = next(m.content for m in saved if isinstance(m, ToolMessage) and m.name == "list_files")
+    assert "caf\ufffd.txt  0 B" in listing.splitlines()
+    assert channel.texts() == [f"done: {listing}"], "answered from the listing, not with an error"
+    assert saved[1].tool_calls[0].arguments == {"path": "caf\ufffd.txt"}
+    # The model was sent what the history keeps.
+    sent = json.dumps(server.requests[1], ensure_ascii=False)
+    assert json.dumps(listing, ensure_ascii=False)[1:-1] in sent and "caf\ufffd.txt" in sent
+    assert [type(m) for m in SessionStore(home).read_sync("test:c1")] == [HumanMessage, AIMessage, ToolMessage,
+                                                                         ToolMessage, AIMessage]
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_reply_whose_stream_breaks_off_keeps_its_text_with_a_note(home: Path, provider: str,
+                                                                          how: str) -> None:
+    async with FakeLLMServer([Reply(text="Half an answer", unfinished=how)], responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, sdk_llm(provider, server)) as app:
+            await channel.say("tell me")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+            cut = f"Half an answer\n\n{DROPPED}"
+            assert channel.texts() == [cut]
+            assert contents((await app.sessions.load("test:c1")).messages) == ["tell me", cut]
+            await channel.say("go on")
+            await channel.wait_for(replied(channel, "You said: go on"))
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_stream_that_breaks_off_before_any_text_gets_a_reply_and_runs_no_tool(home: Path, provider: str,
+                                                                                      how: str) -> None:
+    class NoteParams(BaseModel):
+        text: str
+
+    noted: list[str] = []
+
+    async def note(ctx: TurnContext, params: NoteParams) -> str:
+        noted.append(params.text)
+        return "noted"
+
+    # The call is complete on the wire (Anthropic even closed its block); only the reply's finish is missing.
+    script = [Reply(tool_calls=[{"name": "note", "arguments": {"text": "half"}}], unfinished=how)]
+    async with FakeLLMServer(script, responder=scripted_responder) as server:
+        channel = ChatChannel()
+        tools = [Tool("note", "Take a note.", NoteParams, note)]
+        async with make_app(home, channel, sdk_llm(provider, server), tools=tools) as app:
+            await channel.say("note something")
+            await channel.wait_for(lambda: channel.texts() == [UNAVAILABLE])
+            assert contents((await app.sessions.load("test:c1")).messages) == ["note something"]
+            # The next request is well-formed (Anthropic merges the two user messages into one).
+            await channel.say("hello")
+            await channel.wait_for(lambda: len(channel.finalized()) == 2)
+            assert channel.texts()[-1].startswith("You said: ") and channel.texts()[-1].endswith("hello")
+    assert noted == []
+
+
+@pytest.mark.parametrize(("finish", "note"), [
+    (None, "The model sent back an empty reply. Please try again."),
+    ("length", "The model used up its output tokens (llm.max_tokens) before writing a reply."),
+])
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_an_empty_reply_gets_a_note_instead_of_silence(home: Path, provider: str, finish: str | None,
+                                                             note: str) -> None:
+    async with FakeLLMServer([Reply(text="", finish_reason=finish)], responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, sdk_llm(provider, server)) as app:
+            await channel.say("hello?")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+            assert channel.texts() == [note]
+            saved = (await app.sessions.load("test:c1")).messages
+            assert contents(saved) == ["hello?", note], "the history holds what the user saw, not an empty answer"
+            await channel.say("again")
+            await channel.wait_for(replied(channel, "You said: again"))

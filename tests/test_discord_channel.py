@@ -34,6 +34,7 @@ from .fakes.llm_server import FakeLLMServer, Reply
 from .support.deps import require_module
 from .support.pipeline import Gates, make_app, scripted_responder
 from .support.speech import spoken_ogg
+from .test_pairing_users import cli
 
 TOKEN = "fake-discord-bot-token-SECRET"
 
@@ -325,6 +326,36 @@ async def test_images_go_to_the_model_and_files_to_the_workspace(home: Path, fak
             assert saved.read_bytes() == pdf and saved.name.endswith("report.pdf")
             text = " ".join(b.get("text", "") for b in content if b["type"] == "text")
             assert "look at these" in text and str(saved) in text
+
+
+async def test_an_unknown_senders_attachments_are_never_fetched(home: Path, fake: FakeDiscord) -> None:
+    inbox = home / "workspace" / "inbox"
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = observed_channel(home, fake, allow_roles=[ROLE_ID], rejection_message="no")
+        async with make_app(home, channel, llm(server)):
+            await fake.user_message(DM_CHANNEL_ID, "", author=BOB, voice=True, attachments=[
+                fake.attachment("cat.png", b"\x89PNG\r\n\x1a\n", "image/png"),
+                fake.attachment("junk.bin", b"x" * 4096, "application/octet-stream"),
+                fake.attachment("voice-message.ogg", b"OggS" + bytes(64), "audio/ogg", voice=True),
+            ])
+            # Attachments only, none fetched: the message still reached the orchestrator, which refused it.
+            await channel.wait_finalized(lambda f: len(f) == 1)
+            assert fake.in_channel(DM_CHANNEL_ID)[-1]["content"] == "no"
+            assert fake.downloads == [] and not inbox.exists()
+            # Registered as a user from the CLI (another process): his next file is fetched.
+            rc, _ = await cli(home, "user", "add", "bob", "discord", BOB["id"])
+            assert rc == 0
+            await fake.user_message(DM_CHANNEL_ID, "from bob", author=BOB,
+                                    attachments=[fake.attachment("bob.pdf", b"%PDF bob", "application/pdf")])
+            await channel.wait_finalized(lambda f: len(f) == 2)
+            # Allowed through a role (a platform group): fetched as well.
+            await fake.user_message(CHANNEL_ID, "from carol", author=CAROL, guild_id=GUILD_ID, roles=[ROLE_ID],
+                                    mention_bot=True,
+                                    attachments=[fake.attachment("carol.pdf", b"%PDF carol", "application/pdf")])
+            await channel.wait_finalized(lambda f: len(f) == 3)
+            assert fake.downloads == ["bob.pdf", "carol.pdf"]
+            assert sorted(p.read_bytes() for p in inbox.iterdir()) == [b"%PDF bob", b"%PDF carol"]
+            assert len(server.requests) == 2 and "bob.pdf" in user_texts(server, 0)[-1]
 
 
 # --- length, rate limits, reconnects -------------------------------------------------------------

@@ -97,7 +97,7 @@ def test_unclosed_fence_renders_as_pre():
 def test_slack_mrkdwn():
     out = render_markdown("**b** *i* ~~s~~ `c` [t](https://x.y) a & b < c\n\n```\nx > 1\n```", "slack_mrkdwn")
     assert out.startswith("*b* _i_ ~s~ `c` <https://x.y|t> a &amp; b &lt; c")
-    assert "```x &gt; 1```" in out
+    assert "```\nx &gt; 1\n```" in out
     assert render_markdown("# Head", "slack_mrkdwn") == "*Head*"
     assert render_markdown("> q", "slack_mrkdwn") == "> q"
 
@@ -110,7 +110,28 @@ def test_passthrough_dialects():
 
 def test_plain_strips_markup():
     out = render_markdown("# Title\n\n**bold** _it_ `code` [site](https://a.b)\n\n- x\n- y\n\n```\nraw *code*\n```", "plain")
-    assert out == "Title\n\nbold it code site (https://a.b)\n\n• x\n• y\n\nraw *code*"
+    assert out == "Title\n\nbold it code site (https://a.b)\n\n• x\n• y\n\n```\nraw *code*\n```"
+
+
+@pytest.mark.parametrize("raw", ["``", "a ``` b", "````x"])
+def test_plain_keeps_a_fence_the_code_cannot_close(raw):
+    # On a one-line chat (Twitch) the fences are the only sign of where code starts and ends.
+    longest = max(len(run) for run in re.findall(r"`+", raw))
+    fence = "`" * max(3, longest + 1)
+    assert render_markdown(f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro", "plain") == \
+        f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro"
+
+
+def slack_blocks(text: str) -> list[str]:
+    """Code blocks as Slack reads them: from a ``` to the next ```, the line breaks next to the fences not shown."""
+    return [m.removeprefix("\n").removesuffix("\n") for m in re.findall(r"```(.*?)```", text, re.S)]
+
+
+@pytest.mark.parametrize("code", ["`id`", "``\nrm -rf /\n``", "`ls", "ls`", "``ls", "ls``", "`", "``"])
+def test_slack_code_starting_or_ending_with_backticks_stays_one_block(code):
+    out = render_markdown(f"run:\n\n```\n{code}\n```\n\nok?", "slack_mrkdwn")
+    assert slack_blocks(out) == [code], out
+    assert out.startswith("run:\n\n```") and out.endswith("```\n\nok?")
 
 
 def test_plain_autolink_not_doubled():

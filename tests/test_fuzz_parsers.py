@@ -269,6 +269,10 @@ def test_a_long_plain_config_is_not_taken_for_a_bomb(home: Path) -> None:
     ("agent: " + _nested(70) + "\n", "nested more than 64 levels"),
     ('channels:\n  web:\n    allow_from: ["\\ud800"]\n', "line 3 has text that is not valid Unicode"),
     (laughs(3, 50, where=""), "expands to more than"),  # wide instead of deep: 125000 values
+    # PyYAML's constructors raise plain Python errors for malformed tagged values.
+    ("!!timestamp \n", "could not be read (AttributeError"),
+    ("agent:\n  max_iterations: !!int 0x\n", "could not be read (ValueError"),
+    ("log_level: !!timestamp 2020-13-45\n", "could not be read (ValueError: month must be in 1..12)"),
 ])
 def test_config_files_that_cannot_be_used_get_a_clear_error(home: Path, content: str | bytes, reason: str) -> None:
     with config_file(home, content):

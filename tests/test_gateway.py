@@ -323,3 +323,29 @@ async def test_twitch_sends_keep_a_margin_under_20_per_30_seconds():
     assert min(b - a for a, b in zip(times, times[20:])) >= 30.0 + 0.5
     await gw.stop()
 
+
+
+async def test_twitch_answering_in_two_chats_keeps_20_per_30_seconds_for_the_account():
+    from operator_use.channels.twitch import TwitchConfig
+    from operator_use.channels.twitch.channel import TwitchChannel
+
+    twitch = TwitchChannel(TwitchConfig(enabled=True, client_id="id", access_token="token"))
+    ch = RecordingChannel("tw", formatting="plain")
+    ch.capabilities = twitch.capabilities
+    bus, gw, clock = await make(ch)
+    for i in range(30):
+        for chat in ("c1", "c2"):
+            await bus.publish_outgoing(OutgoingMessage.of_text(addr("tw", chat), f"{chat} message {i}"))
+    await clock.drive(ch.wait_for(lambda: len(ch.of("send")) == 60))
+    sends = ch.of("send")
+    times = [c.at for c in sends]
+    # Twitch counts the account's messages wherever they go: any 21 sends, in either chat, span more than 30 s
+    # by the margin (per chat alone, 40 would go in the first 30 s).
+    assert min(b - a for a, b in zip(times, times[20:], strict=False)) >= 30.0 + 0.5
+    assert times[-1] == 62.0  # no slot wasted: 60 messages in three windows
+    by_chat = {chat: [c for c in sends if c.address.chat_id == chat] for chat in ("c1", "c2")}
+    for chat, mine in by_chat.items():
+        assert [c.text for c in mine] == [f"{chat} message {i}" for i in range(30)]
+    # First come, first served across chats: c2 goes as soon as the window frees, not after all of c1.
+    assert by_chat["c2"][0].at == by_chat["c1"][-1].at == 31.0
+    await gw.stop()

@@ -21,6 +21,7 @@ from operator_use.providers.llm.base import (
     LLM,
     AuthError,
     BadRequestError,
+    ConnectionDropped,
     ConnectionError_,
     FinishChunk,
     LLMChunk,
@@ -35,6 +36,7 @@ from operator_use.providers.llm.base import (
 )
 from operator_use.providers.llm.detect import Detection, detect_llm, explain_no_llm, probe_models
 from operator_use.providers.llm.fallback import FallbackLLM
+from operator_use.providers.llm.limits import StreamLimits, with_limits
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.providers.llm.presets import LOCAL_KEY, PRESETS, make_llm
 from tests.fakes.llm_server import ErrorTurn, FakeLLMServer, Reply
@@ -266,6 +268,67 @@ async def test_read_timeout_is_timeout_error(server: FakeLLMServer, llm_kind: st
     finally:
         gate.set()
         await llm.aclose()
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+async def test_a_stream_ending_before_its_finish_cuts_the_reply_off(server: FakeLLMServer, llm_kind: str,
+                                                                    how: str) -> None:
+    server.push(Reply(text="Half an answer", chunk_size=4, unfinished=how))
+    llm = make(llm_kind, server)
+    got: list[LLMChunk] = []
+    try:
+        with pytest.raises(ConnectionDropped) as info:
+            async for chunk in llm.stream(PROMPT):
+                got.append(chunk)
+    finally:
+        await llm.aclose()
+    # The text streamed stays; no FinishChunk pretends the reply was whole.
+    assert text_of(got) == "Half an answer" and not any(isinstance(c, FinishChunk) for c in got)
+    assert info.value.user_message == "The connection to the model dropped; the reply was cut off."
+
+
+@pytest.mark.parametrize("how", ["eof", "reset"])
+async def test_a_stream_ending_before_any_text_falls_back(llm_kind: str, how: str) -> None:
+    # Half a tool call and no text: nothing was shown, so the next model may answer in full.
+    broken = Reply(tool_calls=[{"name": "shell", "arguments": {"cmd": "rm -rf build"}}], unfinished=how)
+    async with FakeLLMServer([broken, broken]) as first, FakeLLMServer([Reply(text="from the backup")]) as second:
+        alone = make(llm_kind, first)
+        # As the agent runs it: with the stream limits, which keep tool-call progress from counting as output.
+        chain = with_limits(FallbackLLM([make(llm_kind, first), make("openai", second)]), StreamLimits())
+        try:
+            with pytest.raises(ConnectionError_):
+                await collect(alone, tools=TOOLS)
+            chunks = await collect(chain, tools=TOOLS)
+        finally:
+            await alone.aclose()
+            await chain.aclose()
+    assert text_of(chunks) == "from the backup" and not any(isinstance(c, ToolCallChunk) for c in chunks)
+    assert isinstance(chain, FallbackLLM) and chain.last_model == "openai/fake-model"
+
+
+async def test_lone_surrogates_in_the_history_are_sent_as_replacement_characters(server: FakeLLMServer,
+                                                                                 llm_kind: str) -> None:
+    # A tool result naming a file that is not UTF-8, a model's "\udc80" escapes: no request body can carry them.
+    messages = [SystemMessage(content="s"), HumanMessage(content="list"),
+                AIMessage(content="Looking \ud83d", tool_calls=[ToolCall(id="c1", name="ls",
+                                                                            arguments={"path": "caf\udce9"})]),
+                ToolMessage(tool_call_id="c1", name="ls", content="caf\udce9.txt")]
+    server.push(Reply(text="ok"))
+    llm = make(llm_kind, server)
+    try:
+        chunks = await collect(llm, messages)
+    finally:
+        await llm.aclose()
+    assert text_of(chunks) == "ok"
+    sent = server.requests[0]["messages"]
+    if llm_kind == "openai":
+        assert sent[2]["content"] == "Looking \ufffd"
+        assert json.loads(sent[2]["tool_calls"][0]["function"]["arguments"]) == {"path": "caf\ufffd"}
+        assert sent[3]["content"] == "caf\ufffd.txt"
+    else:
+        assert sent[1]["content"] == [{"type": "text", "text": "Looking \ufffd"},
+                                      {"type": "tool_use", "id": "c1", "name": "ls", "input": {"path": "caf\ufffd"}}]
+        assert sent[2]["content"][0]["content"] == "caf\ufffd.txt"
 
 
 # --- fallback chain ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,47 +35,101 @@ async def wait_output(manager: ProcessManager, ctx: TurnContext, pid: str, needl
         await asyncio.wait_for(bp.buffer.grew.wait(), 10)
 
 
-# Leaves the command's session and process group (setsid), its parent exits at once: it used to be
-# reparented to init and outlive stop_process, /stop, /new and shutdown. Prints its pid.
-ESCAPE = "setsid sh -c 'sleep 1000 & echo escapee=$!' & wait; "
+def escape(marker: str) -> str:
+    """Leaves the command's session and process group (setsid), its parent exits at once: it used to be
+    reparented to init and outlive stop_process, /stop, /new and shutdown. The command goes on once the
+    escapee has started."""
+    return (f"setsid sh -c 'sleep {marker} & echo $! > esc.{marker}' & "
+            f"until [ -s esc.{marker} ]; do sleep 0.01; done; ")
 
 
-def is_dead(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")  # where PID 1 does not reap, a killed orphan stays a zombie
+def processes() -> dict[int, tuple[int, list[bytes]]]:
+    """Live (non-zombie) processes of the host: pid -> (parent pid, argv). Zombies stay where PID 1 does not
+    reap. Pids are the host's: as root a command runs in a PID namespace of its own, it prints others."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().split(b"\0")
+            fields = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if fields[0] not in ("Z", "X"):
+            found[int(name)] = (int(fields[1]), argv)
+    return found
 
 
-async def wait_dead(pid: int, within: float = 10.0) -> bool:
-    """Poll for the process to be gone, for at most `within` seconds (a bound, not a wait for time)."""
+def alive_with(marker: str) -> list[int]:
+    """Processes whose command line contains `marker` (this test process aside)."""
+    return [pid for pid, (_, argv) in processes().items()
+            if marker.encode() in b" ".join(argv) and pid != os.getpid()]
+
+
+def sleepers(marker: str, below: int | None = None) -> list[int]:
+    """`sleep <marker>` processes; with `below`, only those descending from that pid."""
+    procs = processes()
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = procs[pid][0] if pid in procs else 0
+            if pid == below:
+                return True
+        return False
+
+    return [pid for pid, (_, argv) in procs.items()
+            if argv[:2] == [b"sleep", marker.encode()] and (below is None or descends(pid))]
+
+
+async def until(condition: Callable[[], object], within: float = 10.0) -> None:
+    """Poll until `condition()` is true, for at most `within` seconds (a bound, not a wait for time): the
+    state of processes in /proc has no event to wait on."""
     async with asyncio.timeout(within):
-        while not is_dead(pid):
+        while True:
+            if condition():
+                return
             await asyncio.sleep(0.02)
+
+
+async def gone(marker: str) -> bool:
+    await until(lambda: not alive_with(marker))
     return True
 
 
-async def escapee_of(bp: BackgroundProcess) -> int:
-    while b"escapee=" not in bytes(bp.buffer.data) or not bytes(bp.buffer.data).split(b"escapee=")[1].strip():
-        bp.buffer.grew.clear()
-        await asyncio.wait_for(bp.buffer.grew.wait(), 10)
-    pid = int(bytes(bp.buffer.data).split(b"escapee=")[1].split()[0])
-    ESCAPEES.append(pid)
-    return pid
+async def escaped(bp: BackgroundProcess, marker: str) -> int:
+    """Wait until the escapee of escape(marker) started by `bp` runs; its host pid."""
+    await until(lambda: sleepers(marker, below=bp.proc.pid))
+    return sleepers(marker, below=bp.proc.pid)[0]
 
 
-ESCAPEES: list[int] = []
+def is_dead(pid: int) -> bool:
+    return pid not in processes()
+
+
+async def wait_dead(pid: int) -> bool:
+    await until(lambda: is_dead(pid))
+    return True
+
+
+MARKERS: list[str] = []
+
+
+def new_marker() -> str:
+    """A `sleep` duration no other process uses."""
+    MARKERS.append(f"{random.randint(500, 999)}.{random.randint(10**8, 10**9)}")
+    return MARKERS[-1]
 
 
 @pytest.fixture(autouse=True)
-def _kill_escapees():
-    """A failing test must not leave its escapee running."""
+def _kill_leftovers():
+    """A failing test must not leave its processes running."""
     yield
-    while ESCAPEES:
-        pid = ESCAPEES.pop()
-        if not is_dead(pid):
-            os.kill(pid, signal.SIGKILL)
+    while MARKERS:
+        for pid in alive_with(MARKERS.pop()):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 async def test_start_read_stop(tmp_path: Path) -> None:
@@ -143,23 +199,41 @@ async def test_processes_belong_to_their_conversation(tmp_path: Path) -> None:
 async def test_stop_process_ends_what_left_the_process_group(tmp_path: Path) -> None:
     manager = ProcessManager()
     ctx = ctx_for(tmp_path)
-    bp = await manager.start(ctx, ESCAPE + "echo up; exec sleep 300")
-    escapee = await escapee_of(bp)
+    marker = new_marker()
+    bp = await manager.start(ctx, escape(marker) + "echo up; exec sleep 300")
+    await escaped(bp, marker)
     await wait_output(manager, ctx, bp.id, b"up")
-    assert not is_dead(escapee)
     await manager.stop(ctx, bp.id)
-    assert await wait_dead(escapee)
+    assert await gone(marker)
+    await manager.close()
+
+
+async def test_a_process_that_kills_its_supervisor_leaves_nothing_behind(tmp_path: Path) -> None:
+    # Without a sandbox the command used to be able to kill reaper.py (same user): stop_process then
+    # reached its process group only, and what had left it ran on. As root, the supervisor is its PID
+    # namespace's init now.
+    if os.geteuid() != 0:
+        pytest.skip("a command of a non-root agent can still kill its supervisor (documented limit)")
+    manager = ProcessManager()
+    ctx = ctx_for(tmp_path)
+    marker, last = new_marker(), new_marker()
+    bp = await manager.start(ctx, escape(marker) + f"kill -9 $PPID; echo up; exec sleep {last}")
+    await wait_output(manager, ctx, bp.id, b"up")
+    await until(lambda: sleepers(marker))
+    await manager.stop(ctx, bp.id)
+    assert await gone(marker) and await gone(last)
+    assert bp.proc.returncode == -signal.SIGTERM  # its supervisor was there to the end, and stopped it
     await manager.close()
 
 
 async def test_what_left_the_group_ends_when_the_process_exits(tmp_path: Path) -> None:
     manager = ProcessManager()
     ctx = ctx_for(tmp_path)
-    bp = await manager.start(ctx, ESCAPE + "echo bye")
-    escapee = await escapee_of(bp)
+    marker = new_marker()
+    bp = await manager.start(ctx, escape(marker) + "echo bye")
     await asyncio.wait_for(bp.proc.wait(), 10)
     assert bp.proc.returncode == 0
-    assert await wait_dead(escapee)
+    assert await gone(marker)
     await manager.close()
 
 
@@ -214,16 +288,21 @@ async def test_stop_with_only_a_background_process_says_stopped(home: Path) -> N
     assert os.path.isdir(home / "workspace")
 
 
-def escaping_responder(request: FakeRequest) -> Reply:
-    result = request.last_tool_result()
-    if result is not None:
-        return Reply(text=f"result: {result}")
-    return Reply(tool_calls=[{"name": "start_process", "arguments": {"command": ESCAPE + "echo up; exec sleep 300"}}])
+def escaping_responder(marker: str) -> Callable[[FakeRequest], Reply]:
+    def respond(request: FakeRequest) -> Reply:
+        result = request.last_tool_result()
+        if result is not None:
+            return Reply(text=f"result: {result}")
+        return Reply(tool_calls=[{"name": "start_process",
+                                  "arguments": {"command": escape(marker) + "echo up; exec sleep 300"}}])
+
+    return respond
 
 
 @pytest.mark.parametrize("command", ["/stop", "/new"])
 async def test_stop_new_and_shutdown_end_what_left_the_process_group(home: Path, command: str) -> None:
-    async with FakeLLMServer(responder=escaping_responder) as server:
+    marker = new_marker()  # both conversations' escapees: told apart by their session
+    async with FakeLLMServer(responder=escaping_responder(marker)) as server:
         channel = ChatChannel()
         llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
         app = build_app(home, channel, llm, agent={"tools": ["*_process*"], "approvals": {"allow": ["start_process"]}})
@@ -234,7 +313,7 @@ async def test_stop_new_and_shutdown_end_what_left_the_process_group(home: Path,
                                    and any(t.startswith("result: Started p") for t in channel.texts("c2")))
             [mine] = app.protection.processes.of("test:c1").values()
             [theirs] = app.protection.processes.of("test:c2").values()
-            my_escapee, their_escapee = await escapee_of(mine), await escapee_of(theirs)
+            my_escapee, their_escapee = await escaped(mine, marker), await escaped(theirs, marker)
             await channel.say(command, chat="c1")
             assert await wait_dead(my_escapee)
             assert not is_dead(their_escapee)  # the other conversation's is untouched

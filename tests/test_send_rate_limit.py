@@ -1,4 +1,5 @@
-"""Per-chat send rate limits (Capabilities.rate_limit) and reply_each_chunk, on virtual time."""
+"""Send rate limits (`Channel.rate_limits`: per chat, per account, Twitch whispers) and reply_each_chunk, on virtual
+time."""
 
 from __future__ import annotations
 
@@ -139,3 +140,30 @@ async def test_whole_message_chunks_all_reply_when_the_channel_asks():
     await clock.drive(ch.wait_for(lambda: len(ch.of("send")) >= 3))
     assert all(c.reply_to == "q7" for c in ch.of("send"))
     await gw.stop()
+
+
+@pytest.mark.parametrize("margin", [0.0, 1.0])
+async def test_twitch_whispers_keep_their_own_limits_for_the_account(margin: float):
+    from operator_use.channels.twitch import TwitchConfig
+    from operator_use.channels.twitch.channel import TwitchChannel
+
+    clock = FakeClock()
+    twitch = TwitchChannel(TwitchConfig(enabled=True, client_id="id", access_token="token", rate_margin=margin))
+    limiter = SendLimiter(clock)
+    times: list[float] = []
+
+    async def whisper(i: int) -> None:
+        await limiter.acquire(twitch, Address(channel="twitch", chat_id=f"@{i % 7}"))  # to seven people
+        times.append(clock.now())
+
+    await clock.drive(asyncio.gather(*(whisper(i) for i in range(150))))
+    # Helix Send Whisper: at most 3 per second and 100 per minute, whoever they go to (plus the margin).
+    assert within_rate(times, 3, 1.0 + margin) and within_rate(times, 100, 60.0 + margin)
+    assert not within_rate(times, 3, 1.0 + margin + 0.5)  # and no slower than that
+    # Whispers count neither in a chat's window nor in the account's chat window, and chat messages wait
+    # for no whisper.
+    chat = Address(channel="twitch", chat_id="123")
+    assert limiter.ready_at(twitch, chat) == -float("inf")
+    now = clock.now()
+    await limiter.acquire(twitch, chat)
+    assert clock.now() == now

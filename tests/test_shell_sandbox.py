@@ -4,10 +4,12 @@ private, and the network gone unless allowed. Needs the `bwrap` program (Debian:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -68,11 +70,22 @@ async def listener() -> AsyncIterator[tuple[int, list[bool]]]:
         await server.wait_closed()
 
 
+def sandbox_python() -> str:
+    """A Python the sandboxed command can run: not the venv's (a checkout under /tmp is hidden by the
+    sandbox's private /tmp), and, as root, one every user may reach (the command runs as nobody; root's
+    own Python may live in its home)."""
+    for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
+        path = Path(candidate)
+        if os.geteuid() != 0 or (path.exists() and path.stat().st_mode & 0o001
+                                 and all(p.stat().st_mode & 0o001 for p in path.parents)):
+            return candidate
+    pytest.skip("no Python that every user may run")
+
+
 def connect_probe(port: int) -> str:
-    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), 3).close(); print('CONNECTED')\n"
-            "except OSError as e:\n    print('NO-NETWORK', e)" % port)
-    # The base interpreter, not the venv's: a checkout under /tmp is hidden by the sandbox's private /tmp.
-    return f"{os.path.realpath(sys.executable)} -c \"{code}\""
+    code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), 3).close(); print('CONNECTED')\n"
+            "except OSError as e:\n    print('NO-NETWORK', e)")
+    return f"{sandbox_python()} -c \"{code}\""
 
 
 async def test_writes_outside_the_workspace_fail(dirs: tuple[Path, Path]) -> None:
@@ -81,7 +94,9 @@ async def test_writes_outside_the_workspace_fail(dirs: tuple[Path, Path]) -> Non
     out = await run(ws, f"echo in > inside.txt; echo out > {outside}/escape.txt; echo rc=$?; touch {probe}")
     assert (ws / "inside.txt").read_text() == "in\n"
     assert not (outside / "escape.txt").exists() and not probe.exists()
-    assert out.count("Read-only file system") == 2 and "rc=2" in out, out  # dash exits 2 on a failed redirect
+    assert "Read-only file system" in out and "rc=2" in out, out  # dash exits 2 on a failed redirect
+    # Read-only too, or, for a root agent's command (run as nobody), root's home cannot even be entered.
+    assert "touch: cannot touch" in out, out
 
 
 async def test_tmp_is_private(dirs: tuple[Path, Path]) -> None:
@@ -248,3 +263,121 @@ async def test_what_left_the_group_ends_with_a_sandboxed_background_process(dirs
     assert await gone(marker)
     await manager.close()
     assert bp.proc.returncode is not None
+
+
+# --- a root agent's sandboxed command is not root: it runs as nobody ----------------------------------
+
+
+def as_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("about a root agent (CI runs as root)")
+
+
+CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")
+
+
+async def test_a_root_agents_sandboxed_command_cannot_change_kernel_settings(dirs: tuple[Path, Path]) -> None:
+    # uid 0 without capabilities used to write /proc/sys: the kernel checks its files by uid, and the
+    # sandbox's /proc is read-write. Through core_pattern that is root on the host. The value written back
+    # is the one read, so the host is never changed, even if this fails. (Files writable by all, such as
+    # ns_last_pid, check a capability instead.)
+    as_root()
+    ws, _ = dirs
+    before = CORE_PATTERN.read_text()
+    out = await run(ws, f"v=$(cat {CORE_PATTERN}) && printf '%s\\n' \"$v\" > {CORE_PATTERN} && echo SYSCTL-WRITTEN; "
+                        "find /proc/sys -type f -writable ! -perm -o=w 2>/dev/null | sed 's/^/writable: /'; "
+                        "[ -e /proc/sysrq-trigger ] && [ -w /proc/sysrq-trigger ] && echo SYSRQ-WRITABLE; "
+                        "echo checked")
+    assert CORE_PATTERN.read_text() == before
+    assert "checked" in out and "Permission denied" in out, out
+    assert "SYSCTL-WRITTEN" not in out and "writable:" not in out and "SYSRQ-WRITABLE" not in out, out
+
+
+async def test_a_root_agents_sandboxed_command_cannot_read_root_only_files(dirs: tuple[Path, Path]) -> None:
+    as_root()
+    ws, outside = dirs
+    secret = outside / "root-only.txt"
+    secret.write_text("root-secret\n")
+    secret.chmod(0o600)
+    out = await run(ws, f"cat /etc/shadow; cat {secret}; ls /root")
+    assert "root:" not in out and "root-secret" not in out, out
+    assert out.count("Permission denied") == 3, out
+
+
+async def test_a_root_agents_sandboxed_command_cannot_use_roots_unix_sockets(dirs: tuple[Path, Path]) -> None:
+    # docker.sock, systemd's and D-Bus's sockets let uid 0 in: the network namespace does not cut a socket
+    # on the file system, and connecting needs no capability.
+    as_root()
+    ws, outside = dirs
+    seen: list[bool] = []
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(True)
+        writer.close()
+
+    path = outside / "root.sock"
+    server = await asyncio.start_unix_server(on_connect, path)
+    try:
+        path.chmod(0o600)
+        code = (f"import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('{path}'); print('CONNECTED')\n"
+                "except OSError as e:\n    print('REFUSED', e)")
+        out = await run(ws, f"{sandbox_python()} -c \"{code}\"")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert "REFUSED" in out and "CONNECTED" not in out, out
+    assert seen == []
+
+
+async def test_a_root_agents_sandboxed_command_still_works_in_the_workspace(dirs: tuple[Path, Path]) -> None:
+    # Root owns the workspace; the command's user is given access to what is there and what the agent
+    # writes there later. /tmp and HOME (the private /tmp) are writable too.
+    as_root()
+    ws, _ = dirs
+    (ws / "old.txt").write_text("old\n")
+    (ws / "sub").mkdir()
+    (ws / "sub" / "deep.txt").write_text("deep\n")
+    out = await run(ws, "echo more >> old.txt && echo ok1; echo more >> sub/deep.txt && echo ok2; "
+                        "mkdir -p sub/new && echo new > sub/new/f.txt && echo ok3; "
+                        "touch /tmp/t \"$HOME/h\" && echo ok4")
+    assert all(f"ok{i}" in out for i in range(1, 5)), out
+    assert (ws / "old.txt").read_text() == "old\nmore\n" and (ws / "sub" / "new" / "f.txt").read_text() == "new\n"
+    (ws / "later.txt").write_text("later\n")  # as the agent's write_file does, after the first command
+    (ws / "sub" / "new" / "later.txt").write_text("later\n")
+    out = await run(ws, "echo more >> later.txt && echo more >> sub/new/later.txt && echo ok5")
+    assert "ok5" in out and (ws / "later.txt").read_text() == "later\nmore\n", out
+
+
+async def test_a_root_agents_sandboxed_command_can_use_git_in_the_workspace(dirs: tuple[Path, Path]) -> None:
+    # git refuses a repository its user does not own; the workspace's belong to root.
+    as_root()
+    git = require_binary("git")
+    ws, _ = dirs
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "one", "--allow-empty"]):
+        subprocess.run([git, *args], cwd=ws, check=True, capture_output=True)
+    out = await run(ws, "echo x > f.txt && git add f.txt && git -c user.name=t -c user.email=t@example.com "
+                        "commit -qm two && git log --oneline | wc -l")
+    assert out.startswith("2\n[exit code 0]"), out
+
+
+async def test_the_workspace_access_leaves_hard_links_alone(dirs: tuple[Path, Path]) -> None:
+    # A hard link in the workspace may be another name for a file elsewhere: giving the sandbox's user
+    # access to it would give access to that file.
+    as_root()
+    ws, _ = dirs
+    secret = ws.parent / "secret.txt"  # outside the workspace, on its file system
+    secret.write_text("secret\n")
+    secret.chmod(0o600)
+    os.link(secret, ws / "link.txt")
+    out = await run(ws, "cat link.txt")
+    assert "secret" not in out.replace("secret.txt", "") and "Permission denied" in out, out
+    with pytest.raises(OSError):
+        os.getxattr(secret, "system.posix_acl_access")
+
+
+def test_a_root_agent_without_isolation_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    as_root()
+    with caplog.at_level(logging.WARNING, logger="operator_use.tools.sandbox"):
+        Isolation(ShellConfig(isolation="off"))
+    assert any("root" in r.getMessage() and "NOT confined" in r.getMessage() for r in caplog.records), caplog.text

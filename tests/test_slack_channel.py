@@ -32,6 +32,7 @@ from .fakes.slack_server import FakeSlackServer
 from .support.deps import require_module
 from .support.pipeline import Gates, make_app, scripted_responder
 from .support.speech import encode_as, espeak_pcm, need_voice_stack, words
+from .test_pairing_users import CODE, cli
 
 ALLOWED = ["U1", "U2"]
 
@@ -450,6 +451,31 @@ async def test_images_go_to_the_model_and_other_files_to_the_workspace(home: Pat
             saved = home / "workspace" / "inbox" / f"{pdf['id']}-Q3_report.pdf"
             assert saved.read_bytes() == b"%PDF-1.4 fake"
             assert f"saved at inbox/{saved.name}" in request
+
+
+async def test_an_unknown_users_files_are_never_fetched_until_the_owner_approves(home: Path) -> None:
+    inbox = home / "workspace" / "inbox"
+    async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
+        async with slack_app(home, slack, llm_server, pairing=True) as (_, channel):
+            files = [slack.add_file("cat.png", "image/png", b"\x89PNG\r\n\x1a\n"),
+                     slack.add_file("junk.bin", "application/octet-stream", b"x" * 4096),
+                     slack.add_file("clip.m4a", "audio/mp4", b"\0" * 64, subtype="slack_audio")]
+            await slack.send_event(slack.message("", user="U666", channel="D666", subtype="file_share", files=files))
+            # Files only, none fetched: the message still reached the orchestrator, which sent a pairing code.
+            await channel.wait_finalized(1)
+            assert slack.downloads == [] and not inbox.exists()
+            code = CODE.search(slack.replies("D666")[0].text)
+            assert code is not None
+            rc, _ = await cli(home, "pairing", "approve", code.group(1))
+            assert rc == 0
+            # Approved from the CLI (another process): the next file is fetched, as an allowed user's is.
+            pdf = slack.add_file("notes.pdf", "application/pdf", b"%PDF from U666")
+            await slack.send_event(slack.message("read this", user="U666", channel="D666", subtype="file_share",
+                                                 files=[pdf]))
+            await channel.wait_finalized(2)
+            assert slack.downloads == [(pdf["id"], f"Bearer {slack.bot_token}")]
+            assert [p.name for p in inbox.iterdir()] == [f"{pdf['id']}-notes.pdf"]
+            assert len(llm_server.requests) == 1 and "saved at inbox/" in user_texts(llm_server)[0]
 
 
 async def test_a_refused_download_is_reported_not_lost(home: Path) -> None:

@@ -14,6 +14,7 @@ from operator_use.app import App
 from operator_use.channels.base import ChannelConfig
 from operator_use.security.pairing import PairingStore
 from operator_use.security.strangers import Buckets, Strangers
+from operator_use.security.users import UserStore
 
 from .fakes.llm_server import FakeLLMServer
 from .support.apps import build_app
@@ -111,6 +112,25 @@ async def test_the_consumer_never_waits_for_the_pairing_store(home: Path, caplog
             assert desk.dropped >= 7 and desk.dropped + desk.handled == 10
             await channel.wait_for(lambda: codes_sent(channel) == desk.handled)
     assert "on a full queue" in caplog.text
+
+
+async def test_channels_ask_the_same_access_before_fetching_a_senders_files(home: Path) -> None:
+    async with FakeLLMServer(responder=scripted_responder) as server:
+        channel = pairing_channel()
+        async with build_app(home, channel, llm(server)):
+            assert await channel.may_fetch("alice") and not await channel.may_fetch("mallory")
+            await channel.say("hi", user="mallory", chat="mallory")
+            await channel.wait_for(lambda: len(channel.texts("mallory")) == 1)
+            code = CODE.search(channel.texts("mallory")[0])
+            assert code is not None
+            rc, _ = await cli(home, "pairing", "approve", code.group(1))
+            assert rc == 0
+            # Seen at once, before any message made the orchestrator reload the files.
+            assert await channel.may_fetch("mallory")
+            UserStore(home / "security" / "users.json").add("dave", "user", "test", "dave-id")
+            assert await channel.may_fetch("dave-id") and not await channel.may_fetch("erin")
+    # Without the App's access (a channel used on its own), its config alone decides.
+    assert await pairing_channel().may_fetch("alice") and not await pairing_channel().may_fetch("mallory")
 
 
 def rejecting_channel() -> ChatChannel:

@@ -22,6 +22,7 @@ from operator_use.providers.llm.limits import (
     OutputLimitExceeded,
     StreamCutOff,
     StreamLimits,
+    TooManyToolCalls,
     with_limits,
 )
 from operator_use.providers.llm.openai import OpenAILLM
@@ -132,6 +133,47 @@ async def test_endless_tool_call_arguments_count_against_the_cap(kind: str) -> N
     assert not any(isinstance(c, ToolCallChunk) for c in chunks)
 
 
+async def test_endless_tool_calls_with_empty_arguments_count_against_the_cap(kind: str) -> None:
+    # Each call costs its bookkeeping even without arguments; the deadline only guards against a hang.
+    async with FakeLLMServer([Endless(tool_call="write", new_calls=True, piece="", interval=0)]) as server:
+        llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=2000,
+                                                          max_tool_calls=None))
+        try:
+            chunks, cut = await run(llm, WRITE)
+            await asyncio.wait_for(server.wait_streams_closed(), 10)
+        finally:
+            await llm.aclose()
+    assert isinstance(cut, OutputLimitExceeded)
+    assert chunks == []
+
+
+async def test_endless_tool_calls_hit_the_tool_call_cap(kind: str) -> None:
+    async with FakeLLMServer([Endless(tool_call="write", new_calls=True, piece='{"text": "x"}', interval=0)]) as server:
+        llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=None,
+                                                          max_tool_calls=10))
+        try:
+            chunks, cut = await run(llm, WRITE)
+            await asyncio.wait_for(server.wait_streams_closed(), 10)
+        finally:
+            await llm.aclose()
+    assert isinstance(cut, TooManyToolCalls) and not cut.retryable
+    assert cut.user_message == "The reply asked for more than 10 tool calls at once and was cut off."
+    assert "llm.max_tool_calls" in str(cut) and chunks == []
+
+
+async def test_empty_tool_call_deltas_are_not_progress(kind: str) -> None:
+    # A call starts, then only empty argument deltas arrive, well within the idle timeout of each other.
+    async with FakeLLMServer([Endless(tool_call="write", piece="", interval=0.05)]) as server:
+        llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=10, idle_timeout=0.5))
+        try:
+            _, cut = await run(llm, WRITE)
+            await asyncio.wait_for(server.wait_streams_closed(), 10)
+        finally:
+            await llm.aclose()
+    assert isinstance(cut, IdleTimeout), cut
+    assert cut.user_message == "The model stopped sending for 0.5 s; the reply was cut off."
+
+
 async def test_tool_call_arguments_streaming_slowly_are_progress(kind: str) -> None:
     # Every gap is well under the idle timeout, the whole call well over it: only the gaps count.
     args = {"text": "x" * 30}  # 42 characters of JSON in 11 pieces, 0.08 s apart
@@ -206,9 +248,10 @@ def test_with_limits_wraps_each_model_once() -> None:
 
 def test_config_keys_become_the_limits() -> None:
     assert stream_limits(LLMConfig()) == StreamLimits(call_deadline=600.0, idle_timeout=120.0,
-                                                      max_output_chars=100_000)
-    config = LLMConfig(call_deadline=30, idle_timeout=0, max_output_chars=5000)
-    assert stream_limits(config) == StreamLimits(call_deadline=30.0, idle_timeout=None, max_output_chars=5000)
+                                                      max_output_chars=100_000, max_tool_calls=64)
+    config = LLMConfig(call_deadline=30, idle_timeout=0, max_output_chars=5000, max_tool_calls=0)
+    assert stream_limits(config) == StreamLimits(call_deadline=30.0, idle_timeout=None, max_output_chars=5000,
+                                                 max_tool_calls=None)
     with pytest.raises(ValueError):
         LLMConfig(idle_timeout=-1)
 

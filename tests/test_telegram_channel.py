@@ -17,11 +17,11 @@ import pytest
 from pydantic import ValidationError
 
 from operator_use.app import App
-from operator_use.channels.base import ChannelError, FormattingRejected, NotModified, RetryAfter
+from operator_use.channels.base import ChannelError, FormattingRejected, NotModified, Refused, RetryAfter
 from operator_use.channels.telegram.channel import TelegramChannel
 from operator_use.channels.telegram.config import TelegramConfig
 from operator_use.config import ConfigError, load_config
-from operator_use.messages import Address, AudioPart, FilePart, ImagePart
+from operator_use.messages import Address, AudioPart, FilePart, ImagePart, IncomingMessage
 from operator_use.providers.llm.openai import OpenAILLM
 
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
@@ -29,6 +29,7 @@ from .fakes.telegram_server import TOKEN, FakeTelegram
 from .support.deps import require_module
 from .support.pipeline import make_app
 from .support.speech import spoken_ogg
+from .test_pairing_users import CODE, cli
 
 ALICE = FakeTelegram.user(111, "alice", "Alice")  # allowed by id, admin
 BOB = FakeTelegram.user(222, "Bob_TG", "Bob")  # allowed by username
@@ -200,9 +201,11 @@ async def test_bot_api_errors_reach_the_gateway_as_its_own(home: Path, fake: Fak
         with pytest.raises(RetryAfter) as flood:
             await channel.edit(here, message_id, "<b>bold</b> later")
         assert flood.value.seconds == 3
-        with pytest.raises(ChannelError) as gone:
+        with pytest.raises(Refused):  # a message the user deleted: a stream goes on in a new one
             await channel.edit(here, "999", "nothing there")
-        assert gone.value.permanent
+        with pytest.raises(ChannelError) as gone:
+            await channel.send(Address(channel="telegram", chat_id="424242"), "no such chat")
+        assert gone.value.permanent and not isinstance(gone.value, Refused)
         await channel.send_parts(here, [
             ImagePart(data=b"\x89PNG...", mime="image/png"),
             FilePart(name="notes.txt", mime="text/plain", data=b"some notes"),
@@ -242,6 +245,48 @@ async def test_group_answers_only_when_mentioned_or_replied_to(home: Path, fake:
     assert echo.user_texts() == ["what is two plus two?", "and three plus three?"]
     assert texts(fake, -100500)[1] == "You said: and three plus three?"
     assert texts(fake, -100500)[2].startswith("Model: ")
+
+
+async def test_a_command_for_another_bot_never_runs_here(home: Path, fake: FakeTelegram) -> None:
+    echo = Echo()
+    group = fake.group(-100500, "Team")
+    async with FakeLLMServer(responder=echo) as llm:
+        async with make_app(home, channel_for(fake, home), llm_of(llm)) as app:
+            fake.send_text(group, ALICE, "@operator_test_bot remember the number 7")
+            await fake.wait_for(has_text(fake, -100500, "You said: remember the number 7"))
+            await app.orchestrator.lanes.idle()  # the turn is saved
+            # The mention is stripped before the command is read: still the other bot's /new.
+            fake.send_text(group, ALICE, "@operator_test_bot /new@otherbot")
+            # Whatever a channel lets through: the orchestrator knows the bot's name there too.
+            await app.bus.publish_incoming(IncomingMessage.of_text("telegram", "-100500", "111", "/new@OtherBot",
+                                                                   is_direct=False, mentioned=True))
+            fake.send_text(group, ALICE, "/status@Operator_Test_Bot")  # ours, in any case
+            await fake.wait_for(lambda: any(t.startswith("Model: ") for t in texts(fake, -100500)))
+            session = await app.sessions.load("telegram:-100500")
+    assert not any(t.startswith("Started a new conversation") for t in texts(fake, -100500))
+    assert len(session.messages) == 2 and echo.user_texts() == ["remember the number 7"]
+
+
+async def test_the_channel_drops_another_bots_command_behind_a_mention(home: Path, fake: FakeTelegram) -> None:
+    channel = channel_for(fake, home)
+    published: list[IncomingMessage] = []
+    arrived = asyncio.Event()
+
+    async def publish(message: IncomingMessage) -> None:
+        published.append(message)
+        arrived.set()
+
+    group = fake.group(-100500, "Team")
+    await channel.start(publish)
+    try:
+        fake.send_text(group, ALICE, "@operator_test_bot /new@otherbot")
+        fake.send_text(group, ALICE, "@operator_test_bot, /help@otherbot")
+        fake.send_text(group, ALICE, "@operator_test_bot /help")  # ours: the mention names this bot
+        await asyncio.wait_for(arrived.wait(), 10)
+    finally:
+        await channel.stop()
+    assert [m.text for m in published] == ["/help"]
+    assert channel.bot_name == "operator_test_bot"
 
 
 async def test_group_policy_never_and_always(home: Path, fake: FakeTelegram) -> None:
@@ -365,6 +410,26 @@ async def test_a_too_long_refusal_cuts_smaller_and_loses_nothing(home: Path, fak
     refused = [c for c in fake.calls if c.status == 400]
     assert refused and all(c.method in ("sendMessage", "editMessageText") for c in refused)
     assert stats.too_long == len(refused) and stats.undelivered_chars == 0
+    assert not any("could not be delivered" in t for t in texts(fake, 111))
+
+
+async def test_a_reply_deleted_mid_stream_goes_on_in_a_new_message(home: Path, fake: FakeTelegram) -> None:
+    answer = " ".join(f"word{i}" for i in range(1500))  # about 10,000 characters: three messages
+    gate = asyncio.Event()
+    async with FakeLLMServer([Reply(text=answer, chunk_size=40, gate=gate)]) as llm:
+        async with make_app(home, channel_for(fake, home), llm_of(llm)) as app:
+            fake.send_text(fake.private_chat(ALICE), ALICE, "a long one please")
+            await fake.wait_for(lambda: texts(fake, 111) == [answer[:40].rstrip()])  # the first chunk, shown
+            first = fake.delete_message(111, fake.messages_in(111)[0].message_id)  # the user deletes it
+            gate.set()
+            await fake.wait_for(lambda: "word1499" in " ".join(texts(fake, 111)), timeout=30)
+            assert app.gateway is not None
+            stats = app.gateway.editor.stats
+    # Telegram answered the next edit "message to edit not found"; the rest went on in new messages, whole.
+    assert any(c.method == "editMessageText" and c.status == 400 for c in fake.calls)
+    rest = "".join("".join(texts(fake, 111)).split())
+    assert "".join(first.text.split()) + rest == "".join(answer.split())
+    assert stats.errors == 0 and stats.undelivered_chars == 0
     assert not any("could not be delivered" in t for t in texts(fake, 111))
 
 
@@ -493,6 +558,38 @@ async def test_photo_goes_to_the_model_and_document_to_the_workspace(home: Path,
     saved = list((home / "workspace" / "inbox").iterdir())
     assert len(saved) == 1 and saved[0].name.endswith("-Quarterly_report.pdf") and saved[0].read_bytes() == pdf
     assert f"saved at {saved[0]}" in echo.user_texts()[1]
+
+
+async def test_an_unknown_senders_files_are_never_fetched_until_the_owner_approves(home: Path,
+                                                                                  fake: FakeTelegram) -> None:
+    echo = Echo()
+    mallory, alice = fake.private_chat(MALLORY), fake.private_chat(ALICE)
+    inbox = home / "workspace" / "inbox"
+    async with FakeLLMServer(responder=echo) as llm:
+        async with make_app(home, channel_for(fake, home, pairing=True), llm_of(llm)):
+            # Updates are handled one at a time: a stranger's downloads would hold up alice behind them.
+            fake.send_document(mallory, MALLORY, b"junk" * 4096, "junk.bin")
+            fake.send_photo(mallory, MALLORY, [(800, b"\xff\xd8junk")], caption="look")
+            fake.send_voice(mallory, MALLORY, b"OggS" + bytes(64))
+            fake.send_text(alice, ALICE, "hello")
+            await fake.wait_for(has_text(fake, 111, "You said: hello"))
+            assert fake.calls_to("getFile") == [] and not inbox.exists()
+            # The document alone still reached the orchestrator: it earned a pairing code.
+            await fake.wait_for(lambda: len(fake.messages_in(666)) == 1)
+            code = CODE.search(texts(fake, 666)[0])
+            assert code is not None
+            rc, _ = await cli(home, "pairing", "approve", code.group(1))
+            assert rc == 0
+            # Approved from the CLI (another process): the very next file is fetched, as an allowed user's is.
+            fake.send_document(mallory, MALLORY, b"%PDF from mallory", "notes.pdf")
+            await fake.wait_for(lambda: len(fake.messages_in(666)) == 2)
+            fake.send_document(alice, ALICE, b"%PDF from alice", "alice.pdf")
+            await fake.wait_for(lambda: len(fake.messages_in(111)) == 2)
+
+    assert sorted(p.read_bytes() for p in inbox.iterdir()) == [b"%PDF from alice", b"%PDF from mallory"]
+    assert len(fake.calls_to("getFile")) == 2
+    assert echo.user_texts()[0] == "hello" and len(echo.requests) == 3
+    assert "notes.pdf" in echo.user_texts()[1] and "alice.pdf" in echo.user_texts()[2]
 
 
 async def test_local_bot_api_server_files_and_the_20mb_limit(home: Path, tmp_path: Path) -> None:

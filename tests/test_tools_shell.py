@@ -1,10 +1,14 @@
 """run_shell: cwd, output, exit code, timeouts and cancellation that kill the whole process group,
-output cap, scrubbed environment. No test sleeps to time anything; waits are for conditions."""
+output cap, scrubbed environment. No test sleeps to time anything; waits are for conditions.
+
+Processes are found by a unique marker in their command line (a `sleep` duration): as root the command
+runs in a PID namespace of its own, where the pids it sees are not the host's."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 from pathlib import Path
 
@@ -20,21 +24,43 @@ def make_ctx(ws: Path) -> TurnContext:
     return TurnContext(address=Address(channel="test", chat_id="1"), user_id="u", session_key="test:1", workspace=ws)
 
 
-def is_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # Where PID 1 does not reap (containers), a killed orphan stays a zombie: dead, just not buried.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in ("Z", "X")
+def alive_with(marker: str) -> list[int]:
+    """Host pids of live (non-zombie) processes whose command line contains `marker`."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            argv = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{name}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        # Where PID 1 does not reap (containers), a killed orphan stays a zombie: dead, just not buried.
+        if marker.encode() in argv and state not in ("Z", "X"):
+            found.append(int(name))
+    return found
 
 
-def read_pids(ws: Path, *names: str) -> list[int]:
-    return [int((ws / n).read_text()) for n in names]
+async def gone(marker: str, within: float = 10.0) -> bool:
+    """Poll until no such process is left, for at most `within` seconds (a bound, not a wait for time): the
+    state of processes in /proc has no event to wait on."""
+    async with asyncio.timeout(within):
+        while True:
+            if not alive_with(marker):
+                return True
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def marker():
+    """A `sleep` duration no other process uses; whatever still runs with it at the end is killed."""
+    value = f"{random.randint(500, 999)}.{random.randint(10**8, 10**9)}"
+    yield value
+    for pid in alive_with(value):  # a failing test must not leave it running
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.fixture
@@ -94,106 +120,99 @@ def test_capture_memory_is_bounded():
         loop.close()
 
 
-async def test_timeout_kills_whole_group(run, tmp_path: Path):
-    res = await run("echo $$ > sh.pid; sleep 100 & echo $! > bg.pid; sleep 100", timeout=1)
+async def test_timeout_kills_whole_group(run, marker):
+    res = await run(f"sleep {marker} & sleep {marker}", timeout=1)
     assert "timed out after 1 s" in res.content
-    pids = read_pids(tmp_path, "sh.pid", "bg.pid")
-    assert all(is_dead(p) for p in pids), pids
+    assert await gone(marker)  # the shell (its command line has the marker too) and both sleeps
 
 
-async def test_timeout_escalates_to_sigkill(run, tmp_path: Path, fast_kill):
+async def test_timeout_escalates_to_sigkill(run, marker, fast_kill):
     # SIGTERM is ignored by the shell and inherited as ignored by its children.
-    res = await run("trap '' TERM; sleep 100 & echo $! > bg.pid; sleep 100", timeout=1)
+    res = await run(f"trap '' TERM; sleep {marker} & sleep {marker}", timeout=1)
     assert "timed out" in res.content
-    assert is_dead(read_pids(tmp_path, "bg.pid")[0])
+    assert await gone(marker)
 
 
-async def test_cancellation_kills_whole_group(run, tmp_path: Path):
-    task = asyncio.create_task(run("echo $$ > sh.pid; sleep 100 & echo $! > bg.pid; wait", timeout=600))
+async def test_cancellation_kills_whole_group(run, marker, tmp_path: Path):
+    task = asyncio.create_task(run(f"sleep {marker} & echo started > bg.txt; wait", timeout=600))
     async with asyncio.timeout(10):  # wait for the condition, not for a duration
-        while not ((tmp_path / "bg.pid").exists() and (tmp_path / "bg.pid").read_text().strip()):
+        while not (tmp_path / "bg.txt").exists():
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    pids = read_pids(tmp_path, "sh.pid", "bg.pid")
-    assert all(is_dead(p) for p in pids), pids
+    assert await gone(marker)
 
 
-async def test_background_leftovers_are_stopped(run, tmp_path: Path):
-    res = await run("sleep 100 > /dev/null 2>&1 & echo $! > bg.pid; echo done")
+async def test_background_leftovers_are_stopped(run, marker):
+    res = await run(f"sleep {marker} > /dev/null 2>&1 & echo done")
     assert res.content.startswith("done\n[exit code 0]") and "background" in res.content
-    assert is_dead(read_pids(tmp_path, "bg.pid")[0])
+    assert await gone(marker)
 
 
-async def test_background_holding_the_pipe_does_not_wait_for_timeout(run, tmp_path: Path):
+async def test_background_holding_the_pipe_does_not_wait_for_timeout(run, marker):
     # Without our own pipe, asyncio's wait() would block until the background sleep ends.
     async with asyncio.timeout(10):
-        res = await run("(sleep 100; echo late) & echo $! > bg.pid; echo early", timeout=600)
+        res = await run(f"(sleep {marker}; echo late) & echo early", timeout=600)
     assert res.content.startswith("early\n[exit code 0]") and "late" not in res.content
-    assert is_dead(read_pids(tmp_path, "bg.pid")[0])
+    assert await gone(marker)
 
 
-# A descendant that leaves the command's session and process group (setsid) and whose parent exits: it
-# used to be reparented to init and run on. The command waits until the escapee has written its pid.
-ESCAPE = "setsid sh -c 'sleep 1000 & echo $! > esc.pid; wait' & until [ -s esc.pid ]; do sleep 0.01; done; "
+def escape(marker: str) -> str:
+    """A descendant that leaves the command's session and process group (setsid) and whose parent exits: it
+    used to be reparented to init and run on. The command goes on once the escapee has started."""
+    return (f"setsid sh -c 'sleep {marker} & echo $! > esc.pid; wait' & "
+            "until [ -s esc.pid ]; do sleep 0.01; done; ")
 
 
-async def wait_dead(pid: int, within: float = 10.0) -> bool:
-    """Poll for the process to be gone, for at most `within` seconds (a bound, not a wait for time)."""
-    async with asyncio.timeout(within):
-        while not is_dead(pid):
-            await asyncio.sleep(0.02)
-    return True
-
-
-@pytest.fixture
-def escapees(tmp_path: Path):
-    """The escapee's pid, read after the command ran; killed at the end if a test failed to end it."""
-    pids: list[int] = []
-
-    def read() -> int:
-        pids.append(read_pids(tmp_path, "esc.pid")[0])
-        return pids[-1]
-
-    yield read
-    for pid in pids:
-        if not is_dead(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-async def test_setsid_descendant_ends_when_the_command_exits(run, escapees):
+async def test_setsid_descendant_ends_when_the_command_exits(run, marker):
     async with asyncio.timeout(10):  # and the call does not wait for it
-        res = await run(ESCAPE + "echo done", timeout=600)
-    escapee = escapees()
+        res = await run(escape(marker) + "echo done", timeout=600)
     assert res.content.startswith("done\n[exit code 0]") and "background were stopped" in res.content
-    assert await wait_dead(escapee)
+    assert await gone(marker)
 
 
-async def test_setsid_descendant_ends_with_the_timeout(run, escapees):
-    res = await run(ESCAPE + "sleep 100", timeout=1)
-    escapee = escapees()
+async def test_setsid_descendant_ends_with_the_timeout(run, marker):
+    res = await run(escape(marker) + "sleep 100", timeout=1)
     assert "timed out after 1 s" in res.content
-    assert await wait_dead(escapee)
+    assert await gone(marker)
 
 
-async def test_setsid_descendant_ends_on_cancellation(run, escapees, tmp_path: Path):
-    task = asyncio.create_task(run(ESCAPE + "echo ready > ready.txt; sleep 100", timeout=600))
+async def test_setsid_descendant_ends_on_cancellation(run, marker, tmp_path: Path):
+    task = asyncio.create_task(run(escape(marker) + "echo ready > ready.txt; sleep 100", timeout=600))
     async with asyncio.timeout(10):  # wait for the condition, not for a duration
         while not (tmp_path / "ready.txt").exists():
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await wait_dead(escapees())
+    assert await gone(marker)
 
 
-async def test_setsid_descendant_ignoring_sigterm_is_killed(run, escapees, fast_kill):
-    res = await run("setsid sh -c 'trap \"\" TERM; sleep 1000 & echo $! > esc.pid; wait' & "
+async def test_setsid_descendant_ignoring_sigterm_is_killed(run, marker, fast_kill):
+    res = await run(f"setsid sh -c 'trap \"\" TERM; sleep {marker} & echo $! > esc.pid; wait' & "
                     "until [ -s esc.pid ]; do sleep 0.01; done; echo done", timeout=600)
-    escapee = escapees()
     assert res.content.startswith("done\n[exit code 0]")
-    assert await wait_dead(escapee)
+    assert await gone(marker)
+
+
+async def test_a_command_that_kills_its_supervisor_leaves_nothing_behind(run, marker):
+    # Without a sandbox the command used to be able to kill reaper.py (same user) and leave what it had
+    # started running, reparented to init. As root, the supervisor is its PID namespace's init now.
+    if os.geteuid() != 0:
+        pytest.skip("a command of a non-root agent can still kill its supervisor (documented limit)")
+    res = await run(escape(marker) + "kill -9 $PPID; echo after", timeout=600)
+    assert await gone(marker)
+    assert res.content.startswith("after\n[exit code 0]"), res.content  # it went on: the kill did nothing
+
+
+async def test_a_root_agents_command_sees_only_its_own_processes(run):
+    # Its own /proc: it cannot see (nor signal) the agent or any other process of the host.
+    if os.geteuid() != 0:
+        pytest.skip("needs root (CI runs as root)")
+    res = await run(f"ls -d /proc/[0-9]*; ls /proc/{os.getpid()}/environ")
+    assert "/proc/1\n" in res.content and "No such file" in res.content, res.content
+    assert len([line for line in res.content.splitlines() if line.startswith("/proc/")]) <= 4, res.content
 
 
 async def test_secrets_are_scrubbed(run, monkeypatch):

@@ -14,6 +14,7 @@ import pytest
 from operator_use.channels.base import ChannelError, Refused, TooLong
 from operator_use.channels.twitch import TwitchConfig
 from operator_use.channels.twitch.channel import TwitchChannel
+from operator_use.channels.twitch.limits import DAY, WhisperRecipients
 from operator_use.config import ConfigError, load_config
 from operator_use.messages import Address
 from operator_use.providers.llm.openai import OpenAILLM
@@ -192,6 +193,23 @@ async def test_a_duplicate_message_is_sent_again_marked(home: Path, server) -> N
     assert [p.text for p in server.sent_posts()] == ["Same answer.", "Same answer. \U000e0000"]
 
 
+async def test_a_duplicate_with_no_room_for_the_marker_is_cut_smaller_and_arrives_whole(home: Path,
+                                                                                       server) -> None:
+    text = ("x" * 9 + " ") * 49 + "y" * 10
+    assert len(text) == 500  # " \U000e0000" would make it 502
+    async with FakeLLMServer([Reply(text=text), Reply(text=text)]) as fake:
+        async with make_app(home, TwitchChannel(config(server)), llm(fake)):
+            await server.chat("streamer", "alice", "!ai first question")
+            await server.wait_for(lambda: len(server.sent_posts()) == 1)
+            second = await server.chat("streamer", "alice", "!ai second question")
+            await server.wait_for(lambda: said(server, second).replace(" \U000e0000", "") == text
+                                  or "could not be delivered" in said(server))
+    assert [p.drop_code for p in server.chat_posts].count("msg_duplicate") == 1
+    again = [p.text for p in server.sent_posts() if p.reply_to == second]
+    assert len(again) >= 2 and all(len(t) <= 500 for t in again)  # cut, so each part differs from the first
+    assert " ".join(again).replace(" \U000e0000", "") == text
+
+
 async def test_helix_refusals_reach_the_gateway_as_its_own_errors(server) -> None:
     channel = TwitchChannel(config(server))
     await channel.start(_ignore)
@@ -212,9 +230,12 @@ async def test_helix_refusals_reach_the_gateway_as_its_own_errors(server) -> Non
             await channel.send(here, "twice")
         assert duplicate.value.resend == "twice \U000e0000"
         await channel.send(here, duplicate.value.resend)
+        await channel.send(here, "z" * 499)
+        with pytest.raises(TooLong):  # repeated, with no room left for the marker: to be cut smaller
+            await channel.send(here, "z" * 499)
     finally:
         await channel.stop()
-    assert [p.text for p in server.sent_posts()] == ["twice", "twice \U000e0000"]
+    assert [p.text for p in server.sent_posts()] == ["twice", "twice \U000e0000", "z" * 499]
 
 
 async def test_an_unknown_user_is_refused(home: Path, server) -> None:
@@ -273,6 +294,52 @@ async def test_per_user_sessions_and_whispers(home: Path, server) -> None:
                 session = await app.sessions.load(f"twitch:{streamer.id}:{user.id}")
                 assert [m.content for m in session.messages] == [text, f"You said: {text}"]
         assert server.whispers == [{"to": alice.id, "message": "You said: a secret question"}]
+
+
+async def test_whispers_go_to_at_most_40_people_a_day(server) -> None:
+    channel = TwitchChannel(config(server, whispers=True))
+    await channel.start(_ignore)
+    try:
+        people = [server.add_user(f"viewer{i}").id for i in range(41)]
+        for person in people[:40]:
+            await channel.send(Address(channel="twitch", chat_id=f"@{person}"), "hello")
+        with pytest.raises(ChannelError) as refused:  # Helix Send Whisper: 40 unique recipients per day
+            await channel.send(Address(channel="twitch", chat_id=f"@{people[40]}"), "hello")
+        assert refused.value.permanent and "40 people" in str(refused.value)
+        await channel.send(Address(channel="twitch", chat_id=f"@{people[0]}"), "again")  # not a new recipient
+    finally:
+        await channel.stop()
+    assert [w["to"] for w in server.whispers] == [*people[:40], people[0]]
+
+
+def test_the_whisper_recipient_count_is_the_last_day_by_the_last_whisper() -> None:
+    now = [0.0]
+    recipients = WhisperRecipients(2, clock=lambda: now[0])
+    assert recipients.admit("a") and recipients.admit("b") and not recipients.admit("c")
+    now[0] = 3600.0
+    assert recipients.admit("a")  # a again: counted from now on
+    now[0] = DAY
+    assert recipients.admit("c")  # b's day is over, not a's
+    assert not recipients.admit("b")
+
+
+async def test_answers_in_two_channels_share_the_accounts_send_rate(home: Path, server) -> None:
+    server.add_user("otherstreamer")
+    answers = [Reply(text=f"Answer number {i}.") for i in range(6)]
+    async with FakeLLMServer(answers) as fake:
+        channel = TwitchChannel(config(server, channels=["streamer", "otherstreamer"], rate_messages=2,
+                                       rate_window=1.0))  # rate_margin: 1 s by default
+        async with make_app(home, channel, llm(fake), max_concurrent_turns=6):
+            for i in range(3):
+                await server.chat("streamer", "alice", f"!ai question {i}")
+                await server.chat("otherstreamer", "bob", f"!ai question {i}")
+            await server.wait_for(lambda: len(server.sent_posts()) == 6, timeout=30)
+    posts = server.sent_posts()
+    assert {p.body["broadcaster_id"] for p in posts} == {server.user("streamer").id, server.user("otherstreamer").id}
+    times = [p.at for p in posts]
+    # As Twitch counts, for the account: never more than 2 messages within the 1 s window, wherever they went,
+    # with at least half a second to spare for network jitter.
+    assert all(b - a >= 1.0 + 0.5 for a, b in zip(times, times[2:], strict=False))
 
 
 async def test_no_token_file_and_no_oauth_server_unless_asked(home: Path, server, tmp_path: Path,

@@ -71,6 +71,14 @@ MAX_ITERATIONS_MESSAGE = (
     "Tell me to continue if you want me to go on."
 )
 
+# Said, and saved as the reply, when the model answers with neither text nor tool calls: the user never
+# waits on silence, and the history never holds an empty answer. Keyed by the finish reason.
+EMPTY_REPLY_MESSAGES = {
+    "length": "The model used up its output tokens (llm.max_tokens) before writing a reply.",
+    "content_filter": "The model's content filter withheld the reply.",
+}
+EMPTY_REPLY_MESSAGE = "The model sent back an empty reply. Please try again."
+
 
 async def _no_emit(event: AgentEvent) -> None:
     return None
@@ -122,6 +130,7 @@ class Agent:
                 partial.clear()
                 calls: list[ToolCall] = []
                 usage = Usage()
+                finish = "stop"
                 try:
                     # Closed on the way out even when emit() is cancelled (/stop): no HTTP stream is left open.
                     async with aclosing(self.llm.stream(prompt, self.tools.schemas())) as stream:
@@ -135,7 +144,7 @@ class Agent:
                             elif isinstance(chunk, UsageChunk):
                                 usage = usage + chunk.usage
                             elif isinstance(chunk, FinishChunk):
-                                pass
+                                finish = chunk.reason
                 except StreamCutOff as exc:
                     log.warning("reply cut off in %s: %s", ctx.session_key, exc)
                     result.cut_off = exc
@@ -143,6 +152,10 @@ class Agent:
                     # a result), the text shown so far stays and the note says why it ends there.
                     calls = []
                     note = ("\n\n" if partial else "") + exc.user_message
+                    partial.append(note)
+                    await emit(TextDelta(note))
+                if not calls and not "".join(partial).strip():
+                    note = EMPTY_REPLY_MESSAGES.get(finish, EMPTY_REPLY_MESSAGE)
                     partial.append(note)
                     await emit(TextDelta(note))
                 result.usage = result.usage + usage

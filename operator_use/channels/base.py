@@ -10,16 +10,19 @@ from __future__ import annotations
 import abc
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..messages import Address, AudioPart, IncomingMessage, Part
+from ..messages import Address, AudioPart, IncomingMessage, Part, TextPart
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[IncomingMessage], Awaitable[None]]
+# (channel name, user id) -> may this sender talk to the agent, beyond the channel's own config? The App sets it
+# to what the orchestrator also consults: approved pairing identities and registered users (security/access.py).
+Knows = Callable[[str, str], Awaitable[bool]]
 
 
 class ChannelError(Exception):
@@ -81,9 +84,15 @@ class Capabilities(BaseModel):
     # (messages, seconds): at most that many sends/edits per chat (all its threads) in any such window;
     # the gateway makes later calls wait, it never drops them. None: no limit of our own.
     rate_limit: tuple[int, float] | None = None
+    # (messages, seconds) for all chats together, in addition to rate_limit: platforms that count what one
+    # account sends wherever it goes (Twitch chat). None: no such limit.
+    account_rate_limit: tuple[int, float] | None = None
     # Every message of a reply cut into several answers the question, not only the first (chats where
     # answers to different people interleave).
     reply_each_chunk: bool = False
+    # False: the platform shows a message on one line, line breaks and runs of spaces collapsed (Twitch
+    # chat). Approval requests then show a command's newlines, tabs and spaces as visible marks.
+    multiline: bool = True
 
 
 class ChannelConfig(BaseModel):
@@ -146,6 +155,11 @@ class ChannelConfig(BaseModel):
 _NUMERIC_ID = re.compile(r"-?\d+")
 
 
+def withheld(what: str) -> TextPart:
+    """What stands in a message for an attachment of an unknown sender's, never fetched (`Channel.may_fetch`)."""
+    return TextPart(text=f"[{what} not downloaded: the sender is not allowed]")
+
+
 def name_key(name: str) -> str:
     """A user name as compared: names on Telegram, Discord and Twitch are case-insensitive, "@" is decoration."""
     return name.strip().removeprefix("@").lower()
@@ -157,6 +171,10 @@ class Channel(abc.ABC):
 
     name: ClassVar[str] = "channel"
     capabilities: Capabilities = Capabilities()
+    knows: Knows | None = None
+    # The bot's own name on the platform (Telegram @username, Twitch login) once connected: a /command@name
+    # addressed to another name is not run here (the orchestrator checks). None: not known.
+    bot_name: str | None = None
 
     def __init__(self, config: ChannelConfig | None = None, *, name: str | None = None) -> None:
         self.config = config or ChannelConfig(enabled=True)
@@ -181,6 +199,14 @@ class Channel(abc.ABC):
 
     async def disconnect(self) -> None:
         return None
+
+    async def may_fetch(self, user_id: str, user_name: str | None = None, groups: Sequence[str] = ()) -> bool:
+        """Whether this sender may talk to the agent: asked before anything they sent is downloaded or saved.
+        An unknown sender's message is still emitted (the orchestrator answers and counts it), its files
+        replaced by `withheld` notes: strangers cost no download, no disk and no wait for the users behind them."""
+        if self.config.allows(user_id, user_name, tuple(groups)):
+            return True
+        return self.knows is not None and await self.knows(self.name, user_id)
 
     async def emit(self, message: IncomingMessage) -> None:
         """Hand a platform message to the pipeline (waits when the bus is full: back-pressure)."""
@@ -216,6 +242,14 @@ class Channel(abc.ABC):
 
     async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
         raise ChannelError(f"{self.name} cannot send voice", permanent=True)
+
+    def rate_limits(self, address: Address) -> list[tuple[str, int, float]]:
+        """The send-rate windows a call for `address` counts in, as (scope, messages, seconds), the narrowest
+        first and in the same order for every address (the gateway waits for each in turn): the chat's
+        `rate_limit`, then the account's `account_rate_limit`."""
+        caps = self.capabilities
+        limits = [(f"chat:{address.chat_id}", *caps.rate_limit)] if caps.rate_limit else []
+        return limits + ([("account", *caps.account_rate_limit)] if caps.account_rate_limit else [])
 
     def format(self, markdown: str) -> str:
         """Render the model's markdown in the platform's dialect (`capabilities.formatting`)."""

@@ -7,9 +7,11 @@ still becomes a closed <pre>, an unclosed ** stays literal text; the output is a
 
 Dialects (`Capabilities.formatting`):
 - "telegram_html": Telegram's HTML subset (b, i, s, code, pre, a, blockquote); lists as bullets, headings bold.
-- "slack_mrkdwn": *bold*, _italic_, ~strike~, `code`, ```pre```, <url|text>, with &, <, > escaped.
+- "slack_mrkdwn": *bold*, _italic_, ~strike~, `code`, ```pre``` (fences on lines of their own, so code starting
+  or ending with a backtick cannot merge into them), <url|text>, with &, <, > escaped.
 - "discord", "markdown": passed through unchanged (the platform renders markdown itself).
-- "plain": markup stripped to readable text.
+- "plain": markup stripped to readable text; code blocks keep their fences, the only sign of where the code
+  starts and ends on a chat that shows everything as one line (Twitch).
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ def _html_escape(s: str) -> str:
     return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _fenced(raw: str) -> str:
+    """A fenced block `raw` cannot close: the fence is longer than any backtick run in it."""
+    longest = max((len(m) for m in re.findall(r"`+", raw)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{raw}\n{fence}"
+
+
 class _Style:
     """Plain text: the base style, every markup hook returns its content as readable text."""
 
@@ -57,7 +66,7 @@ class _Style:
         return raw
 
     def pre(self, raw: str, lang: str) -> str:
-        return raw
+        return _fenced(raw)
 
     def link(self, inner: str, href: str, plain_inner: str) -> str:
         if not href or plain_inner.strip() == href or href == f"mailto:{plain_inner.strip()}":
@@ -129,7 +138,9 @@ class _SlackMrkdwn(_Style):
         return f"`{_html_escape(raw)}`"
 
     def pre(self, raw: str, lang: str) -> str:
-        return f"```{_html_escape(raw)}```"  # Slack has no language hint
+        # Slack has no language hint, and only ``` fences: each on a line of its own, so a backtick at
+        # either end of the code cannot join them (Slack does not show those two line breaks).
+        return f"```\n{_html_escape(raw)}\n```"
 
     def link(self, inner: str, href: str, plain_inner: str) -> str:
         if not href.lower().startswith(("http://", "https://", "mailto:")):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..agent.loop import Agent, AgentEvent, BlockEnd, TextDelta
 from ..agent.turn import TurnContext
 from ..bus.base import Bus
-from ..channels.base import ChannelConfig
+from ..channels.base import Channel, ChannelConfig, name_key
 from ..messages import (
     Address,
     AudioPart,
@@ -64,7 +64,8 @@ class Orchestrator:
     def __init__(self, bus: Bus, agent: Agent, sessions: SessionStore, channel_configs: Mapping[str, ChannelConfig], *,
                  workspace: Path, max_concurrent_turns: int = 8, transcribe: Transcribe | None = None,
                  on_restart: Callable[[], Awaitable[None]] | None = None,
-                 status: Callable[[], Mapping[str, str]] | None = None) -> None:
+                 status: Callable[[], Mapping[str, str]] | None = None,
+                 channels: Mapping[str, Channel] | None = None) -> None:
         self.bus = bus
         self.agent = agent
         self.sessions = sessions
@@ -73,6 +74,8 @@ class Orchestrator:
         self.transcribe = transcribe
         self.on_restart = on_restart
         self.channel_status = status
+        # The running channels, for what only they know: the bot's own name there (Channel.bot_name).
+        self.channels: Mapping[str, Channel] = channels or {}
         self.lanes: Lanes[IncomingMessage] = Lanes(self._turn, max_concurrent_turns)
         self.commands = CommandRegistry()
         self.interceptors: list[Interceptor] = []
@@ -150,6 +153,10 @@ class Orchestrator:
             if await intercept(message):
                 return
         command = parse_command(message.text) if message.text else None
+        if command is not None and not self._addressed_here(message.channel, command):
+            log.info("%s: /%s is addressed to @%s, another bot; ignored", message.channel, command.name,
+                     command.target)
+            return
         if command is not None:
             await self._command(message, command)
             return
@@ -161,6 +168,13 @@ class Orchestrator:
         await self.bus.publish_outgoing(OutgoingMessage.of_text(message.address, text, reply_to=message.message_id))
 
     # --- commands ---
+
+    def _addressed_here(self, channel: str, command: Command) -> bool:
+        """False for a /command@name meant for another bot, wherever the channel knows this bot's name: whatever
+        a channel let through (a mention stripped first, say), another bot's /new or /approve never runs here."""
+        live = self.channels.get(channel) if command.target else None
+        own = live.bot_name if live is not None else None
+        return own is None or name_key(command.target or "") == name_key(own)
 
     async def _command(self, message: IncomingMessage, command: Command) -> None:
         spec = self.commands.get(command.name)

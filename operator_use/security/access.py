@@ -106,10 +106,19 @@ class Access:
         return role
 
     def allows(self, message: IncomingMessage) -> bool:
-        if identity(message.channel, message.user_id) in self._approved:
+        return self.known(message.channel, message.user_id)
+
+    def known(self, channel: str, user_id: str) -> bool:
+        if identity(channel, user_id) in self._approved:
             return True
-        role = self.role(message.channel, message.user_id)
+        role = self.role(channel, user_id)
         return role is not None and grants(role.agents, self.agent_name)
+
+    async def knows(self, channel: str, user_id: str) -> bool:
+        """`known` on fresh files: channels ask it (`Channel.knows`) before fetching a sender's attachments,
+        ahead of the orchestrator's own refresh, so a sender the CLI has just approved gets their files in."""
+        await self.refresh()
+        return self.known(channel, user_id)
 
     def is_admin(self, message: IncomingMessage) -> bool:
         role = self.role(message.channel, message.user_id)

@@ -57,9 +57,10 @@ def verdict_for(config: ApprovalsConfig, tool: str, risk: str) -> Verdict:
     return config.by_risk.get(risk, config.by_risk.get("high", "ask"))
 
 
-def preview(call: ToolCall, redact: Callable[[str], str] | None = None) -> str:
-    """What the person approves: the exact command (shell-like tools) or arguments, escaped, with warnings."""
-    return _preview.render(call, redact)
+def preview(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_line: bool = False) -> str:
+    """What the person approves: the exact command (shell-like tools) or arguments, escaped, with warnings.
+    `one_line`: for a chat that shows a message on one line (whitespace shown as marks)."""
+    return _preview.render(call, redact, one_line=one_line)
 
 
 @dataclass
@@ -74,15 +75,18 @@ class PendingApproval:
 
 
 class ApprovalGate:
-    """The hook (`__call__`) plus the /approve and /deny command handlers."""
+    """The hook (`__call__`) plus the /approve and /deny command handlers. `multiline(channel)`: whether that
+    channel shows line breaks and runs of spaces as sent (`Capabilities.multiline`); None: every channel does."""
 
     def __init__(self, config: ApprovalsConfig, registry: ToolRegistry, *,
                  is_admin: Callable[[IncomingMessage], bool],
-                 tools_for: Callable[[str, str], list[str] | str] | None = None) -> None:
+                 tools_for: Callable[[str, str], list[str] | str] | None = None,
+                 multiline: Callable[[str], bool] | None = None) -> None:
         self.config = config
         self.registry = registry
         self.is_admin = is_admin
         self.tools_for = tools_for
+        self.multiline = multiline
         self.prompt_files = PromptFiles(tuple(config.prompt_files))
         self.pending: dict[str, PendingApproval] = {}
 
@@ -149,7 +153,8 @@ class ApprovalGate:
         if ctx.send_text is None:
             log.warning("tool %s needs approval but turn %s has no chat to ask in: refused", call.name, ctx.turn_id)
             return ToolResult(f"Error: {call.name} needs approval and there is no chat to ask in.", is_error=True)
-        shown = preview(call, self.registry.redact)  # the chat sees the call: secrets are masked in it
+        one_line = self.multiline is not None and not self.multiline(ctx.channel)
+        shown = preview(call, self.registry.redact, one_line=one_line)  # the chat sees the call: secrets masked
         request = PendingApproval(self._new_id(), call.name, shown, ctx.channel, ctx.user_id,
                                   ctx.session_key, asyncio.get_running_loop().create_future())
         self.pending[request.id] = request

@@ -4,8 +4,9 @@ The agent holds API keys and tokens in its environment and memory. On Linux, ano
 user may read /proc/<agent pid>/environ, /proc/<agent pid>/mem and reach the agent's view of the file
 system through /proc/<agent pid>/root, as long as the agent is "dumpable". Clearing that flag
 (prctl PR_SET_DUMPABLE 0) leaves those entries to processes holding CAP_SYS_PTRACE only, and also means
-no core dump full of secrets. Commands the agent runs are started without any capability (tools/jobs.py
-and tools/reaper.py; bubblewrap's --cap-drop ALL), so even a root agent's commands cannot read them.
+no core dump full of secrets. Commands the agent runs are started without any capability (tools/reaper.py;
+in the sandbox, tools/sandbox.py: as `nobody`), so even a root agent's commands cannot read them; as root
+they do not even see the agent's process (a PID namespace and a /proc of their own).
 """
 
 from __future__ import annotations

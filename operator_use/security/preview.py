@@ -2,18 +2,23 @@
 
 The person approving must see what will run, so the command is never rewritten, cut or joined into one
 line. It goes into a fenced code block as it is, with its real newlines (a second command after a
-newline, even one that seems to be inside a comment, stays on its own visible line), and only what
-cannot be seen is escaped:
+newline, even one that seems to be inside a comment, stays on its own visible line, or shows as `\\n`
+where the chat has no lines), and only what cannot be seen is escaped:
 
 - control characters (ESC sequences, CR, NUL...; newline and tab stay as they are), bidi overrides and
-  isolates, zero-width and other invisible or unusual space characters become `\\x1b`, `\\r`, `\\u202e`...,
-  and then every backslash is doubled, so each escape reads one way only;
+  isolates, zero-width and other invisible or unusual space characters (Unicode's default ignorables),
+  unassigned and private-use code points become `\\x1b`, `\\r`, `\\u202e`..., and then every backslash is
+  doubled, so each escape reads one way only;
 - a run of three or more backticks, which would end the code block on Discord and Slack (their only
-  fence is three backticks), has its backticks shown as `\\x60`.
+  fence is three backticks), has its backticks shown as `\\x60`;
+- on a chat that shows a message as one line (`Capabilities.multiline` false: Twitch), newlines, tabs and
+  spaces become `\\n`, `\\t` and `␣` (a `␣` of the command `\\u2423`): nothing collapses, and a space
+  at the cut between two messages still shows.
 
-Other tools show their arguments as indented JSON, whose own escapes (`\\n`, `\\"`, `\\u202e`) are already
-unambiguous. Warning lines above the block say what to look at: several lines, command substitution,
-escaped characters, a long call the chat may split into several messages (it is never cut here).
+Other tools show their arguments as indented JSON (compact on a one-line chat), whose own escapes (`\\n`,
+`\\"`, `\\u202e`) are already unambiguous. Warning lines above the block say what to look at: several
+lines, command substitution, escaped characters, a long call the chat may split into several messages (it is
+never cut here).
 """
 
 from __future__ import annotations
@@ -29,9 +34,22 @@ from ..messages import ToolCall
 # Past this many characters a call is announced as long: the chat shows it whole, maybe over several messages.
 LONG_CHARS = 300
 
-# Invisible characters outside the categories below (Hangul fillers, blank braille, variation selectors...).
-_INVISIBLE = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2800, 0x3164, 0xFFA0,
-                        *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)})
+# Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 16.0): what renderers
+# show as nothing, whatever its category, with the code points reserved for more of the same.
+_DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
+                      (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
+                      (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
+                      (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+# Blank glyphs outside it: BRAILLE PATTERN BLANK, KHITAN SMALL SCRIPT FILLER, MUSICAL SYMBOL NULL NOTEHEAD.
+_BLANK = (0x2800, 0x16FE4, 0x1D159)
+_INVISIBLE = frozenset({*(n for lo, hi in _DEFAULT_IGNORABLE for n in range(lo, hi + 1)), *_BLANK})
+# Cc controls, Cf format (bidi, zero-width), Cs lone surrogates, Co private use (a box in some fonts, nothing
+# in others), Cn unassigned (in Python's Unicode database: nothing to draw, or newer than it), Zl/Zp separators.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+_UNNAMED = {"Cc": "control character", "Cn": "unassigned", "Co": "private use", "Cs": "surrogate"}
+# The marks of a one-line chat: whitespace it would collapse, and the mark for a space itself.
+VISIBLE_SPACE = "\u2423"  # ␣ OPEN BOX
+_ONE_LINE = {"\n": "\\n", "\t": "\\t", " ": VISIBLE_SPACE, VISIBLE_SPACE: "\\u2423"}
 _CONTROL_NAMES = {0x00: "NUL", 0x07: "BELL", 0x08: "BACKSPACE", 0x0B: "VERTICAL TAB", 0x0C: "FORM FEED",
                   0x0D: "CARRIAGE RETURN", 0x1B: "ESCAPE", 0x7F: "DELETE", 0x85: "NEXT LINE"}
 _BACKTICK_RUN = re.compile(r"`{3,}")
@@ -44,13 +62,12 @@ def is_hidden(ch: str) -> bool:
     if ch in "\n\t":
         return False
     cat = unicodedata.category(ch)
-    # Cc controls, Cf format (bidi, zero-width), Cs lone surrogates, Co private use, Zl/Zp separators.
-    return cat in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") or (cat == "Zs" and ch != " ") or ord(ch) in _INVISIBLE
+    return cat in _HIDDEN_CATEGORIES or (cat == "Zs" and ch != " ") or ord(ch) in _INVISIBLE
 
 
 def _name(ch: str) -> str:
-    return unicodedata.name(ch, "") or _CONTROL_NAMES.get(ord(ch), "control character"
-                                                          if unicodedata.category(ch) == "Cc" else "unnamed")
+    return unicodedata.name(ch, "") or _CONTROL_NAMES.get(ord(ch)) or _UNNAMED.get(unicodedata.category(ch),
+                                                                                   "unnamed")
 
 
 def _escape(ch: str) -> str:
@@ -74,10 +91,12 @@ def _run_positions(text: str) -> set[int]:
     return {i for m in _BACKTICK_RUN.finditer(text) for i in range(m.start(), m.end())}
 
 
-def escape_command(command: str) -> str:
-    """The command as shown: unchanged unless it holds hidden characters or a run of three backticks."""
+def escape_command(command: str, one_line: bool = False) -> str:
+    """The command as shown: unchanged unless it holds hidden characters, a run of three backticks or, for a
+    one-line chat, whitespace."""
     runs = _run_positions(command)
-    if not runs and not any(is_hidden(ch) for ch in command):
+    marks = _ONE_LINE if one_line else {}
+    if not runs and not any(ch in marks or is_hidden(ch) for ch in command):
         return command
     out = []
     for i, ch in enumerate(command):
@@ -85,6 +104,8 @@ def escape_command(command: str) -> str:
             out.append("\\\\")
         elif i in runs:
             out.append("\\x60")
+        elif ch in marks:
+            out.append(marks[ch])
         elif is_hidden(ch):
             out.append(_escape(ch))
         else:
@@ -92,9 +113,14 @@ def escape_command(command: str) -> str:
     return "".join(out)
 
 
-def escape_json(value: Any, indent: int | None = 2) -> str:
-    """JSON; hidden characters and backtick runs (inside strings) as JSON escapes."""
-    text = json.dumps(value, ensure_ascii=False, indent=indent, default=str)
+def escape_json(value: Any, indent: int | None = 2, one_line: bool = False) -> str:
+    """JSON; hidden characters and backtick runs (inside strings) as JSON escapes. For a one-line chat:
+    compact, and the spaces (then all inside strings) as `␣`."""
+    if one_line:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+        text = text.replace(VISIBLE_SPACE, "\\u2423").replace(" ", VISIBLE_SPACE)
+    else:
+        text = json.dumps(value, ensure_ascii=False, indent=indent, default=str)
     runs = _run_positions(text)
     return "".join("\\u0060" if i in runs else _json_escape(ch) if is_hidden(ch) else ch for i, ch in enumerate(text))
 
@@ -126,7 +152,15 @@ def _redact_all(value: Any, redact: Callable[[str], str]) -> Any:
     return value
 
 
-def _hidden_warnings(texts: list[str], doubled: bool, escape: Callable[[str], str] = _escape) -> list[str]:
+def _one_line_warning(texts: list[str], where: str) -> list[str]:
+    shown = [f"{what} as `{mark}`" for ch, what, mark in (("\n", "newlines", "\\n"), ("\t", "tabs", "\\t"),
+                                                           (" ", "spaces", VISIBLE_SPACE),
+                                                           (VISIBLE_SPACE, f"its own {VISIBLE_SPACE}", "\\u2423"))
+             if any(ch in t for t in texts)]
+    return [f"⚠ This chat shows a message on one line: in {where}, " + ", ".join(shown) + "."] if shown else []
+
+
+def _hidden_warnings(texts: list[str], escape: Callable[[str], str] = _escape) -> list[str]:
     counts: dict[str, int] = {}
     for text in texts:
         for ch in text:
@@ -141,13 +175,12 @@ def _hidden_warnings(texts: list[str], doubled: bool, escape: Callable[[str], st
         lines.append(f"⚠ Hidden or control characters, shown escaped: {named}.")
     if any(_BACKTICK_RUN.search(t) for t in texts):
         lines.append(f"⚠ Runs of three or more backticks, shown escaped as `{escape('`')}`.")
-    if lines and doubled:
-        lines.append("Backslashes of the command are shown doubled (`\\\\`).")
     return lines
 
 
-def render(call: ToolCall, redact: Callable[[str], str] | None = None) -> str:
-    """Warning lines and the code block(s) of an approval request (markdown; the gateway formats it)."""
+def render(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_line: bool = False) -> str:
+    """Warning lines and the code block(s) of an approval request (markdown; the gateway formats it).
+    `one_line`: for a chat that shows a message as one line (`Capabilities.multiline` false)."""
     args = dict(call.arguments)
     masked = False
     if redact is not None:  # the chat sees the call: configured secrets stay masked
@@ -157,14 +190,18 @@ def render(call: ToolCall, redact: Callable[[str], str] | None = None) -> str:
     lines: list[str] = []
     blocks: list[str] = []
     if isinstance(command, str):
-        shown = escape_command(command)
+        shown = escape_command(command, one_line)
         body_lines = command.rstrip("\n").count("\n") + 1
         if body_lines > 1:
             lines.append(f"⚠ {body_lines} lines: a newline starts another command, even after a # comment. "
                          "Read every line.")
         if _SUBSTITUTION.search(command):
             lines.append("⚠ Command substitution ($(…), backticks or <(…)): the commands inside run too.")
-        lines += _hidden_warnings([command], doubled=shown != command and "\\" in command)
+        if one_line:
+            lines += _one_line_warning([command], "the command")
+        lines += _hidden_warnings([command])
+        if shown != command and "\\" in command:
+            lines.append("Backslashes of the command are shown doubled (`\\\\`).")
         if len(command) > LONG_CHARS:
             lines.append(f"⚠ Long command: {len(command)} characters, shown whole; the chat may split it "
                          "over several messages. Read to the end.")
@@ -173,14 +210,16 @@ def render(call: ToolCall, redact: Callable[[str], str] | None = None) -> str:
                 and all(re.fullmatch(r"\w+", k) for k in args):
             blocks.append("Other arguments: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items()))
         elif args:
-            blocks.append("Other arguments:\n" + code_block(escape_json(args, indent=None)))
+            blocks.append("Other arguments:\n" + code_block(escape_json(args, indent=None, one_line=one_line)))
+            lines += _one_line_warning(_strings(args), "the other arguments") if one_line else []
             lines += [w.replace("⚠ ", "⚠ In the other arguments: ", 1)
-                      for w in _hidden_warnings(_strings(args), doubled=False, escape=_json_escape)]
+                      for w in _hidden_warnings(_strings(args), escape=_json_escape)]
     else:
         if command is not None:
             args = {"command": command, **args}
-        shown = escape_json(args)
-        lines += _hidden_warnings(_strings(args), doubled=False, escape=_json_escape)
+        shown = escape_json(args, one_line=one_line)
+        lines += _one_line_warning(_strings(args), "the arguments' strings") if one_line else []
+        lines += _hidden_warnings(_strings(args), escape=_json_escape)
         if len(shown) > LONG_CHARS:
             lines.append(f"⚠ Long arguments: {len(shown)} characters, shown whole; the chat may split them "
                          "over several messages. Read to the end.")

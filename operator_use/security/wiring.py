@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..agent.hooks import Hooks
 from ..agent.tools import ToolRegistry
 from ..bus.base import Bus
-from ..channels.base import ChannelConfig
+from ..channels.base import Channel, ChannelConfig
 from ..session.store import SessionStore
 from ..tools import ToolRuntime
 from ..tools.ask_user import AskUser
@@ -41,11 +41,17 @@ class Protection:
         self.access = Access(config.home, config.security, config.agent.name, channel_configs)
         self.gate: ApprovalGate | None = None
 
-    def attach(self, orchestrator: Orchestrator, registry: ToolRegistry, hooks: Hooks) -> None:
+    def attach(self, orchestrator: Orchestrator, registry: ToolRegistry, hooks: Hooks, *,
+               channels: Mapping[str, Channel]) -> None:
         registry.redact = self.redactor
         orchestrator.access = self.access
+
+        def multiline(name: str) -> bool:  # read when asking: a channel's capabilities may change
+            channel = channels.get(name)
+            return channel is not None and channel.capabilities.multiline  # unknown: the one-line form, safe anywhere
+
         self.gate = ApprovalGate(self.config.agent.approvals, registry, is_admin=orchestrator.is_admin,
-                                 tools_for=self.access.tools_for)
+                                 tools_for=self.access.tools_for, multiline=multiline)
         hooks.before_tool.insert(0, self.gate)  # policy first: no other hook runs for a refused call
         orchestrator.commands.register("approve", "let a tool call waiting for approval run: /approve ID",
                                        self.gate.approve)

@@ -6,9 +6,11 @@ How it is contained depends on how it runs, decided when it starts:
 - "sandbox": under bubblewrap (sandbox.py) in its own PID namespace; when bwrap goes, the kernel kills the
   whole namespace. Stopping sends SIGTERM to the command's processes but not to bwrap itself (its death
   would SIGKILL them before they could act on SIGTERM), then SIGKILL to the group.
-- "reaper": without a sandbox, on Linux: reaper.py, a child subreaper, sits between us and the shell and
-  every descendant stays below it. It is the only process we signal; it ends the rest, then exits. It also
-  starts the command without capabilities (a root agent's command could otherwise read our /proc entries).
+- "reaper": without a sandbox, on Linux: reaper.py sits between us and the shell and every descendant
+  stays below it: as root, in a PID namespace whose init is the reaper's (the command cannot kill it, and
+  the kernel ends the namespace with it); otherwise the reaper is a child subreaper (which a command of the
+  same user can kill). It is the only process we signal; it ends the rest, then exits. It also starts the
+  command without capabilities (a root agent's command could otherwise read our /proc entries).
 - "group": elsewhere: the shell leads its own process group, signalled as a whole; setsid escapes it.
 
 Every command also leads its own session (start_new_session), so a terminal's signals do not reach it.

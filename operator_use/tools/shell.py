@@ -1,8 +1,8 @@
 """run_shell: one shell command in the workspace, bounded in time, output and reach.
 
-- The command is contained (jobs.py: a PID namespace in the sandbox, a subreaper otherwise), so exit,
-  timeout and cancellation end everything it started, even a process that called setsid (SIGTERM, a
-  grace period, then SIGKILL): nothing left in the background outlives the call.
+- The command is contained (jobs.py: a PID namespace in the sandbox and, without it, as root; a subreaper
+  otherwise), so exit, timeout and cancellation end everything it started, even a process that called
+  setsid (SIGTERM, a grace period, then SIGKILL): nothing left in the background outlives the call.
 - Output goes to a pipe we create ourselves rather than asyncio's PIPE: asyncio's Process.wait() also
   waits for its pipes to close, which a background child holding stdout would delay until the timeout.
 - Only the first and last 16 KB of output are kept, whatever the command prints.
@@ -10,9 +10,9 @@
 
 Without isolation this tool is NOT confined to the workspace: cwd is the workspace, but the command can
 touch anything the host user can (it runs without capabilities, so a root agent's command cannot read the
-agent's own /proc entries, but it still owns root's files). With `tools.shell.isolation` (sandbox.py,
-bubblewrap) the host is read-only and the network is cut. Either way its risk is "high": it needs
-approval by default.
+agent's own /proc entries, but it still owns root's files and /proc/sys). With `tools.shell.isolation`
+(sandbox.py, bubblewrap) the host is read-only, the network is cut, and a root agent's command runs as
+`nobody`. Either way its risk is "high": it needs approval by default.
 """
 
 from __future__ import annotations

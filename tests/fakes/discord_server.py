@@ -109,6 +109,7 @@ class FakeDiscord(Observable):
         self.requests: list[tuple[str, str]] = []
         self.rate_limited: list[tuple[str, str]] = []  # (method, path) answered with 429
         self.files: dict[str, tuple[bytes, str]] = {}  # cdn name -> (data, content type)
+        self.downloads: list[str] = []  # file names fetched from the CDN, in order
         self._limits: list[RateLimit] = []
         self.max_content = 2000  # code points, as Discord counts
         self.too_long: list[tuple[str, int]] = []  # (method, length) answered 50035
@@ -310,6 +311,7 @@ class FakeDiscord(Observable):
 
     async def _cdn(self, request: web.Request) -> web.Response:
         data, content_type = self.files[request.match_info["key"]]
+        self.downloads.append(request.match_info["name"])
         return web.Response(body=data, headers={"Content-Type": content_type})
 
     async def _rest(self, request: web.Request) -> web.Response:

@@ -47,6 +47,10 @@ class Reply:
     finish_reason: str | None = None
     # Streaming stops after the first text chunk until this is set: lets a test act mid-reply deterministically.
     gate: asyncio.Event | None = None
+    # The stream ends after the text and tool calls but before the finish (OpenAI: no finish_reason, usage or
+    # [DONE]; Anthropic: no message_delta or message_stop): "eof" closes it cleanly, "reset" drops the
+    # connection mid-body.
+    unfinished: str | None = None
 
 
 @dataclass
@@ -64,13 +68,15 @@ class ErrorTurn:
 class Endless:
     """A streamed reply that never finishes (stream-limit tests). After `text`, forever, every `interval`
     seconds: an SSE comment `: keep-alive` (and, to Anthropic clients, a `ping` event) when `keepalive`,
-    otherwise `piece` as a text token, or as tool-call arguments when `tool_call` names a tool."""
+    otherwise `piece` as a text token, or as tool-call arguments when `tool_call` names a tool (an empty
+    `piece` sends empty argument deltas), or, with `new_calls`, a whole new call of that tool each time."""
 
     text: str = ""
     piece: str = "la "
     interval: float = 0.05
     keepalive: bool = False
     tool_call: str | None = None
+    new_calls: bool = False
 
 
 Turn = Union[Reply, ErrorTurn, Endless]
@@ -357,10 +363,15 @@ class FakeLLMServer:
             if turn.tool_call:
                 await send({"tool_calls": [{"index": 0, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
                                             "function": {"name": turn.tool_call, "arguments": '{"text": "'}}]})
+            calls = 1
             while True:  # until the client hangs up: the next write then raises ConnectionResetError
                 await asyncio.sleep(turn.interval)
                 if turn.keepalive:
                     await response.write(b": keep-alive\n\n")
+                elif turn.tool_call and turn.new_calls:
+                    await send({"tool_calls": [{"index": calls, "id": f"call_{calls}", "type": "function",
+                                                "function": {"name": turn.tool_call, "arguments": turn.piece}}]})
+                    calls += 1
                 elif turn.tool_call:
                     await send({"tool_calls": [{"index": 0, "function": {"arguments": turn.piece}}]})
                 else:
@@ -388,6 +399,8 @@ class FakeLLMServer:
                 n += 1
                 await self._pace(reply, n)
                 await send({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+        if reply.unfinished:
+            return await _end_unfinished(request, response, reply.unfinished)
         finish = reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")
         await send({}, finish)
         if (req.body.get("stream_options") or {}).get("include_usage"):
@@ -445,6 +458,8 @@ class FakeLLMServer:
                                                     "delta": {"type": "input_json_delta", "partial_json": piece}})
             await event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
+        if reply.unfinished:
+            return await _end_unfinished(request, response, reply.unfinished)
         stop = _anthropic_stop(reply)
         await event("message_delta", {"type": "message_delta",
                                       "delta": {"stop_reason": stop, "stop_sequence": None},
@@ -472,17 +487,37 @@ class FakeLLMServer:
                 "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": turn.tool_call, "input": {}}})
             await event("content_block_delta", {"type": "content_block_delta", "index": 1,
                                                 "delta": {"type": "input_json_delta", "partial_json": '{"text": "'}})
+        index = 2
         while True:  # until the client hangs up: the next write then raises ConnectionResetError
             await asyncio.sleep(turn.interval)
             if turn.keepalive:
                 await response.write(b": keep-alive\n\n")
                 await event("ping", {"type": "ping"})
+            elif turn.tool_call and turn.new_calls:
+                await event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                    "type": "tool_use", "id": f"toolu_{index}", "name": turn.tool_call, "input": {}}})
+                if turn.piece:
+                    await event("content_block_delta", {"type": "content_block_delta", "index": index,
+                                                        "delta": {"type": "input_json_delta",
+                                                                  "partial_json": turn.piece}})
+                await event("content_block_stop", {"type": "content_block_stop", "index": index})
+                index += 1
             elif turn.tool_call:
                 await event("content_block_delta", {"type": "content_block_delta", "index": 1,
                                                     "delta": {"type": "input_json_delta", "partial_json": turn.piece}})
             else:
                 await event("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                     "delta": {"type": "text_delta", "text": turn.piece}})
+
+
+async def _end_unfinished(request: web.Request, response: web.StreamResponse, how: str) -> web.StreamResponse:
+    if how == "reset":
+        # No terminating chunk: the client sees the body break off, as when a proxy or the network fails.
+        assert request.transport is not None
+        request.transport.close()
+        return response
+    await response.write_eof()
+    return response
 
 
 # --- wire formats ----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ python-telegram-bot is pointed at it with `ApplicationBuilder().base_url(fake.ba
   `parameters.retry_after`; `go_down()` closes the listener (open connections dropped) and `come_back()`
   listens again on the same port, updates queued meanwhile kept; `redeliver(update_id)` queues an update
   again with its old id, as after a restart whose offset was never confirmed; `push_update(...)` queues
-  any update as given, a malformed one (a message without `message_id` or `date`) included.
+  any update as given, a malformed one (a message without `message_id` or `date`) included;
+  `delete_message(chat_id, message_id)` deletes a bot message as a user would (edits then find nothing).
 
 Tests drive it as users would (`send_text`, `send_voice`, ...) and read what the bot did (`sent`,
 `calls`), waiting with `wait_for(predicate)`.
@@ -152,6 +153,7 @@ class FakeTelegram(Observable):
         self.port = 0
         self.calls: list[Call] = []
         self.sent: list[BotMessage] = []
+        self.deleted: list[BotMessage] = []  # bot messages a user deleted (delete_message)
         self.commands: list[dict[str, Any]] | None = None
         self.webhook: dict[str, Any] | None = None
         self.files: dict[str, tuple[bytes, str]] = {}  # file_id -> (content, file_path)
@@ -229,6 +231,15 @@ class FakeTelegram(Observable):
               methods: tuple[str, ...] = ("sendMessage", "editMessageText")) -> None:
         """The next `count` calls to `methods` get 429 Too Many Requests with parameters.retry_after."""
         self._flood.extend([(frozenset(methods), retry_after)] * count)
+
+    def delete_message(self, chat_id: int, message_id: int) -> BotMessage:
+        """A user deletes one of the bot's messages: it leaves `sent` (kept in `deleted`), and editing it gets
+        "message to edit not found", as on Telegram."""
+        msg = next(m for m in self.sent if m.chat_id == chat_id and m.message_id == message_id)
+        self.sent.remove(msg)
+        self.deleted.append(msg)
+        self._messages.pop((chat_id, message_id), None)
+        return msg
 
     def redeliver(self, update_id: int) -> None:
         self._pending.append(self._all_updates[update_id])

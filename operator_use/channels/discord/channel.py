@@ -174,7 +174,7 @@ class DiscordChannel(Channel):
         try:
             async with lock:
                 incoming = await to_incoming(message, channel_name=self.name, config=self.discord_config,
-                                             bot_id=me.id, inbox=self.inbox)
+                                             bot_id=me.id, inbox=self.inbox, may_fetch=self.may_fetch)
                 if incoming.parts:
                     await self.emit(incoming)
         except Exception:

@@ -12,9 +12,11 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..base import withheld
 from ..inbox import save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import DiscordConfig
@@ -75,20 +77,27 @@ def groups_of(message: Any) -> list[str]:
     return groups
 
 
-async def to_incoming(message: Any, *, channel_name: str, config: DiscordConfig, bot_id: int,
-                      inbox: Path) -> IncomingMessage:
+async def to_incoming(message: Any, *, channel_name: str, config: DiscordConfig, bot_id: int, inbox: Path,
+                      may_fetch: Callable[[str, str | None, Sequence[str]], Awaitable[bool]]) -> IncomingMessage:
+    """`may_fetch` is the channel's: an unknown sender's attachments are neither downloaded nor saved."""
     chat_id, thread_id, _ = location(message)
     parts: list[Part] = []
     text = strip_mention(message.content or "", bot_id)
     if text:
         parts.append(TextPart(text=text))
+    groups = groups_of(message)
+    user_id, user_name = str(message.author.id), message.author.name
     voice_flag = bool(message.flags.voice)
-    for attachment in message.attachments:
-        parts.append(await _attachment_part(attachment, voice_flag, config.max_attachment_bytes, inbox))
+    attachments = list(message.attachments)
+    if attachments and not await may_fetch(user_id, user_name, groups):
+        parts += [withheld(f"attachment {a.filename or 'attachment'}") for a in attachments]
+    else:
+        for attachment in attachments:
+            parts.append(await _attachment_part(attachment, voice_flag, config.max_attachment_bytes, inbox))
     return IncomingMessage(
-        channel=channel_name, chat_id=chat_id, thread_id=thread_id, user_id=str(message.author.id),
-        user_name=message.author.name, parts=parts, message_id=str(message.id),
-        is_direct=message.guild is None, mentioned=addressed_to_bot(message, bot_id), groups=groups_of(message),
+        channel=channel_name, chat_id=chat_id, thread_id=thread_id, user_id=user_id,
+        user_name=user_name, parts=parts, message_id=str(message.id),
+        is_direct=message.guild is None, mentioned=addressed_to_bot(message, bot_id), groups=groups,
     )
 
 

@@ -24,7 +24,7 @@ from ...messages import Address, AudioPart, FilePart, ImagePart, IncomingMessage
 from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import SlackConfig
 from .events import EventRouter
-from .files import FileFetcher
+from .files import FileFetcher, withheld_files
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,11 @@ class SlackChannel(Channel):
             return
         try:
             parts: list[Part] = [TextPart(text=route.text)] if route.text else []
-            if event.get("files") and self._files is not None:
-                parts += await self._files.parts(list(event["files"]))
+            files = list(event.get("files") or ())
+            if files and self._files is not None:
+                # Listeners run before the ack: an unknown sender's downloads would hold up the events behind.
+                known = await self.may_fetch(str(event["user"]))
+                parts += await self._files.parts(files) if known else withheld_files(files)
             await self.emit(IncomingMessage(channel=self.name, chat_id=route.chat_id, thread_id=route.thread_id,
                                             user_id=str(event["user"]), parts=parts, message_id=str(event["ts"]),
                                             is_direct=route.is_direct, mentioned=route.mentioned))

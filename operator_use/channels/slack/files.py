@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ..base import withheld
 from ..inbox import save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, Part, TextPart
 
@@ -35,7 +36,7 @@ class FileFetcher:
     async def parts(self, files: list[dict[str, Any]]) -> list[Part]:
         out: list[Part] = []
         for info in files:
-            name = str(info.get("name") or info.get("title") or info.get("id") or "file")
+            name = file_name(info)
             try:
                 out.append(await self._part(info, name))
             except FileError as exc:
@@ -92,6 +93,15 @@ class FileFetcher:
 
 class FileError(Exception):
     pass
+
+
+def file_name(info: dict[str, Any]) -> str:
+    return str(info.get("name") or info.get("title") or info.get("id") or "file")
+
+
+def withheld_files(files: list[dict[str, Any]]) -> list[Part]:
+    """An unknown sender's files, named but never fetched (`Channel.may_fetch`)."""
+    return [withheld(f"attachment {file_name(info)}") for info in files]
 
 
 def _kind(info: dict[str, Any], mime: str) -> str:

@@ -77,7 +77,8 @@ class TelegramChannel(Channel):
         app = ptb.build_application(cfg, token, on_update=self._on_update, on_poll_answer=self._poll_answered)
         try:
             await app.initialize()  # getMe: who we are, for mentions
-            self._inbound = Inbound(self.name, cfg, app.bot, self.workspace)
+            self.bot_name = app.bot.username
+            self._inbound = Inbound(self.name, cfg, app.bot, self.workspace, may_fetch=self.may_fetch)
             self._app = app  # replies may go out as soon as updates flow
             await self._register_commands(app.bot)
             await app.start()
@@ -176,7 +177,7 @@ class TelegramChannel(Channel):
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         from . import ptb
 
-        with ptb.translated_errors():
+        with ptb.translated_errors(editing=True):
             await self._bot().edit_message_text(text=text, chat_id=_chat(address), message_id=int(message_id),
                                                 parse_mode=None if plain else "HTML")
 

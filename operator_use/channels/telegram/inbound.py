@@ -9,9 +9,11 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ..base import withheld
 from ..inbox import safe_filename, save_to_inbox
 from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import TelegramConfig
@@ -40,8 +42,10 @@ class RecentIds:
 
 
 class Inbound:
-    def __init__(self, channel: str, config: TelegramConfig, bot: Any, workspace: Path) -> None:
+    def __init__(self, channel: str, config: TelegramConfig, bot: Any, workspace: Path, *,
+                 may_fetch: Callable[[str, str | None], Awaitable[bool]]) -> None:
         self.channel = channel
+        self.may_fetch = may_fetch  # Channel.may_fetch: (user id, user name) -> are their files fetched?
         self.config = config
         self.bot = bot
         self.bot_id = bot.id
@@ -55,7 +59,7 @@ class Inbound:
         direct = m.chat.type == "private"
         text = m.text or m.caption or ""
         command = _COMMAND.match(text)
-        if command and command.group(1) and command.group(1).lower() != self.username:
+        if self._for_another_bot(command):
             return None  # /cmd@another_bot
         mentioned = self._mentioned(m, text)
         if not direct:
@@ -65,6 +69,9 @@ class Inbound:
                 return None
         if mentioned and not command:
             text = re.sub(rf"^\s*@{re.escape(self.username)}\b[\s,:]*", "", text, flags=re.IGNORECASE)
+            # Checked again without the mention: "@this_bot /new@other_bot" is still the other bot's command.
+            if self._for_another_bot(_COMMAND.match(text)):
+                return None
         parts = await self._parts(m, text)
         if not parts:
             return None
@@ -74,6 +81,9 @@ class Inbound:
             user_id=str(m.from_user.id), user_name=m.from_user.username, parts=parts,
             message_id=str(m.message_id), is_direct=direct, mentioned=mentioned,
         )
+
+    def _for_another_bot(self, command: re.Match[str] | None) -> bool:
+        return bool(command and command.group(1) and command.group(1).lower() != self.username)
 
     def _mentioned(self, m: Any, text: str) -> bool:
         entities = m.entities or m.caption_entities or ()
@@ -94,6 +104,11 @@ class Inbound:
         from . import ptb
 
         parts: list[Part] = [TextPart(text=text)] if text.strip() else []
+        media = [what for what, present in (("a photo", m.photo), ("a voice note", m.voice), ("an audio file", m.audio),
+                                            ("a document", m.document)) if present]
+        # Updates are handled one at a time: an unknown sender's files would hold up everyone behind them.
+        if media and not await self.may_fetch(str(m.from_user.id), m.from_user.username):
+            return parts + [withheld(what) for what in media]
         try:
             if m.photo:
                 # Telegram lists the sizes smallest first.

@@ -17,7 +17,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from ..base import ChannelError, FormattingRejected, NotModified, RetryAfter, TooLong
+from ..base import ChannelError, FormattingRejected, NotModified, Refused, RetryAfter, TooLong
 from .config import TelegramConfig
 
 log = logging.getLogger(__name__)
@@ -131,9 +131,15 @@ def reply_parameters(reply_to: str | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=int(reply_to), allow_sending_without_reply=True)
 
 
+# Telegram's answers to an edit of a message the user deleted, or one it will not let us change any more
+# (PTB drops "Bad Request: " and lower-cases the rest: "Message_id_invalid").
+_EDIT_TARGET_GONE = ("message to edit not found", "message can't be edited", "message_id_invalid")
+
+
 @contextlib.contextmanager
-def translated_errors() -> Iterator[None]:
-    """PTB errors -> RetryAfter / NotModified / FormattingRejected / TooLong / ChannelError for the gateway."""
+def translated_errors(*, editing: bool = False) -> Iterator[None]:
+    """PTB errors -> RetryAfter / NotModified / FormattingRejected / TooLong / Refused / ChannelError for the
+    gateway. `editing`: the call edits an existing message."""
     try:
         yield
     except TgRetryAfter as e:
@@ -142,6 +148,9 @@ def translated_errors() -> Iterator[None]:
         text = e.message.lower()
         if "message is not modified" in text:
             raise NotModified(e.message) from None
+        if editing and any(gone in text for gone in _EDIT_TARGET_GONE):
+            # Only this message is lost to us: a stream goes on in a new message rather than being abandoned.
+            raise Refused(f"the message to edit is gone ({e.message})") from None
         if "can't parse entities" in text or "can't find end" in text or "unsupported start tag" in text:
             raise FormattingRejected(e.message) from None
         if "message is too long" in text or "message_too_long" in text:  # sendMessage / editMessageText

@@ -2,12 +2,13 @@
 
 The bot answers chat messages that start with the configured prefix or mention it, and whispers when
 enabled. Twitch cannot edit and allows 500 characters per message: the gateway sends whole blocks cut at
-paragraph or sentence ends, each one a reply to the question, within the per-channel send rate declared in
-`capabilities.rate_limit` (it queues, never drops; paced over `rate_window + rate_margin`, since Twitch counts
-arrivals). A Helix 429 becomes `RetryAfter` until `Ratelimit-Reset`. A message Twitch answers with
-`is_sent: false` becomes `Refused`: a duplicate of the previous one is offered reworded (a marker Twitch
-ignores on screen), other drops (AutoMod, chat settings) are skipped and the user told. An over-long message
-(422, or the 400 Twitch actually answers, twitchdev/issues#904) becomes `TooLong`.
+paragraph or sentence ends, each one a reply to the question, within the send rates declared per chat and for
+the whole account (`capabilities.rate_limit`, `account_rate_limit`; whispers have their own, limits.py): it
+queues, never drops, paced over `rate_window + rate_margin`, since Twitch counts arrivals. A Helix 429 becomes
+`RetryAfter` until `Ratelimit-Reset`. A message Twitch answers with `is_sent: false` becomes `Refused`: a
+duplicate of the previous one is offered reworded (a marker Twitch ignores on screen; `TooLong` when there is
+no room for it, so it is cut smaller), other drops (AutoMod, chat settings) are skipped and the user told.
+An over-long message (422, or the 400 Twitch actually answers, twitchdev/issues#904) becomes `TooLong`.
 
 Tokens come only from the configuration. twitchio would otherwise read and write `.tio.tokens.json` in
 the working directory and offers an OAuth web server on port 4343: token files are disabled here and the
@@ -27,6 +28,7 @@ from ...messages import Address, IncomingMessage, TextPart
 from ...security.redact import install_log_redaction
 from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import TwitchConfig
+from .limits import WhisperRecipients, whisper_windows
 
 __all__ = ["TwitchChannel", "TwitchConfig"]
 
@@ -42,13 +44,15 @@ class TwitchChannel(Channel):
     name = "twitch"
     # Helix: "The message is limited to a maximum of 500 characters".
     capabilities = Capabilities(can_edit=False, max_length=MAX_CHARS, length_unit="chars", edit_interval=1.5,
-                                formatting="plain", reply_each_chunk=True)
+                                formatting="plain", reply_each_chunk=True, multiline=False)
 
     def __init__(self, config: TwitchConfig | None = None) -> None:
         self.tw = config or TwitchConfig()
         super().__init__(self.tw)
-        self.capabilities = self.capabilities.model_copy(
-            update={"rate_limit": (self.tw.rate_messages, self.tw.rate_window + self.tw.rate_margin)})
+        # Twitch counts chat messages per account across all its chats too (limits.py).
+        window = (self.tw.rate_messages, self.tw.rate_window + self.tw.rate_margin)
+        self.capabilities = self.capabilities.model_copy(update={"rate_limit": window, "account_rate_limit": window})
+        self._whispered = WhisperRecipients()
         self._client: Any = None
         self._session: Any = None
         self._bot_id = self._bot_login = ""
@@ -91,6 +95,7 @@ class TwitchChannel(Channel):
             if not valid.user_id or (cfg.bot_id and cfg.bot_id != valid.user_id):
                 raise ChannelError("twitch: access_token is not a user token of bot_id", permanent=True)
             self._bot_id, self._bot_login = valid.user_id, (valid.login or "").lower()
+            self.bot_name = self._bot_login or None  # "!ai /new@other_bot" is not for us
             wanted = [c.strip().lstrip("#").lower() for c in cfg.channels if c.strip()]
             ids, logins = [c for c in wanted if c.isdigit()], [c for c in wanted if not c.isdigit()]
             users = await self._client.fetch_users(ids=ids or None, logins=logins or None,
@@ -207,6 +212,11 @@ class TwitchChannel(Channel):
 
     # --- outgoing ---
 
+    def rate_limits(self, address: Address) -> list[tuple[str, int, float]]:
+        if address.chat_id.startswith("@"):  # a whisper: limits of its own for the account, not the chat's
+            return whisper_windows(self.tw.rate_margin)
+        return super().rate_limits(address)
+
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         import twitchio
 
@@ -214,7 +224,9 @@ class TwitchChannel(Channel):
 
         if self._client is None:
             raise ChannelError("twitch is not connected")
-        message = " ".join(text.split())  # a chat message is one line: Twitch would drop the line breaks
+        # A chat message is one line: Twitch would drop the line breaks. Where whitespace matters (an approval
+        # request's command) it arrives already shown as marks (capabilities.multiline is False).
+        message = " ".join(text.split())
         if len(message) > MAX_CHARS:  # twitchio refuses it with a ValueError of its own
             raise TooLong(f"twitch: {len(message)} characters, over {MAX_CHARS}")
         box: dict[str, str] = {}
@@ -222,14 +234,21 @@ class TwitchChannel(Channel):
         try:
             bot = self._client.create_partialuser(self._bot_id, self._bot_login)
             if address.chat_id.startswith("@"):  # a whisper conversation
+                if not self._whispered.admit(address.chat_id[1:]):
+                    raise ChannelError(f"twitch: whispers already went to {self._whispered.limit} people in the "
+                                       "last day, the most Twitch allows", permanent=True)
                 await bot.send_whisper(to_user=address.chat_id[1:], message=message)
                 return f"whisper-{time.monotonic_ns()}"
             sent = await self._client.create_partialuser(address.chat_id).send_message(
                 message, self._bot_id, token_for=self._bot_id, reply_to_message_id=reply_to)
         except twitchio.MessageRejectedError as e:  # answered `is_sent: false`
             log.warning("twitch: message dropped (%s: %s)", e.code, e.message)
-            raise Refused(e.message or e.code or "Twitch did not post it",
-                          resend=_reworded(message) if e.code == "msg_duplicate" else None) from None
+            resend = _reworded(message) if e.code == "msg_duplicate" else None
+            if e.code == "msg_duplicate" and resend is None:
+                # No room for the marker: cut smaller, each part differs from the message before (nothing lost).
+                raise TooLong(f"twitch: a repeated message of {len(message)} characters has no room to be "
+                              "marked") from None
+            raise Refused(e.message or e.code or "Twitch did not post it", resend=resend) from None
         except twitchio.HTTPException as e:
             if e.status == 429:
                 raise RetryAfter(seconds_until(box.get("reset"))) from None
@@ -244,9 +263,11 @@ class TwitchChannel(Channel):
 
 
 def _reworded(message: str) -> str | None:
-    """`message` made different from itself for the duplicate rule, or None when there is no room."""
-    if message.endswith(_REPEAT_MARK.strip()):
-        return message.removesuffix(_REPEAT_MARK.strip()).rstrip() or None
+    """`message` made different from itself for the duplicate rule, or None when there is no room for the
+    marker within MAX_CHARS (the caller then has the message cut smaller)."""
+    mark = _REPEAT_MARK.strip()
+    if message.endswith(mark) and (unmarked := message.removesuffix(mark).rstrip()):
+        return unmarked
     marked = message + _REPEAT_MARK
     return marked if len(marked) <= MAX_CHARS else None
 

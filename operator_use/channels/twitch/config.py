@@ -22,7 +22,9 @@ class TwitchConfig(ChannelConfig):
     whispers: bool = False
     per_user_sessions: bool = False  # one conversation per user in a channel, instead of one per channel
     allow_moderators: bool = False  # moderators (and the broadcaster) of a joined channel may talk to it
-    rate_messages: int = Field(20, ge=1)  # Twitch: 20 messages per 30 s per channel for a normal bot
+    # Twitch: 20 messages per 30 s for a bot that is no moderator (100 where it is one everywhere it talks),
+    # counted for the account across all its chats; paced per chat and for the account (limits.py).
+    rate_messages: int = Field(20, ge=1)
     rate_window: float = Field(30.0, gt=0)
     # Seconds added to rate_window when we pace our sends: Twitch counts messages when they arrive, and
     # network jitter can bring two sends a full window apart closer together there.

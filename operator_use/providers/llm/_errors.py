@@ -14,6 +14,7 @@ from typing import Any
 from .base import (
     AuthError,
     BadRequestError,
+    ConnectionDropped,
     ConnectionError_,
     LLMError,
     OverloadedError,
@@ -139,3 +140,15 @@ def timeout_error(provider: str, model: str, detail: str = "request timed out") 
 
 def connection_error(provider: str, model: str, detail: str = "connection error") -> LLMError:
     return ConnectionError_(f"{provider}/{model}: {detail}", provider=provider, model=model)
+
+
+DROPPED_MESSAGE = "The connection to the model dropped; the reply was cut off."
+
+
+def stream_dropped(provider: str, model: str, detail: str, *, shown: bool) -> LLMError:
+    """The stream ended or broke before the model's finish. Until text was `shown` to the user, another model
+    may still answer (and no half-streamed tool call ever runs); after it, only the cut-off reply is left."""
+    if not shown:
+        return connection_error(provider, model, detail)
+    return ConnectionDropped(f"{provider}/{model}: {detail}; the reply was cut off", user_message=DROPPED_MESSAGE,
+                             provider=provider, model=model)

@@ -10,10 +10,10 @@ import anthropic
 from pydantic import SecretStr
 
 from ...messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolMessage, ToolCall, Usage
-from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
+from ._errors import error_from_status, error_message, error_type, stream_dropped, timeout_error, transport_errors
 from .base import (
     LLM, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk, ToolSchema, UsageChunk,
-    parse_tool_arguments,
+    parse_tool_arguments, tool_call_chars,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
@@ -52,9 +52,13 @@ class AnthropicLLM(LLM):
             kwargs["tools"] = [to_anthropic_tool(t) for t in tools]
 
         blocks: dict[int, dict[str, Any]] = {}
+        # Handed out once message_stop arrives: a call from a reply that never finished must not run.
+        calls: list[ToolCall] = []
         usage = Usage()
         saw_usage = False
         finish = "stop"
+        stopped = False  # message_stop arrived: the reply is complete
+        shown = False  # text went out: from here on, a broken stream can only cut the reply off
         try:
             response = await self._client.messages.create(**kwargs)
             try:
@@ -69,47 +73,57 @@ class AnthropicLLM(LLM):
                         block = event.content_block
                         if block.type == "tool_use":
                             blocks[event.index] = {"id": block.id, "name": block.name, "json": []}
-                            yield ProgressChunk()
+                            yield ProgressChunk(tool_call_chars(block.id, block.name), calls=1)
                         elif block.type == "text" and block.text:
+                            shown = True
                             yield TextChunk(block.text)
                     elif kind == "content_block_delta":
+                        # Only deltas that bring something count as progress (see ProgressChunk).
                         delta = event.delta
                         if delta.type == "text_delta" and delta.text:
+                            shown = True
                             yield TextChunk(delta.text)
-                        elif delta.type == "input_json_delta" and event.index in blocks:
+                        elif delta.type == "input_json_delta" and event.index in blocks and delta.partial_json:
                             blocks[event.index]["json"].append(delta.partial_json)
                             yield ProgressChunk(len(delta.partial_json))
-                        elif delta.type == "thinking_delta":
+                        elif delta.type == "thinking_delta" and delta.thinking:
                             yield ProgressChunk()
                     elif kind == "content_block_stop":
                         slot = blocks.pop(event.index, None)
                         if slot is not None:
-                            yield ToolCallChunk(ToolCall(id=slot["id"], name=slot["name"],
-                                                         arguments=parse_tool_arguments("".join(slot["json"]))))
+                            calls.append(ToolCall(id=slot["id"], name=slot["name"],
+                                                  arguments=parse_tool_arguments("".join(slot["json"]))))
                     elif kind == "message_delta":
                         if event.delta.stop_reason:
                             finish = _FINISH.get(event.delta.stop_reason, event.delta.stop_reason)
                         if event.usage is not None:
                             saw_usage = True
                             usage = _merge_delta_usage(usage, event.usage)
+                    elif kind == "message_stop":
+                        stopped = True
             finally:
                 await response.close()
         except anthropic.APIError as exc:
-            raise self._map_error(exc) from exc
+            raise self._map_error(exc, shown=shown) from exc
         except _TIMEOUTS as exc:
             raise timeout_error(self.provider, self.model) from exc
         except _TRANSPORT as exc:
-            raise connection_error(self.provider, self.model, f"{type(exc).__name__}: {exc}") from exc
+            raise stream_dropped(self.provider, self.model, f"{type(exc).__name__}: {exc}", shown=shown) from exc
+        if not stopped:
+            # The stream closed cleanly but the reply never finished: a server or proxy dropped it part-way.
+            raise stream_dropped(self.provider, self.model, "the stream ended without message_stop", shown=shown)
 
+        for call in calls:
+            yield ToolCallChunk(call)
         if saw_usage:
             yield UsageChunk(usage)
         yield FinishChunk(finish)
 
-    def _map_error(self, exc: anthropic.APIError) -> LLMError:
+    def _map_error(self, exc: anthropic.APIError, *, shown: bool = False) -> LLMError:
         if isinstance(exc, anthropic.APITimeoutError):
             return timeout_error(self.provider, self.model)
         if isinstance(exc, anthropic.APIConnectionError):
-            return connection_error(self.provider, self.model, str(exc))
+            return stream_dropped(self.provider, self.model, str(exc), shown=shown)
         status = getattr(exc, "status_code", None)
         response = getattr(exc, "response", None)
         headers = response.headers if response is not None else None

@@ -37,13 +37,25 @@ class FinishChunk:
 
 @dataclass(frozen=True, slots=True)
 class ProgressChunk:
-    """The model produced output the loop does not use piece by piece (tool-call arguments, reasoning).
+    """The model produced output the loop does not use piece by piece (tool calls, reasoning).
 
-    It tells the stream limits (limits.py) that the model is alive, and `chars` counts what is kept in
-    memory (tool-call arguments; reasoning is not kept, so it counts 0). Consumers ignore it.
+    It tells the stream limits (limits.py) that the model is alive, so providers send one only for real
+    progress: new argument text, a new tool call, new reasoning text, never for an empty delta. `chars`
+    counts what is kept in memory (tool calls: `tool_call_chars`; reasoning is not kept, so it counts 0)
+    and `calls` the tool calls it started. Consumers ignore it.
     """
 
     chars: int = 0
+    calls: int = 0
+
+
+# What one tool call costs against llm.max_output_chars besides its id, name and arguments: its bookkeeping,
+# so endless calls with empty arguments still reach the cap.
+TOOL_CALL_OVERHEAD_CHARS = 64
+
+
+def tool_call_chars(call_id: str | None, name: str | None) -> int:
+    return TOOL_CALL_OVERHEAD_CHARS + len(call_id or "") + len(name or "")
 
 
 LLMChunk = Union[TextChunk, ToolCallChunk, UsageChunk, FinishChunk, ProgressChunk]
@@ -108,6 +120,26 @@ class TimeoutError_(LLMError):
 
 
 class ConnectionError_(LLMError):
+    retryable = True
+
+
+class StreamCutOff(LLMError):
+    """The reply stopped part-way (a stream limit hit, the connection dropped). `user_message` is for the chat;
+    the text already streamed stays."""
+
+    user_message = "The reply was cut off."
+
+    def __init__(self, message: str, *, user_message: str, provider: str = "", model: str = "") -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.user_message = user_message
+
+
+class ConnectionDropped(StreamCutOff):
+    """The stream ended, or broke, before the model's finish but after text was streamed: only a cut-off
+    reply is left (before any text, providers raise a `ConnectionError_`, so the next model may answer)."""
+
+    # As for a ConnectionError_: the fallback chain counts it against the model's circuit breaker, and,
+    # text having been streamed, re-raises it instead of falling back.
     retryable = True
 
 

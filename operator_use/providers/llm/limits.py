@@ -4,7 +4,8 @@ SDK read timeouts only notice a silent socket. A server that keeps the stream al
 pings but never sends a token, or one that streams forever, would otherwise hold the turn (and its
 concurrency slot) until /stop. The limits are enforced once here, around any provider's `stream`:
 only chunks count as progress (pings, keep-alive comments and empty deltas never become chunks), and
-when a limit hits, the provider's stream is closed, which closes its HTTP response.
+when a limit hits, the provider's stream is closed, which closes its HTTP response. `StreamCutOff` (base.py)
+is re-exported here: it is what every limit raises.
 
 Each model of a fallback chain gets its own limits (`with_limits`), so a model that goes quiet before its
 first output falls back to the next one; once output was produced, the cut-off ends the reply.
@@ -17,7 +18,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ...messages import HistoryMessage
-from .base import LLM, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolSchema
+from .base import LLM, LLMChunk, ProgressChunk, StreamCutOff, TextChunk, ToolSchema
 from .fallback import FallbackLLM
 
 
@@ -27,20 +28,12 @@ class StreamLimits:
 
     # Seconds one model may take for one call, from the request to the last chunk.
     call_deadline: float | None = 600.0
-    # Seconds without a chunk (text, tool-call arguments, reasoning), the wait for the first one included.
+    # Seconds without a chunk (text, tool-call arguments, a new tool call, reasoning), the first one included.
     idle_timeout: float | None = 120.0
-    # Characters of text and tool-call arguments one call may produce.
+    # Characters of text and tool calls (arguments, names, ids and `TOOL_CALL_OVERHEAD_CHARS` each) per call.
     max_output_chars: int | None = 100_000
-
-
-class StreamCutOff(LLMError):
-    """A limit stopped the stream. `user_message` is for the chat; the text already streamed stays."""
-
-    user_message = "The reply was cut off."
-
-    def __init__(self, message: str, *, user_message: str, provider: str = "", model: str = "") -> None:
-        super().__init__(message, provider=provider, model=model)
-        self.user_message = user_message
+    # Tool calls one reply may ask for.
+    max_tool_calls: int | None = 64
 
 
 class IdleTimeout(StreamCutOff):
@@ -56,6 +49,10 @@ class OutputLimitExceeded(StreamCutOff):
     pass
 
 
+class TooManyToolCalls(StreamCutOff):
+    pass
+
+
 def _seconds(value: float) -> str:
     return f"{value:g} s"
 
@@ -67,6 +64,7 @@ async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *,
     deadline = loop.time() + limits.call_deadline if limits.call_deadline is not None else None
     cap = limits.max_output_chars
     produced = 0  # characters counted against the cap
+    calls = 0  # tool calls started
     started = False  # any chunk received
     try:
         while True:
@@ -97,6 +95,14 @@ async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *,
                                           user_message=f"The reply grew past {cap:,} characters and was cut off.",
                                           provider=provider, model=model)
             produced += size
+            if isinstance(chunk, ProgressChunk) and chunk.calls:
+                calls += chunk.calls
+                if limits.max_tool_calls is not None and calls > limits.max_tool_calls:
+                    raise TooManyToolCalls(
+                        f"{provider}/{model}: more than {limits.max_tool_calls} tool calls in one reply "
+                        "(llm.max_tool_calls)",
+                        user_message=f"The reply asked for more than {limits.max_tool_calls} tool calls at once "
+                                     "and was cut off.", provider=provider, model=model)
             if not isinstance(chunk, ProgressChunk):
                 yield chunk
     finally:

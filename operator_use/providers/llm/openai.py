@@ -12,10 +12,10 @@ import openai
 from pydantic import SecretStr
 
 from ...messages import AIMessage, HistoryMessage, HumanMessage, ImagePart, SystemMessage, ToolCall, ToolMessage, Usage
-from ._errors import connection_error, error_from_status, error_message, error_type, timeout_error, transport_errors
+from ._errors import error_from_status, error_message, error_type, stream_dropped, timeout_error, transport_errors
 from .base import (
-    LLM, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk, ToolSchema, UsageChunk,
-    parse_tool_arguments,
+    LLM, TOOL_CALL_OVERHEAD_CHARS, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk,
+    ToolSchema, UsageChunk, parse_tool_arguments,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
@@ -64,7 +64,8 @@ class OpenAILLM(LLM):
 
         calls: dict[int, dict[str, Any]] = {}
         usage: Usage | None = None
-        finish = "stop"
+        finish: str | None = None
+        shown = False  # text went out: from here on, a broken stream can only cut the reply off
         try:
             response = await self._client.chat.completions.create(**kwargs)
             try:
@@ -74,9 +75,12 @@ class OpenAILLM(LLM):
                     for choice in chunk.choices or ():
                         delta = choice.delta
                         if delta is not None and delta.content:
+                            shown = True
                             yield TextChunk(delta.content)
                         for tc in (delta.tool_calls or ()) if delta is not None else ():
-                            yield ProgressChunk(_accumulate(calls, tc))
+                            progress = _accumulate(calls, tc)
+                            if progress is not None:
+                                yield progress
                         if delta is not None and _reasoning(delta):
                             yield ProgressChunk()
                         if choice.finish_reason:
@@ -84,11 +88,14 @@ class OpenAILLM(LLM):
             finally:
                 await response.close()
         except openai.APIError as exc:
-            raise self._map_error(exc) from exc
+            raise self._map_error(exc, shown=shown) from exc
         except _TIMEOUTS as exc:
             raise timeout_error(self.provider, self.model) from exc
         except _TRANSPORT as exc:
-            raise connection_error(self.provider, self.model, f"{type(exc).__name__}: {exc}") from exc
+            raise stream_dropped(self.provider, self.model, f"{type(exc).__name__}: {exc}", shown=shown) from exc
+        if finish is None:
+            # The stream closed cleanly but the reply never finished: a server or proxy dropped it part-way.
+            raise stream_dropped(self.provider, self.model, "the stream ended without a finish_reason", shown=shown)
 
         for index in sorted(calls):
             yield ToolCallChunk(_finish_call(calls[index]))
@@ -99,11 +106,11 @@ class OpenAILLM(LLM):
             finish = "tool_calls"
         yield FinishChunk(finish)
 
-    def _map_error(self, exc: openai.APIError) -> LLMError:
+    def _map_error(self, exc: openai.APIError, *, shown: bool = False) -> LLMError:
         if isinstance(exc, openai.APITimeoutError):
             return timeout_error(self.provider, self.model)
         if isinstance(exc, openai.APIConnectionError):
-            return connection_error(self.provider, self.model, str(exc))
+            return stream_dropped(self.provider, self.model, str(exc), shown=shown)
         status = getattr(exc, "status_code", None)
         response = getattr(exc, "response", None)
         headers = response.headers if response is not None else None
@@ -122,21 +129,26 @@ def _reasoning(delta: Any) -> bool:
     return any(isinstance(extra.get(k), str) and extra[k] for k in ("reasoning_content", "reasoning"))
 
 
-def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> int:
-    """Adds a tool-call delta; returns how many argument characters it brought."""
+def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> ProgressChunk | None:
+    """Adds a tool-call delta; returns what it brought, or None when nothing new (an empty delta, a repeated
+    id or name): a server repeating those must not keep the idle timeout from firing."""
     # Gemini's compatible endpoint omits `index`; each such delta is then a whole call.
     index = tc.index if tc.index is not None else len(calls)
+    new = index not in calls
     slot = calls.setdefault(index, {"id": None, "name": "", "args": []})
-    if tc.id:
+    chars = TOOL_CALL_OVERHEAD_CHARS if new else 0
+    if tc.id and tc.id != slot["id"]:
         slot["id"] = tc.id
+        chars += len(tc.id)
     fn = tc.function
     if fn is not None:
-        if fn.name:
+        if fn.name and fn.name != slot["name"]:
             slot["name"] = fn.name
+            chars += len(fn.name)
         if fn.arguments:
             slot["args"].append(fn.arguments)
-            return len(fn.arguments)
-    return 0
+            chars += len(fn.arguments)
+    return ProgressChunk(chars, calls=int(new)) if chars else None
 
 
 def _finish_call(slot: dict[str, Any]) -> ToolCall:

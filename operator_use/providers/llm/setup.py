@@ -50,4 +50,5 @@ async def llm_from_config(config: LLMConfig, *, env: Mapping[str, str] | None = 
 def stream_limits(config: LLMConfig) -> StreamLimits:
     """The configured limits; 0 turns one off (a YAML null would only bring the default back)."""
     return StreamLimits(call_deadline=config.call_deadline or None, idle_timeout=config.idle_timeout or None,
-                        max_output_chars=config.max_output_chars or None)
+                        max_output_chars=config.max_output_chars or None,
+                        max_tool_calls=config.max_tool_calls or None)
