@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pydantic import BaseModel, Field  # noqa: E402
+from pydantic import BaseModel, Field
 
-from operator_use.agent.tools import Tool  # noqa: E402
-from operator_use.app import App  # noqa: E402
-from operator_use.channels.base import Capabilities, Channel, ChannelConfig  # noqa: E402
-from operator_use.config import load_config  # noqa: E402
-from operator_use.messages import Address, IncomingMessage, TextPart, Usage  # noqa: E402
-from operator_use.providers.llm.base import LLM, LLMChunk, TextChunk, ToolSchema, UsageChunk  # noqa: E402
+from operator_use.agent.tools import Tool
+from operator_use.app import App
+from operator_use.channels.base import Capabilities, Channel, ChannelConfig
+from operator_use.config import load_config
+from operator_use.messages import Address, IncomingMessage, TextPart, Usage
+from operator_use.providers.llm.base import LLM, LLMChunk, TextChunk, ToolSchema, UsageChunk
 
 REPLY = ["Sure, ", "here is ", "the answer ", "you asked ", "for."]
 
@@ -81,6 +81,7 @@ class BenchChannel(Channel):
 def make_tools(n: int = 20) -> list[Tool]:
     tools = []
     for i in range(n):
+
         class Params(BaseModel):
             path: str = Field(description="A path inside the workspace")
             limit: int = Field(100, description="How many lines at most")
@@ -88,8 +89,14 @@ def make_tools(n: int = 20) -> list[Tool]:
             pattern: str | None = Field(None, description="A glob pattern to filter names")
 
         Params.__name__ = f"Tool{i}Params"
-        tools.append(Tool(f"tool_{i}", f"Benchmark tool number {i}: does nothing useful but has a schema.",
-                          Params, lambda ctx, p: "ok"))
+        tools.append(
+            Tool(
+                f"tool_{i}",
+                f"Benchmark tool number {i}: does nothing useful but has a schema.",
+                Params,
+                lambda ctx, p: "ok",
+            )
+        )
     return tools
 
 
@@ -130,7 +137,7 @@ async def run_bench() -> dict[str, float]:
             for concurrency in (1, 10, 100):
                 per_chat = max(3, 600 // concurrency)
 
-                async def chat_loop(c: int) -> None:
+                async def chat_loop(c: int, per_chat: int = per_chat, concurrency: int = concurrency) -> None:
                     for j in range(per_chat):
                         await channel.ask(f"c{concurrency}-{c}", f"message {j}")
 

@@ -27,11 +27,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from operator_use.app import App  # noqa: E402
-from operator_use.channels.base import Capabilities, Channel, ChannelConfig  # noqa: E402
-from operator_use.config import load_config  # noqa: E402
-from operator_use.messages import Address, IncomingMessage, TextPart, Usage  # noqa: E402
-from operator_use.providers.llm.base import LLM, LLMChunk, TextChunk, ToolSchema, UsageChunk  # noqa: E402
+from operator_use.app import App
+from operator_use.channels.base import Capabilities, Channel, ChannelConfig
+from operator_use.config import load_config
+from operator_use.messages import Address, IncomingMessage, TextPart, Usage
+from operator_use.providers.llm.base import LLM, LLMChunk, TextChunk, ToolSchema, UsageChunk
 
 STRANGER_MSGS = 2000
 OWNER_EVERY = 20  # one owner message after this many stranger messages
@@ -41,7 +41,8 @@ class InstantLLM(LLM):
     provider = "instant"
 
     async def stream(  # type: ignore[override]
-            self, messages: Sequence, tools: Sequence[ToolSchema] = ()) -> AsyncIterator[LLMChunk]:
+        self, messages: Sequence, tools: Sequence[ToolSchema] = ()
+    ) -> AsyncIterator[LLMChunk]:
         yield TextChunk("At your service.")
         yield UsageChunk(Usage(input_tokens=100, output_tokens=4))
 
@@ -51,8 +52,11 @@ class FloodChannel(Channel):
     capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0)
 
     def __init__(self) -> None:
-        super().__init__(ChannelConfig(enabled=True, allow_from=["owner"], pairing=True,
-                                       rejection_message="Sorry, this agent is private."))
+        super().__init__(
+            ChannelConfig(
+                enabled=True, allow_from=["owner"], pairing=True, rejection_message="Sorry, this agent is private."
+            )
+        )
         self.done: dict[str, asyncio.Future[float]] = {}
         self.stranger_replies = 0
         self._ids = 0
@@ -75,8 +79,9 @@ class FloodChannel(Channel):
             future.set_result(time.perf_counter())
 
     async def say(self, user: str, chat: str, text: str) -> None:
-        await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=user, user_name=user,
-                                        parts=[TextPart(text=text)]))
+        await self.emit(
+            IncomingMessage(channel=self.name, chat_id=chat, user_id=user, user_name=user, parts=[TextPart(text=text)])
+        )
         # Messages come off a socket, one read each: let the loop run in between, or this producer alone
         # (a bus with room never makes it wait) would hold the loop for the whole flood.
         await asyncio.sleep(0)
@@ -126,10 +131,13 @@ async def run_bench() -> dict[str, float | int | None]:
 def main() -> None:
     logging.basicConfig(level=logging.ERROR)  # the flood's warnings (codes issued, ignored counts) are expected
     figures = asyncio.run(run_bench())
-    print(f"allowed user's reply under a flood of {figures['stranger_msgs']} stranger messages "
-          f"(pairing on, rejection_message set, instant LLM)")
-    print(f"  reply latency          p50 {figures['allowed_reply_p50_ms']} ms   "
-          f"p99 {figures['allowed_reply_p99_ms']} ms")
+    print(
+        f"allowed user's reply under a flood of {figures['stranger_msgs']} stranger messages "
+        f"(pairing on, rejection_message set, instant LLM)"
+    )
+    print(
+        f"  reply latency          p50 {figures['allowed_reply_p50_ms']} ms   p99 {figures['allowed_reply_p99_ms']} ms"
+    )
     print(f"  pairing store writes   {figures['store_writes']}")
     print(f"  strangers answered     {figures['stranger_replies']}   ignored {figures['strangers_ignored']}")
     print(json.dumps(figures))

@@ -12,6 +12,7 @@ of the last token. Prints a table, then, as the very last line, one JSON object 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import time
@@ -44,8 +45,10 @@ def _profiles() -> list[Profile]:
     from operator_use.channels.twitch.channel import TwitchChannel
     from operator_use.channels.web.channel import WebChannel
 
-    profiles = [Profile(cls.name if cls is not TerminalChannel else "terminal", cls.capabilities)
-                for cls in (TelegramChannel, DiscordChannel, SlackChannel, WebChannel, TerminalChannel)]
+    profiles = [
+        Profile(cls.name if cls is not TerminalChannel else "terminal", cls.capabilities)
+        for cls in (TelegramChannel, DiscordChannel, SlackChannel, WebChannel, TerminalChannel)
+    ]
     # Twitch's send rate comes from its config (20 messages per 30 s for a normal bot).
     profiles.append(Profile("twitch", TwitchChannel.capabilities.model_copy(update={"rate_limit": (20, 30.0)})))
     profiles.append(Profile("mqtt", MQTTChannel.capabilities))
@@ -89,7 +92,11 @@ def answer_tokens() -> list[str]:
         "The gateway streams each reply into a single message and edits it in place, so the user "
         "watches the answer grow without the platform being flooded with calls. "
     )
-    code = "```python\n" + "".join(f"def step_{i}(x):\n    return x * {i} + 1  # <{i}> & more\n" for i in range(30)) + "```"
+    code = (
+        "```python\n"
+        + "".join(f"def step_{i}(x):\n    return x * {i} + 1  # <{i}> & more\n" for i in range(30))
+        + "```"
+    )
     parts: list[str] = []
     i = 0
     while sum(map(len, parts)) < TOKENS * CHARS_PER_TOKEN:
@@ -126,7 +133,7 @@ async def run_profile(profile: Profile, tokens: list[str]) -> dict[str, float | 
 
     interval = profile.caps.edit_interval
     times = [at for _, at, _ in channel.calls]
-    gaps = [b - a for a, b in zip(times, times[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     duration = last_token_at  # the stream starts at t=0
     budget = math.ceil(duration / interval + 1e-9) + 1  # one call per interval, plus the final one
     final_delay = times[-1] - last_token_at if times else math.inf
@@ -152,20 +159,26 @@ async def run_profile(profile: Profile, tokens: list[str]) -> dict[str, float | 
 async def main() -> None:
     tokens = answer_tokens()
     chars = sum(map(len, tokens))
-    print(f"answer: {len(tokens)} tokens, {chars} chars, {TOKENS_PER_S:.0f} tokens/s "
-          f"(~{len(tokens) / TOKENS_PER_S:.0f} s virtual)\n")
-    header = f"{'profile':<10}{'calls':>7}{'msgs':>6}{'budget':>8}{'interval ms':>13}{'min gap ms':>12}" \
-             f"{'final delay ms':>16}{'wall ms':>9}{'complete':>10}  target"
+    print(
+        f"answer: {len(tokens)} tokens, {chars} chars, {TOKENS_PER_S:.0f} tokens/s "
+        f"(~{len(tokens) / TOKENS_PER_S:.0f} s virtual)\n"
+    )
+    header = (
+        f"{'profile':<10}{'calls':>7}{'msgs':>6}{'budget':>8}{'interval ms':>13}{'min gap ms':>12}"
+        f"{'final delay ms':>16}{'wall ms':>9}{'complete':>10}  target"
+    )
     print(header)
     print("-" * len(header))
     results: dict[str, dict[str, float | int | bool]] = {}
     for profile in PROFILES:
         r = await run_profile(profile, tokens)
         results[profile.name] = r
-        print(f"{profile.name:<10}{r['calls']:>7}{r['sends']:>6}{r['budget']:>8}{r['edit_interval_ms']:>13}"
-              f"{r['min_gap_ms']:>12}{r['final_delay_ms']:>16}{r['wall_ms']:>9}"
-              f"{ {True: 'yes', False: 'NO', None: 'n/a'}[r['complete']]:>10}  "
-              f"{'meets' if r['meets_target'] else 'MISSES'}")
+        print(
+            f"{profile.name:<10}{r['calls']:>7}{r['sends']:>6}{r['budget']:>8}{r['edit_interval_ms']:>13}"
+            f"{r['min_gap_ms']:>12}{r['final_delay_ms']:>16}{r['wall_ms']:>9}"
+            f"{ {True: 'yes', False: 'NO', None: 'n/a'}[r['complete']]:>10}  "
+            f"{'meets' if r['meets_target'] else 'MISSES'}"
+        )
     print("\ntarget: at most one call per edit interval (min gap >= interval, calls <= budget) and the final")
     print("call within one interval of the last token.")
     summary = {

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from operator_use.audio.codec import WHISPER_RATE, decode_pcm, encode_ogg_opus  # noqa: E402
-from operator_use.messages import AudioPart  # noqa: E402
-from operator_use.providers.stt.local import LocalWhisper  # noqa: E402
-from operator_use.providers.tts.espeak import EspeakSynthesizer  # noqa: E402
-from operator_use.voice.config import STTConfig  # noqa: E402
+from operator_use.audio.codec import WHISPER_RATE, decode_pcm, encode_ogg_opus
+from operator_use.messages import AudioPart
+from operator_use.providers.stt.local import LocalWhisper
+from operator_use.providers.tts.espeak import EspeakSynthesizer
+from operator_use.voice.config import STTConfig
 
 SHORT = "Remind me to call my mother at six tonight."
 LONG = [
@@ -114,13 +114,19 @@ async def run_bench() -> dict[str, float]:
     baseline = StallMeter()
     with baseline:
         await asyncio.sleep(time.perf_counter() - bench_started)
-    print(f"  threads {whisper.threads}, beam {whisper.beam_size}, int8; runs {RUNS}: "
-          f"rtf 3s {[round(x, 3) for x in rtf['3s']]}, rtf 60s {[round(x, 3) for x in rtf['60s']]}")
-    print(f"  worst loop stall per transcription (warm-up, then 3 s / 60 s alternately), ms: "
-          f"{[round(x * 1000, 1) for x in stalls]}")
+    print(
+        f"  threads {whisper.threads}, beam {whisper.beam_size}, int8; runs {RUNS}: "
+        f"rtf 3s {[round(x, 3) for x in rtf['3s']]}, rtf 60s {[round(x, 3) for x in rtf['60s']]}"
+    )
+    print(
+        f"  worst loop stall per transcription (warm-up, then 3 s / 60 s alternately), ms: "
+        f"{[round(x * 1000, 1) for x in stalls]}"
+    )
     # Parsing the tokenizer's JSON holds the GIL (Rust code that does not release it): once, at load.
-    print(f"  loop stall during the one-time model load: {load_meter.worst * 1000:.1f} ms; "
-          f"with nothing running (other processes only): {baseline.worst * 1000:.1f} ms")
+    print(
+        f"  loop stall during the one-time model load: {load_meter.worst * 1000:.1f} ms; "
+        f"with nothing running (other processes only): {baseline.worst * 1000:.1f} ms"
+    )
     return {
         "load_s": round(load_s, 3),
         "rtf_3s": round(statistics.median(rtf["3s"]), 4),

@@ -39,9 +39,17 @@ class NoLLMConfigured(Exception):
 
 
 class App:
-    def __init__(self, config: Config | None = None, *, channels: Sequence[Channel] | None = None,
-                 llm: LLM | None = None, tools: Iterable[Tool] | None = None, bus: Bus | None = None,
-                 hooks: Hooks | None = None, gateway_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        channels: Sequence[Channel] | None = None,
+        llm: LLM | None = None,
+        tools: Iterable[Tool] | None = None,
+        bus: Bus | None = None,
+        hooks: Hooks | None = None,
+        gateway_options: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config or load_config()
         self.bus: Bus = bus or MemoryBus()
         self.llm = llm
@@ -90,9 +98,12 @@ class App:
     def _build_tools(self) -> list[Tool]:
         from .tools import builtin_tools
 
-        return builtin_tools(sandbox=self.config.agent.sandbox, shell_timeout=self.config.agent.shell_timeout,
-                             config=self.config.tools,
-                             runtime=self.protection.runtime if self.protection is not None else None)
+        return builtin_tools(
+            sandbox=self.config.agent.sandbox,
+            shell_timeout=self.config.agent.shell_timeout,
+            config=self.config.tools,
+            runtime=self.protection.runtime if self.protection is not None else None,
+        )
 
     def _build_voice(self) -> Any:
         from .voice.setup import build_voice
@@ -130,18 +141,31 @@ class App:
         self.protection = Protection(self.config, self.bus, self.sessions, {c.name: c.config for c in self.channels})
         for ch in self.channels:  # approved pairings and users get their files fetched too (Channel.may_fetch)
             ch.knows = self.protection.access.knows
-        tools = ToolRegistry(select_tools(self._given_tools if self._given_tools is not None else self._build_tools(),
-                                          self.config.agent.tools))
-        self.agent = Agent(self.llm, tools, ContextBuilder(workspace), hooks=self.hooks,
-                           max_iterations=self.config.agent.max_iterations,
-                           context_tokens=self.config.llm.context_window,
-                           reply_reserve_tokens=self.config.llm.max_tokens,
-                           limits=stream_limits(self.config.llm))
+        tools = ToolRegistry(
+            select_tools(
+                self._given_tools if self._given_tools is not None else self._build_tools(), self.config.agent.tools
+            )
+        )
+        self.agent = Agent(
+            self.llm,
+            tools,
+            ContextBuilder(workspace),
+            hooks=self.hooks,
+            max_iterations=self.config.agent.max_iterations,
+            context_tokens=self.config.llm.context_window,
+            reply_reserve_tokens=self.config.llm.max_tokens,
+            limits=stream_limits(self.config.llm),
+        )
         self.gateway = Gateway(self.bus, self.channels, **self._gateway_options)
         self.orchestrator = Orchestrator(
-            self.bus, self.agent, self.sessions, {c.name: c.config for c in self.channels},
-            workspace=workspace, max_concurrent_turns=self.config.agent.max_concurrent_turns,
-            on_restart=self._restart, status=self.gateway.status,
+            self.bus,
+            self.agent,
+            self.sessions,
+            {c.name: c.config for c in self.channels},
+            workspace=workspace,
+            max_concurrent_turns=self.config.agent.max_concurrent_turns,
+            on_restart=self._restart,
+            status=self.gateway.status,
             channels=self.gateway.channels,
         )
         self.protection.attach(self.orchestrator, tools, self.hooks, channels=self.gateway.channels)
@@ -153,7 +177,9 @@ class App:
         await self.orchestrator.start()
         await self.gateway.start()
         self._started = True
-        log.info("operator-use started: model %s; channels %s", self.llm.label, ", ".join(c.name for c in self.channels))
+        log.info(
+            "operator-use started: model %s; channels %s", self.llm.label, ", ".join(c.name for c in self.channels)
+        )
 
     async def stop(self) -> None:
         if not self._started:

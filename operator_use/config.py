@@ -15,8 +15,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import (BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict,
-                               SettingsError)
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from .channels.cli import CLIConfig
 from .channels.discord.config import DiscordConfig
@@ -43,8 +48,11 @@ def data_home() -> Path:
     try:
         return Path(raw or Path.home() / ".operator-use").expanduser()
     except RuntimeError:  # "~name" of no user, or no home directory at all
-        raise ConfigError(f"OPERATOR_HOME names a home directory that does not exist: {raw}" if raw
-                          else "No home directory: set HOME or OPERATOR_HOME") from None
+        raise ConfigError(
+            f"OPERATOR_HOME names a home directory that does not exist: {raw}"
+            if raw
+            else "No home directory: set HOME or OPERATOR_HOME"
+        ) from None
 
 
 class ModelRef(BaseModel):
@@ -106,8 +114,9 @@ class ChannelsConfig(BaseModel):
 
 
 class Config(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OPERATOR_", env_nested_delimiter="__", extra="forbid",
-                                      nested_model_default_partial_update=True)
+    model_config = SettingsConfigDict(
+        env_prefix="OPERATOR_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+    )
 
     home: Path = Field(default_factory=data_home)
     llm: LLMConfig = Field(default_factory=LLMConfig)
@@ -127,9 +136,14 @@ class Config(BaseSettings):
         return self.home / CONFIG_FILE
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Highest priority first: explicit arguments, then the environment, then the file.
         return init_settings, _EnvSource(settings_cls), _YamlSource(settings_cls)
 
@@ -153,8 +167,9 @@ class _YamlSource(PydanticBaseSettingsSource):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
-                              "save it as UTF-8") from None
+            raise ConfigError(
+                f"{path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+            ) from None
         try:
             data = load_yaml(text) or {}
         except yaml.YAMLError as exc:
@@ -192,11 +207,18 @@ class _EnvSource(EnvSettingsSource):
 
     def _problem(self, field_name: str, value: str, reason: str) -> str:
         prefix, key = self.env_prefix.lower(), field_name.lower()
-        names = sorted(n for n, v in self.env_vars.items() if v == value and n.lower().startswith(prefix)
-                       and (n.lower() == prefix + key or n.lower().endswith(f"{self.env_nested_delimiter}{key}")))
+        names = sorted(
+            n
+            for n, v in self.env_vars.items()
+            if v == value
+            and n.lower().startswith(prefix)
+            and (n.lower() == prefix + key or n.lower().endswith(f"{self.env_nested_delimiter}{key}"))
+        )
         name = _real_name(names[0]) if names else f"the OPERATOR_* variable for {field_name}"
-        return (f"{name} is not valid JSON ({reason}); lists and objects in variables are written as JSON, "
-                f"e.g. '[\"alice\", \"bob\"]'")
+        return (
+            f"{name} is not valid JSON ({reason}); lists and objects in variables are written as JSON, "
+            f'e.g. \'["alice", "bob"]\''
+        )
 
 
 def _real_name(name: str) -> str:

@@ -25,8 +25,9 @@ class HomeInUse(Exception):
         self.home = home
         self.pid = pid
         who = f"operator-use (pid {pid})" if pid else "operator-use"
-        super().__init__(f"Another {who} is already running on {home}; stop it or set OPERATOR_HOME "
-                         "to another directory.")
+        super().__init__(
+            f"Another {who} is already running on {home}; stop it or set OPERATOR_HOME to another directory."
+        )
 
 
 class HomeLock:

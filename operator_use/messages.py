@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -88,7 +88,7 @@ class FilePart(_Model):
     path: str | None = None
 
 
-Part = Annotated[Union[TextPart, AudioPart, ImagePart, FilePart], Field(discriminator="type")]
+Part = Annotated[TextPart | AudioPart | ImagePart | FilePart, Field(discriminator="type")]
 
 
 # --- addressing -------------------------------------------------------------------------------
@@ -208,11 +208,11 @@ class Typing(_Model):
 
 
 Outbound = Annotated[
-    Union[OutgoingMessage, StreamStart, StreamDelta, StreamBlockEnd, StreamDone, Typing],
+    OutgoingMessage | StreamStart | StreamDelta | StreamBlockEnd | StreamDone | Typing,
     Field(discriminator="kind"),
 ]
 OutboundAdapter: TypeAdapter[Any] = TypeAdapter(Outbound)
-StreamEvent = Union[StreamStart, StreamDelta, StreamBlockEnd, StreamDone]
+StreamEvent = StreamStart | StreamDelta | StreamBlockEnd | StreamDone
 
 
 # --- LLM history -----------------------------------------------------------------------------
@@ -298,7 +298,5 @@ class ToolMessage(_Model):
         return scrub_surrogates(value)
 
 
-HistoryMessage = Annotated[
-    Union[SystemMessage, HumanMessage, AIMessage, ToolMessage], Field(discriminator="role")
-]
+HistoryMessage = Annotated[SystemMessage | HumanMessage | AIMessage | ToolMessage, Field(discriminator="role")]
 HistoryAdapter: TypeAdapter[Any] = TypeAdapter(HistoryMessage)

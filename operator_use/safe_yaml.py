@@ -74,8 +74,10 @@ def _check(root: yaml.Node, max_values: int, max_depth: int) -> None:
             size = 1 + sum(s for s, _ in parts)
             depth = 1 + max((d for _, d in parts), default=0)
             if size > max_values:
-                raise YAMLRefused(f"it expands to more than {max_values} values: aliases (*name) repeat what "
-                                  f"their anchor names each time they are used (line {node.start_mark.line + 1})")
+                raise YAMLRefused(
+                    f"it expands to more than {max_values} values: aliases (*name) repeat what "
+                    f"their anchor names each time they are used (line {node.start_mark.line + 1})"
+                )
             if depth > max_depth:
                 raise YAMLRefused(f"it is nested more than {max_depth} levels deep (line {node.start_mark.line + 1})")
             measured[key] = (size, depth)
@@ -96,5 +98,7 @@ def _check_text(node: yaml.ScalarNode) -> None:
     try:
         node.value.encode("utf-8")
     except UnicodeEncodeError:
-        raise YAMLRefused(f"line {node.start_mark.line + 1} has text that is not valid Unicode "
-                          "(a lone surrogate escape such as \\ud800)") from None
+        raise YAMLRefused(
+            f"line {node.start_mark.line + 1} has text that is not valid Unicode "
+            "(a lone surrogate escape such as \\ud800)"
+        ) from None

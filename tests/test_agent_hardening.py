@@ -58,8 +58,15 @@ asyncio.run(main())
 
 def run_agent(ws: Path, command: str, *, capless: bool = False) -> str:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "OPENAI_API_KEY": FAKE_KEY}
-    done = subprocess.run([sys.executable, "-c", AGENT, str(ws), command, "capless" if capless else "-"],
-                          env=env, cwd=ws, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", AGENT, str(ws), command, "capless" if capless else "-"],
+        env=env,
+        cwd=ws,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

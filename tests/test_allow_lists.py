@@ -63,8 +63,9 @@ def test_fixed_identities_of_the_local_channels_and_slack_and_mqtt_ids() -> None
 
 
 @pytest.mark.parametrize("cls", [TelegramConfig, DiscordConfig, TwitchConfig])
-def test_a_name_in_a_numeric_id_list_is_warned_about(cls: type[ChannelConfig],
-                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_a_name_in_a_numeric_id_list_is_warned_about(
+    cls: type[ChannelConfig], caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING)
     cls(allow_from=["123", "-100456", "*", "role:4000", "guild:2000"], admins=["123"])
     assert caplog.records == []

@@ -128,12 +128,17 @@ async def test_someone_else_cannot_approve(home: Path, caplog: pytest.LogCapture
             await channel.say("build it", user="bob", chat="group")
             rid = await request_id(channel, "group")
             await channel.say(f"/approve {rid}", user="eve", chat="group")
-            await channel.wait_for(lambda: "Only the person who asked, or an admin, can answer this request."
-                                   in channel.texts("group"))
+            await channel.wait_for(
+                lambda: "Only the person who asked, or an admin, can answer this request." in channel.texts("group")
+            )
             assert not (home / "workspace" / "proof.txt").exists() and len(server.requests) == 1
             await channel.say(f"/deny {rid}", user="eve", chat="group")
-            await channel.wait_for(lambda: channel.texts("group").count(
-                "Only the person who asked, or an admin, can answer this request.") == 2)
+            await channel.wait_for(
+                lambda: (
+                    channel.texts("group").count("Only the person who asked, or an admin, can answer this request.")
+                    == 2
+                )
+            )
             # An admin may answer anyone's request.
             await channel.say(f"/approve {rid}", user="alice", chat="group")
             await channel.wait_for(lambda: len(finals(channel, "group")) == 1)

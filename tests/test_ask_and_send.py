@@ -102,7 +102,7 @@ async def test_send_message_and_file_to_this_chat(home: Path) -> None:
             await channel.wait_for(lambda: len(results(channel)) == 2)
             assert results(channel)[1] == "result: Sent report.txt (9 bytes)."
             assert "Here is the report" in channel.texts()
-            (address, parts), = channel.parts
+            ((address, parts),) = channel.parts
             assert address.key == "test:c1"
             assert parts == [FilePart(name="report.txt", mime="text/plain", data=b"all good\n")]
             await channel.say("send secret file")

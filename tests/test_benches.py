@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def last_json(script: str) -> dict:  # type: ignore[type-arg]
-    result = subprocess.run([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -24,8 +25,14 @@ def last_json(script: str) -> dict:  # type: ignore[type-arg]
 @pytest.mark.slow
 def test_pipeline_bench_reports_its_figures() -> None:
     figures = last_json("pipeline.py")
-    assert set(figures) == {"overhead_p50_ms", "overhead_p99_ms", "msgs_per_s_c1", "msgs_per_s_c10",
-                            "msgs_per_s_c100", "framework_cpu_ms_per_msg"}
+    assert set(figures) == {
+        "overhead_p50_ms",
+        "overhead_p99_ms",
+        "msgs_per_s_c1",
+        "msgs_per_s_c10",
+        "msgs_per_s_c100",
+        "framework_cpu_ms_per_msg",
+    }
     assert all(isinstance(v, (int, float)) and v > 0 for v in figures.values())
 
 
@@ -39,8 +46,14 @@ def test_streaming_bench_reports_every_profile() -> None:
 
 def test_strangers_bench_reports_its_figures() -> None:
     figures = last_json("strangers.py")
-    assert set(figures) == {"allowed_reply_p50_ms", "allowed_reply_p99_ms", "stranger_msgs", "store_writes",
-                            "stranger_replies", "strangers_ignored"}
+    assert set(figures) == {
+        "allowed_reply_p50_ms",
+        "allowed_reply_p99_ms",
+        "stranger_msgs",
+        "store_writes",
+        "stranger_replies",
+        "strangers_ignored",
+    }
     assert figures["stranger_msgs"] == 2000 and figures["allowed_reply_p50_ms"] > 0
     # Counts, not timings: the flood answered by the limits, the store written only for the codes.
     assert figures["stranger_replies"] + figures["strangers_ignored"] <= 2000 and figures["store_writes"] <= 3

@@ -28,11 +28,20 @@ from .support.web import Tab
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8"}
     # stdin: /dev/null, as under systemd (not whatever the test runner was given).
-    return subprocess.run([sys.executable, "-m", "operator_use", *args], cwd=ROOT, env={**base, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "operator_use", *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_init_is_idempotent(home: Path) -> None:
@@ -46,7 +55,9 @@ def test_init_is_idempotent(home: Path) -> None:
 
 
 def test_config_prints_secrets_masked(home: Path) -> None:
-    result = cli(home, "config", env={"OPERATOR_LLM__API_KEY": "sk-very-secret-123", "OPERATOR_LLM__PROVIDER": "openai"})
+    result = cli(
+        home, "config", env={"OPERATOR_LLM__API_KEY": "sk-very-secret-123", "OPERATOR_LLM__PROVIDER": "openai"}
+    )
     assert result.returncode == 0, result.stderr
     assert "sk-very-secret-123" not in result.stdout
     assert "provider: openai" in result.stdout and "**********" in result.stdout
@@ -75,13 +86,16 @@ def test_run_without_any_model_explains_what_to_set(home: Path) -> None:
 
 
 def test_help_is_fast_and_imports_no_platform_sdk() -> None:
-    code = ("import sys, time; t=time.perf_counter(); import operator_use.cli.main; "
-            "heavy=[m for m in ('openai','anthropic','telegram','discord','slack_bolt','twitchio','aiomqtt',"
-            "'faster_whisper','av','aiohttp') if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, time; t=time.perf_counter(); import operator_use.cli.main; "
+        "heavy=[m for m in ('openai','anthropic','telegram','discord','slack_bolt','twitchio','aiomqtt',"
+        "'faster_whisper','av','aiohttp') if m in sys.modules]; print(heavy)"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
-    help_run = subprocess.run([sys.executable, "-m", "operator_use", "--help"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)
+    help_run = subprocess.run(
+        [sys.executable, "-m", "operator_use", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert help_run.returncode == 0 and "chat" in help_run.stdout and "sessions" in help_run.stdout
 
 
@@ -117,8 +131,12 @@ class Tmux:
 
 @pytest.fixture
 def fake_llm_process() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--delay", "0.01"],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.fakes.llm_server", "--port", "0", "--delay", "0.01"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()  # blocks until the server is listening
     match = re.search(r"OpenAI: (http://\S+?)\)", line)
@@ -131,9 +149,11 @@ def fake_llm_process() -> Iterator[str]:
 def test_chat_in_a_real_terminal(home: Path, fake_llm_process: str) -> None:
     require_binary("tmux")
     tmux = Tmux(f"opuse-{uuid.uuid4().hex[:8]}")
-    env = (f"env -i PATH={os.environ['PATH']} HOME={home} OPERATOR_HOME={home} LANG=C.UTF-8 TERM=xterm "
-           f"OPERATOR_LLM__PROVIDER=openai OPERATOR_LLM__MODEL=fake-model OPERATOR_LLM__BASE_URL={fake_llm_process} "
-           f"OPENAI_API_KEY=sk-test-key")
+    env = (
+        f"env -i PATH={os.environ['PATH']} HOME={home} OPERATOR_HOME={home} LANG=C.UTF-8 TERM=xterm "
+        f"OPERATOR_LLM__PROVIDER=openai OPERATOR_LLM__MODEL=fake-model OPERATOR_LLM__BASE_URL={fake_llm_process} "
+        f"OPENAI_API_KEY=sk-test-key"
+    )
     command = f"cd {ROOT} && {env} {sys.executable} -m operator_use chat; echo EXIT=$?; sleep 60"
     tmux.run("new-session", "-d", "-s", tmux.session, "-x", "120", "-y", "40", command)
     try:
@@ -164,8 +184,15 @@ def chatting(home: Path, model: dict[str, str]) -> Iterator[subprocess.Popen[str
     """`operator-use chat` on a pseudo-terminal, once it has claimed the data home; stopped on the way out."""
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8", **model}
     controller, terminal = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "operator_use", "chat"], cwd=ROOT, env=env, text=True,
-                            stdin=terminal, stdout=terminal, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "operator_use", "chat"],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    )
     os.close(terminal)
     try:
         assert proc.stderr is not None
@@ -185,19 +212,34 @@ def chatting(home: Path, model: dict[str, str]) -> Iterator[subprocess.Popen[str
 
 
 def test_a_second_agent_on_the_same_home_is_refused_and_read_only_commands_still_work(
-        home: Path, fake_llm_process: str) -> None:
-    model = {"OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model",
-             "OPERATOR_LLM__BASE_URL": fake_llm_process, "OPENAI_API_KEY": "sk-test-key",
-             "OPERATOR_CHANNELS__WEB__ENABLED": "false"}
+    home: Path, fake_llm_process: str
+) -> None:
+    model = {
+        "OPERATOR_LLM__PROVIDER": "openai",
+        "OPERATOR_LLM__MODEL": "fake-model",
+        "OPERATOR_LLM__BASE_URL": fake_llm_process,
+        "OPENAI_API_KEY": "sk-test-key",
+        "OPERATOR_CHANNELS__WEB__ENABLED": "false",
+    }
     with chatting(home, model) as first:
         second = cli(home, "run", env=model)
         assert second.returncode == 1
-        assert (f"Another operator-use (pid {first.pid}) is already running on {home}; stop it or set "
-                "OPERATOR_HOME to another directory.") in second.stderr
+        assert (
+            f"Another operator-use (pid {first.pid}) is already running on {home}; stop it or set "
+            "OPERATOR_HOME to another directory."
+        ) in second.stderr
         env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8"}
-        readers = [subprocess.Popen([sys.executable, "-m", "operator_use", *command], cwd=ROOT, env=env, text=True,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                   for command in (["sessions", "list"], ["config"], ["pairing", "list"], ["user", "list"])]
+        readers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "operator_use", *command],
+                cwd=ROOT,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for command in (["sessions", "list"], ["config"], ["pairing", "list"], ["user", "list"])
+        ]
         for reader in readers:
             _, err = reader.communicate(timeout=60)
             assert reader.returncode == 0, (reader.args, err)
@@ -228,14 +270,16 @@ def test_a_variable_that_is_not_json_is_named_without_a_traceback(home: Path, co
 
 def test_a_billion_laughs_config_is_refused_and_anchors_still_work(home: Path) -> None:
     # Nine levels, each aliasing the one before nine times: 9**9 values from 800 bytes.
-    levels = [f"l{i}: &l{i} {{" + ", ".join(f"k{j}: {f'*l{i - 1}' if i else 'lol'}" for j in range(9)) + "}"
-              for i in range(9)]
+    levels = [
+        f"l{i}: &l{i} {{" + ", ".join(f"k{j}: {f'*l{i - 1}' if i else 'lol'}" for j in range(9)) + "}" for i in range(9)
+    ]
     (home / "config.yaml").write_text("\n".join(levels) + "\n")
     bomb = cli(home, "config", timeout=30)
     assert bomb.returncode == 2 and "expands to more than 100000 values" in bomb.stderr, bomb.stderr
     assert "Traceback" not in bomb.stderr
-    (home / "config.yaml").write_text("channels:\n  cli: &me {allow_from: [me, partner]}\n"
-                                      "  web:\n    <<: *me\n    port: 9000\n")
+    (home / "config.yaml").write_text(
+        "channels:\n  cli: &me {allow_from: [me, partner]}\n  web:\n    <<: *me\n    port: 9000\n"
+    )
     fine = cli(home, "config", timeout=30)
     assert fine.returncode == 0, fine.stderr
     web = fine.stdout.split("\n  web:\n", 1)[1]
@@ -254,22 +298,43 @@ def test_chat_without_a_terminal_says_so(home: Path) -> None:
 
 @pytest.mark.parametrize("stdin", ["devnull", "pipe", "closed"])
 async def test_run_without_a_terminal_turns_the_terminal_chat_off_and_serves_the_web_chat(
-        home: Path, stdin: str) -> None:
+    home: Path, stdin: str
+) -> None:
     """`operator-use run </dev/null` (systemd, nohup), with a pipe (`docker run -i`) or no stdin at all."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8",
-           "OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model", "OPERATOR_LLM__API_KEY": "k",
-           "OPERATOR_CHANNELS__CLI__ENABLED": "true", "OPERATOR_CHANNELS__WEB__ENABLED": "true",
-           "OPERATOR_CHANNELS__WEB__PORT": "0"}
-    streams = {"devnull": {"stdin": asyncio.subprocess.DEVNULL}, "pipe": {"stdin": asyncio.subprocess.PIPE},
-               "closed": {"stdin": None, "preexec_fn": lambda: os.close(0)}}[stdin]
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "OPERATOR_HOME": str(home),
+        "LANG": "C.UTF-8",
+        "OPERATOR_LLM__PROVIDER": "openai",
+        "OPERATOR_LLM__MODEL": "fake-model",
+        "OPERATOR_LLM__API_KEY": "k",
+        "OPERATOR_CHANNELS__CLI__ENABLED": "true",
+        "OPERATOR_CHANNELS__WEB__ENABLED": "true",
+        "OPERATOR_CHANNELS__WEB__PORT": "0",
+    }
+    streams = {
+        "devnull": {"stdin": asyncio.subprocess.DEVNULL},
+        "pipe": {"stdin": asyncio.subprocess.PIPE},
+        "closed": {"stdin": None, "preexec_fn": lambda: os.close(0)},
+    }[stdin]
     async with FakeLLMServer(responder=echo_responder()) as server:
         env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "operator_use", "run", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, **streams)  # type: ignore[arg-type]
+            sys.executable,
+            "-m",
+            "operator_use",
+            "run",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            **streams,
+        )  # type: ignore[arg-type]
         assert proc.stderr is not None and proc.stdout is not None
         lines: list[str] = []
         try:
+
             async def address() -> str:
                 while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
                     lines.append(line)

@@ -139,9 +139,18 @@ async def test_telegram_commands_for_another_bot_never_run_here(home: Path) -> N
     from .fakes.telegram_server import TOKEN, FakeTelegram
 
     async with FakeTelegram() as fake, FakeLLMServer(responder=scripted_responder) as server:
-        channel = TelegramChannel(TelegramConfig(enabled=True, token=TOKEN, base_url=fake.base_url,
-                                                 base_file_url=fake.base_file_url, allow_from=["111"],
-                                                 edit_interval=0.05, poll_timeout=5), workspace=home / "workspace")
+        channel = TelegramChannel(
+            TelegramConfig(
+                enabled=True,
+                token=TOKEN,
+                base_url=fake.base_url,
+                base_file_url=fake.base_file_url,
+                allow_from=["111"],
+                edit_interval=0.05,
+                poll_timeout=5,
+            ),
+            workspace=home / "workspace",
+        )
         alice = fake.user(111, "alice")
         chat = fake.private_chat(alice)
 
@@ -202,17 +211,22 @@ async def test_an_unreadable_history_gets_a_reply_and_other_chats_go_on(tmp_path
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_file_name_that_is_not_utf8_reaches_the_model_as_replacement_characters(home: Path,
-                                                                                          provider: str) -> None:
+async def test_a_file_name_that_is_not_utf8_reaches_the_model_as_replacement_characters(
+    home: Path, provider: str
+) -> None:
     workspace = home / "workspace"
     workspace.mkdir()
     # Python lists this name as "caf\udce9.txt": a lone surrogate, which no UTF-8 request body can carry.
     os.close(os.open(os.fsencode(workspace) + b"/caf\xe9.txt", os.O_CREAT | os.O_WRONLY, 0o600))
-    script = [Reply(tool_calls=[
-        # The model's JSON can spell a lone surrogate too.
-        {"name": "read_file", "arguments": '{"path": "caf\\udce9.txt"}', "id": "c1"},
-        {"name": "list_files", "arguments": {"path": "."}, "id": "c2"},
-    ])]
+    script = [
+        Reply(
+            tool_calls=[
+                # The model's JSON can spell a lone surrogate too.
+                {"name": "read_file", "arguments": '{"path": "caf\\udce9.txt"}', "id": "c1"},
+                {"name": "list_files", "arguments": {"path": "."}, "id": "c2"},
+            ]
+        )
+    ]
     async with FakeLLMServer(script, responder=scripted_responder) as server:
         channel = ChatChannel()
         async with make_app(home, channel, sdk_llm(provider, server), tools=filesystem_tools()) as app:
@@ -226,14 +240,18 @@ async def test_a_file_name_that_is_not_utf8_reaches_the_model_as_replacement_cha
     # The model was sent what the history keeps.
     sent = json.dumps(server.requests[1], ensure_ascii=False)
     assert json.dumps(listing, ensure_ascii=False)[1:-1] in sent and "caf\ufffd.txt" in sent
-    assert [type(m) for m in SessionStore(home).read_sync("test:c1")] == [HumanMessage, AIMessage, ToolMessage,
-                                                                         ToolMessage, AIMessage]
+    assert [type(m) for m in SessionStore(home).read_sync("test:c1")] == [
+        HumanMessage,
+        AIMessage,
+        ToolMessage,
+        ToolMessage,
+        AIMessage,
+    ]
 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_reply_whose_stream_breaks_off_keeps_its_text_with_a_note(home: Path, provider: str,
-                                                                          how: str) -> None:
+async def test_a_reply_whose_stream_breaks_off_keeps_its_text_with_a_note(home: Path, provider: str, how: str) -> None:
     async with FakeLLMServer([Reply(text="Half an answer", unfinished=how)], responder=scripted_responder) as server:
         channel = ChatChannel()
         async with make_app(home, channel, sdk_llm(provider, server)) as app:
@@ -248,8 +266,9 @@ async def test_a_reply_whose_stream_breaks_off_keeps_its_text_with_a_note(home: 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_a_stream_that_breaks_off_before_any_text_gets_a_reply_and_runs_no_tool(home: Path, provider: str,
-                                                                                      how: str) -> None:
+async def test_a_stream_that_breaks_off_before_any_text_gets_a_reply_and_runs_no_tool(
+    home: Path, provider: str, how: str
+) -> None:
     class NoteParams(BaseModel):
         text: str
 
@@ -275,13 +294,17 @@ async def test_a_stream_that_breaks_off_before_any_text_gets_a_reply_and_runs_no
     assert noted == []
 
 
-@pytest.mark.parametrize(("finish", "note"), [
-    (None, "The model sent back an empty reply. Please try again."),
-    ("length", "The model used up its output tokens (llm.max_tokens) before writing a reply."),
-])
+@pytest.mark.parametrize(
+    ("finish", "note"),
+    [
+        (None, "The model sent back an empty reply. Please try again."),
+        ("length", "The model used up its output tokens (llm.max_tokens) before writing a reply."),
+    ],
+)
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
-async def test_an_empty_reply_gets_a_note_instead_of_silence(home: Path, provider: str, finish: str | None,
-                                                             note: str) -> None:
+async def test_an_empty_reply_gets_a_note_instead_of_silence(
+    home: Path, provider: str, finish: str | None, note: str
+) -> None:
     async with FakeLLMServer([Reply(text="", finish_reason=finish)], responder=scripted_responder) as server:
         channel = ChatChannel()
         async with make_app(home, channel, sdk_llm(provider, server)) as app:

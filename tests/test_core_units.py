@@ -19,6 +19,7 @@ from operator_use.agent.tools import Tool, ToolResult
 from operator_use.bus.memory import MemoryBus
 from operator_use.config import load_config
 from operator_use.messages import (
+    Address,
     AIMessage,
     AudioPart,
     HistoryAdapter,
@@ -27,7 +28,6 @@ from operator_use.messages import (
     StreamDelta,
     TextPart,
     ToolCall,
-    Address,
 )
 from operator_use.orchestrator.commands import parse_command, parse_spoken_command
 from operator_use.orchestrator.lanes import Lanes
@@ -39,13 +39,25 @@ async def test_system_prompt_is_built_from_workspace_files_most_stable_first(tmp
     (tmp_path / "skills" / "deploy").mkdir()
     (tmp_path / "skills" / "deploy" / "SKILL.md").write_text("---\ndescription: ship the app\n---\n# Deploy\n")
     prompt = await ContextBuilder(tmp_path).system_prompt()
-    order = [prompt.index(h) for h in ("## SOUL.md", "## RULES.md", "## AGENTS.md", "## CODE.md", "## Skills",
-                                        "## USER.md", "## memory/MEMORY.md")]
+    order = [
+        prompt.index(h)
+        for h in (
+            "## SOUL.md",
+            "## RULES.md",
+            "## AGENTS.md",
+            "## CODE.md",
+            "## Skills",
+            "## USER.md",
+            "## memory/MEMORY.md",
+        )
+    ]
     assert order == sorted(order)
     assert "deploy (skills/deploy/SKILL.md): ship the app" in prompt
 
 
-async def test_system_prompt_is_not_rebuilt_when_nothing_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_system_prompt_is_not_rebuilt_when_nothing_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ensure_workspace(tmp_path)
     builds = []
     real_build = context_module._build
@@ -61,20 +73,36 @@ async def test_system_prompt_is_not_rebuilt_when_nothing_changed(tmp_path: Path,
     assert len(builds) == 2
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("/help", ("help", "", None)),
-    ("/new@operator_bot", ("new", "", "operator_bot")),
-    ("/STATUS  now", ("status", "now", None)),
-    ("!stop", ("stop", "", None)),
-    ("/voice@bot always \n", ("voice", "always", "bot")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("/help", ("help", "", None)),
+        ("/new@operator_bot", ("new", "", "operator_bot")),
+        ("/STATUS  now", ("status", "now", None)),
+        ("!stop", ("stop", "", None)),
+        ("/voice@bot always \n", ("voice", "always", "bot")),
+    ],
+)
 def test_commands_are_parsed_centrally(text: str, expected: tuple) -> None:  # type: ignore[type-arg]
     command = parse_command(text)
     assert command is not None and (command.name, command.args, command.target) == expected
 
 
-@pytest.mark.parametrize("text", ["hello", "/", "/etc/passwd is a file", "path /tmp", "//x", "! stop",
-                                  " /new@otherbot", "  /voice@bot always", "\n/new", "\t!stop"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "hello",
+        "/",
+        "/etc/passwd is a file",
+        "path /tmp",
+        "//x",
+        "! stop",
+        " /new@otherbot",
+        "  /voice@bot always",
+        "\n/new",
+        "\t!stop",
+    ],
+)
 def test_plain_text_is_not_a_command(text: str) -> None:
     # A command starts the message, as on Telegram: with anything before it, it is text for the agent.
     assert parse_command(text) is None
@@ -82,13 +110,22 @@ def test_plain_text_is_not_a_command(text: str) -> None:
 
 # Bounded and reproducible: the same inputs on every run, no example database in the working tree.
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+    return settings(
+        max_examples=examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 # Any code point, lone surrogates and control characters included, plus the characters commands are made of.
-ANY_TEXT = st.text(st.one_of(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()),
-                             st.sampled_from("/@!_ \n\t")), max_size=200)
+ANY_TEXT = st.text(
+    st.one_of(
+        st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), st.sampled_from("/@!_ \n\t")
+    ),
+    max_size=200,
+)
 WORD = st.text("abcxyzABZ019_", min_size=1, max_size=31)
 
 
@@ -112,8 +149,34 @@ def test_the_parsers_take_many_command_like_messages() -> None:
     """A seeded generator, far faster than hypothesis per input: 30,000 messages made of the pieces commands
     are made of, broken UTF-16 and odd whitespace included."""
     rng = random.Random(1213)
-    pieces = ["/", "/new", "/NEW", "@", "@otherbot", "!stop", "!", " ", "  ", "\n", "\t", "\u00a0", "\u2028",
-              "\ud800", "\udfff", "\x00", "slash", "Slash,", "new", "voice", "off", ".", "é", "😀", "_", "x" * 40]
+    pieces = [
+        "/",
+        "/new",
+        "/NEW",
+        "@",
+        "@otherbot",
+        "!stop",
+        "!",
+        " ",
+        "  ",
+        "\n",
+        "\t",
+        "\u00a0",
+        "\u2028",
+        "\ud800",
+        "\udfff",
+        "\x00",
+        "slash",
+        "Slash,",
+        "new",
+        "voice",
+        "off",
+        ".",
+        "é",
+        "😀",
+        "_",
+        "x" * 40,
+    ]
     for _ in range(30_000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
         check_command(text)
@@ -190,7 +253,7 @@ async def test_global_limit_caps_concurrent_turns() -> None:
 
 
 async def _until(predicate) -> None:  # type: ignore[no-untyped-def]
-    while not predicate():
+    while not predicate():  # noqa: ASYNC110 — state of tasks on this loop: one turn of the loop each check
         await asyncio.sleep(0)
 
 
@@ -226,7 +289,9 @@ async def test_tool_arguments_are_validated_with_a_clear_error() -> None:
 
 
 def test_environment_overrides_the_file_with_nested_keys(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (home / "config.yaml").write_text("agent:\n  max_iterations: 7\n  max_concurrent_turns: 3\nllm:\n  model: from-file\n")
+    (home / "config.yaml").write_text(
+        "agent:\n  max_iterations: 7\n  max_concurrent_turns: 3\nllm:\n  model: from-file\n"
+    )
     monkeypatch.setenv("OPERATOR_AGENT__MAX_ITERATIONS", "9")
     monkeypatch.setenv("OPERATOR_LLM__API_KEY", "sk-secret")
     config = load_config()
@@ -237,8 +302,13 @@ def test_environment_overrides_the_file_with_nested_keys(home: Path, monkeypatch
 
 
 async def test_messages_round_trip_through_json() -> None:
-    incoming = IncomingMessage(channel="telegram", chat_id="1", thread_id="7", user_id="u",
-                               parts=[TextPart(text="hi"), AudioPart(data=b"\x00\xffOgg", mime="audio/ogg")])
+    incoming = IncomingMessage(
+        channel="telegram",
+        chat_id="1",
+        thread_id="7",
+        user_id="u",
+        parts=[TextPart(text="hi"), AudioPart(data=b"\x00\xffOgg", mime="audio/ogg")],
+    )
     again = IncomingMessage.model_validate_json(incoming.model_dump_json())
     assert again == incoming and again.key == "telegram:1:7"
     delta = StreamDelta(address=Address(channel="c", chat_id="1"), stream_id="s", delta="x")

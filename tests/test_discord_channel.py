@@ -70,8 +70,13 @@ def observed_channel(home: Path, fake: FakeDiscord, **config: object):  # type: 
 
             await asyncio.wait_for(check(), timeout)
 
-    settings: dict[str, object] = {"enabled": True, "token": TOKEN, "allow_from": ["11"], "edit_interval": 0.05,
-                                   "api_base_url": fake.api_base}
+    settings: dict[str, object] = {
+        "enabled": True,
+        "token": TOKEN,
+        "allow_from": ["11"],
+        "edit_interval": 0.05,
+        "api_base_url": fake.api_base,
+    }
     settings.update(config)
     return Observed(DiscordConfig(**settings))
 
@@ -93,8 +98,9 @@ def user_texts(server: FakeLLMServer, index: int = -1) -> list[str]:
 # --- direct messages and streaming ---------------------------------------------------------------
 
 
-async def test_dm_reply_is_streamed_into_one_message_edited_in_place(home: Path, fake: FakeDiscord,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+async def test_dm_reply_is_streamed_into_one_message_edited_in_place(
+    home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     answer = "Streaming into Discord works: " + " ".join(f"word{i}" for i in range(60)) + "."
     async with FakeLLMServer([Reply(text=answer, chunk_size=12, delay_per_chunk=0.01)]) as server:
@@ -132,8 +138,9 @@ async def test_unknown_user_is_refused(home: Path, fake: FakeDiscord) -> None:
 async def test_allow_lists_match_user_ids_and_names_only_in_their_own_fields(home: Path, fake: FakeDiscord) -> None:
     mallory = user("66", ALICE["id"])  # she picked the username "11": Alice's user id
     async with FakeLLMServer(responder=scripted_responder) as server:
-        channel = observed_channel(home, fake, admins=[ALICE["id"]], allow_names=["@Carol"], allow_guilds=[GUILD_ID],
-                                   rejection_message="no")
+        channel = observed_channel(
+            home, fake, admins=[ALICE["id"]], allow_names=["@Carol"], allow_guilds=[GUILD_ID], rejection_message="no"
+        )
         assert channel.discord_config.allow_from == [ALICE["id"]]
         async with make_app(home, channel, llm(server)):
             await fake.user_message(DM_CHANNEL_ID, "let me in", author=mallory)
@@ -172,7 +179,7 @@ async def test_endpoints_come_from_this_clients_config(home: Path, fake: FakeDis
             assert ("GET", "/gateway/bot") not in fake.requests
             # discord.py's process-wide defaults are untouched: any other client still talks to Discord.
             assert discord.http.Route.BASE == official_api == "https://discord.com/api/v10"
-            assert discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY == default_gateway
+            assert default_gateway == discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 
 
 def test_endpoint_settings_are_checked() -> None:
@@ -189,8 +196,9 @@ async def test_allowlist_by_role_and_by_guild(home: Path, fake: FakeDiscord) -> 
         channel = observed_channel(home, fake, allow_roles=[ROLE_ID], rejection_message="no")
         async with make_app(home, channel, llm(server)):
             # Carol is not in allow_from but holds the role: allowed in the guild...
-            await fake.user_message(CHANNEL_ID, "role check", author=CAROL, guild_id=GUILD_ID, roles=[ROLE_ID],
-                                    mention_bot=True)
+            await fake.user_message(
+                CHANNEL_ID, "role check", author=CAROL, guild_id=GUILD_ID, roles=[ROLE_ID], mention_bot=True
+            )
             await channel.wait_finalized(lambda f: len(f) == 1)
             assert fake.in_channel(CHANNEL_ID)[-1]["content"] == "You said: role check"
             # ...but in a direct message there is no role to go by.
@@ -251,8 +259,10 @@ async def test_a_thread_keeps_its_own_history(home: Path, fake: FakeDiscord) -> 
             await fake.user_message(THREAD_ID, "and plums", guild_id=GUILD_ID, mention_bot=True)
             await channel.wait_finalized(lambda f: len(f) == 3)
             # Replies went into the thread (a thread is a channel on Discord)...
-            assert [m["content"] for m in fake.in_channel(THREAD_ID)] == ["You said: what about pears",
-                                                                          "You said: and plums"]
+            assert [m["content"] for m in fake.in_channel(THREAD_ID)] == [
+                "You said: what about pears",
+                "You said: and plums",
+            ]
             assert [m["content"] for m in fake.in_channel(CHANNEL_ID)] == ["You said: remember apples"]
             # ...and the thread's history is its own: the channel's message is not in it.
             assert user_texts(server) == ["what about pears", "and plums"]
@@ -315,10 +325,14 @@ async def test_images_go_to_the_model_and_files_to_the_workspace(home: Path, fak
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)):
-            await fake.user_message(DM_CHANNEL_ID, "look at these", attachments=[
-                fake.attachment("cat.png", png, "image/png"),
-                fake.attachment("../../report.pdf", pdf, "application/pdf"),
-            ])
+            await fake.user_message(
+                DM_CHANNEL_ID,
+                "look at these",
+                attachments=[
+                    fake.attachment("cat.png", png, "image/png"),
+                    fake.attachment("../../report.pdf", pdf, "application/pdf"),
+                ],
+            )
             await channel.wait_finalized(lambda f: len(f) == 1)
             content = server.requests[0]["messages"][-1]["content"]
             assert any(b["type"] == "image_url" for b in content)
@@ -333,11 +347,17 @@ async def test_an_unknown_senders_attachments_are_never_fetched(home: Path, fake
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = observed_channel(home, fake, allow_roles=[ROLE_ID], rejection_message="no")
         async with make_app(home, channel, llm(server)):
-            await fake.user_message(DM_CHANNEL_ID, "", author=BOB, voice=True, attachments=[
-                fake.attachment("cat.png", b"\x89PNG\r\n\x1a\n", "image/png"),
-                fake.attachment("junk.bin", b"x" * 4096, "application/octet-stream"),
-                fake.attachment("voice-message.ogg", b"OggS" + bytes(64), "audio/ogg", voice=True),
-            ])
+            await fake.user_message(
+                DM_CHANNEL_ID,
+                "",
+                author=BOB,
+                voice=True,
+                attachments=[
+                    fake.attachment("cat.png", b"\x89PNG\r\n\x1a\n", "image/png"),
+                    fake.attachment("junk.bin", b"x" * 4096, "application/octet-stream"),
+                    fake.attachment("voice-message.ogg", b"OggS" + bytes(64), "audio/ogg", voice=True),
+                ],
+            )
             # Attachments only, none fetched: the message still reached the orchestrator, which refused it.
             await channel.wait_finalized(lambda f: len(f) == 1)
             assert fake.in_channel(DM_CHANNEL_ID)[-1]["content"] == "no"
@@ -345,13 +365,23 @@ async def test_an_unknown_senders_attachments_are_never_fetched(home: Path, fake
             # Registered as a user from the CLI (another process): his next file is fetched.
             rc, _ = await cli(home, "user", "add", "bob", "discord", BOB["id"])
             assert rc == 0
-            await fake.user_message(DM_CHANNEL_ID, "from bob", author=BOB,
-                                    attachments=[fake.attachment("bob.pdf", b"%PDF bob", "application/pdf")])
+            await fake.user_message(
+                DM_CHANNEL_ID,
+                "from bob",
+                author=BOB,
+                attachments=[fake.attachment("bob.pdf", b"%PDF bob", "application/pdf")],
+            )
             await channel.wait_finalized(lambda f: len(f) == 2)
             # Allowed through a role (a platform group): fetched as well.
-            await fake.user_message(CHANNEL_ID, "from carol", author=CAROL, guild_id=GUILD_ID, roles=[ROLE_ID],
-                                    mention_bot=True,
-                                    attachments=[fake.attachment("carol.pdf", b"%PDF carol", "application/pdf")])
+            await fake.user_message(
+                CHANNEL_ID,
+                "from carol",
+                author=CAROL,
+                guild_id=GUILD_ID,
+                roles=[ROLE_ID],
+                mention_bot=True,
+                attachments=[fake.attachment("carol.pdf", b"%PDF carol", "application/pdf")],
+            )
             await channel.wait_finalized(lambda f: len(f) == 3)
             assert fake.downloads == ["bob.pdf", "carol.pdf"]
             assert sorted(p.read_bytes() for p in inbox.iterdir()) == [b"%PDF bob", b"%PDF carol"]
@@ -371,7 +401,8 @@ def long_answer() -> str:
 
 
 async def test_a_3500_character_answer_becomes_two_messages_without_breaking_the_code_block(
-        home: Path, fake: FakeDiscord) -> None:
+    home: Path, fake: FakeDiscord
+) -> None:
     answer = long_answer()
     async with FakeLLMServer([Reply(text=answer, chunk_size=150, delay_per_chunk=0.005)]) as server:
         channel = observed_channel(home, fake)
@@ -381,7 +412,7 @@ async def test_a_3500_character_answer_becomes_two_messages_without_breaking_the
             first, second = fake.in_channel(DM_CHANNEL_ID)
             assert len(first["content"]) <= 2000 and len(second["content"]) <= 2000
             assert balanced(first["content"]) and balanced(second["content"])
-            block = answer[answer.index("```python"):answer.index("```", answer.index("```python") + 3) + 3]
+            block = answer[answer.index("```python") : answer.index("```", answer.index("```python") + 3) + 3]
             assert block in first["content"] or block in second["content"]
             assert " ".join((first["content"] + " " + second["content"]).split()) == " ".join(answer.split())
             assert channel.finalized == [first["id"], second["id"]]
@@ -405,8 +436,10 @@ async def test_long_reply_continues_in_a_thread_when_configured(home: Path, fake
 def paused_reply(before: str, after: str) -> list[Reply]:
     """A reply streamed in two halves with a tool call between them: the `gate` tool holds the turn (and
     the half-written message) until the test releases it."""
-    return [Reply(text=before, chunk_size=16, tool_calls=[{"name": "gate", "arguments": {"name": "g"}}]),
-            Reply(text=after, chunk_size=16)]
+    return [
+        Reply(text=before, chunk_size=16, tool_calls=[{"name": "gate", "arguments": {"name": "g"}}]),
+        Reply(text=after, chunk_size=16),
+    ]
 
 
 @pytest.mark.parametrize("via", [True, False], ids=["library-retries", "library-gives-up"])
@@ -454,8 +487,9 @@ async def test_content_over_the_limit_is_cut_smaller_and_the_reply_arrives_whole
         channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server)) as app:
             await fake.user_message(DM_CHANNEL_ID, "explain at length")
-            await fake.wait_for(lambda: whole(" ".join(m["content"] for m in fake.in_channel(DM_CHANNEL_ID)))
-                                == whole(answer))
+            await fake.wait_for(
+                lambda: whole(" ".join(m["content"] for m in fake.in_channel(DM_CHANNEL_ID))) == whole(answer)
+            )
             stats = app.gateway.editor.stats
     messages = [m["content"] for m in fake.in_channel(DM_CHANNEL_ID)]
     assert fake.too_long and stats.too_long == len(fake.too_long)  # refused, then cut smaller: nothing lost
@@ -465,17 +499,20 @@ async def test_content_over_the_limit_is_cut_smaller_and_the_reply_arrives_whole
 
 
 async def test_a_chunk_automod_blocks_is_skipped_the_rest_arrives_and_the_user_is_told(
-        home: Path, fake: FakeDiscord) -> None:
+    home: Path, fake: FakeDiscord
+) -> None:
     harmless = " ".join(f"Harmless sentence {i}." for i in range(20))
     blocked = "Then comes a forbidden remark, and more words that AutoMod takes down with it."
     after = "After the tool call: " + " ".join(f"more{i}" for i in range(30)) + "."
     fake.block_when(lambda content: "forbidden" in content)  # as a server's AutoMod keyword rule does
     gates = Gates()
     # Three parts, a tool call (a gate the test opens) between each: shown, then blocked, then the rest.
-    reply = [Reply(text=harmless, chunk_size=16, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
-             # In one piece: no edit can show the start of the blocked words before the rest arrives.
-             Reply(text=blocked, chunk_size=len(blocked), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
-             Reply(text=after, chunk_size=16)]
+    reply = [
+        Reply(text=harmless, chunk_size=16, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
+        # In one piece: no edit can show the start of the blocked words before the rest arrives.
+        Reply(text=blocked, chunk_size=len(blocked), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
+        Reply(text=after, chunk_size=16),
+    ]
     async with FakeLLMServer(reply) as server:
         channel = observed_channel(home, fake)
         async with make_app(home, channel, llm(server), tools=[gates.tool()]) as app:
@@ -488,15 +525,17 @@ async def test_a_chunk_automod_blocks_is_skipped_the_rest_arrives_and_the_user_i
             # message of its own: skipped.
             await fake.wait_for(lambda: [b.method for b in fake.blocked] == ["PATCH", "POST"])
             gates.release["b"].set()
-            await fake.wait_for(lambda: any("could not be delivered" in m["content"]
-                                            for m in fake.in_channel(DM_CHANNEL_ID)))
+            await fake.wait_for(
+                lambda: any("could not be delivered" in m["content"] for m in fake.in_channel(DM_CHANNEL_ID))
+            )
             stats = app.gateway.editor.stats
     messages = fake.in_channel(DM_CHANNEL_ID)
     assert [m["content"] for m in messages[:2]] == [harmless, after]
     skipped = fake.blocked[1].content
     assert whole(skipped) == blocked
-    assert messages[2]["content"] == (f"({len(skipped)} characters could not be delivered: "
-                                      "blocked by the server's AutoMod)")
+    assert messages[2]["content"] == (
+        f"({len(skipped)} characters could not be delivered: blocked by the server's AutoMod)"
+    )
     assert len(messages) == 3 and stats.undelivered_chars == len(skipped) and stats.errors == 0
     assert messages[0]["message_reference"]["message_id"] == asked["id"]
 
@@ -529,7 +568,8 @@ async def test_refusals_reach_the_gateway_as_its_own_errors(home: Path, fake: Fa
 
 
 async def test_gateway_reconnect_mid_stream_resumes_and_the_reply_completes(
-        home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     before = "This reply survives a gateway reconnect: " + " ".join(f"part{i}" for i in range(20)) + "."
     after = "Still here after the reconnect."
@@ -560,7 +600,8 @@ async def test_gateway_reconnect_mid_stream_resumes_and_the_reply_completes(
 
 
 async def test_a_dropped_gateway_connection_resumes_and_replays_missed_messages(
-        home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = observed_channel(home, fake)
@@ -578,13 +619,15 @@ async def test_a_dropped_gateway_connection_resumes_and_replays_missed_messages(
     assert any("resumed" in r.getMessage() for r in caplog.records if r.name.startswith("operator_use"))
 
 
-async def test_a_wrong_token_is_refused_without_being_logged(home: Path, fake: FakeDiscord,
-                                                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_wrong_token_is_refused_without_being_logged(
+    home: Path, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
     from operator_use.channels.discord.channel import DiscordChannel
 
     caplog.set_level(logging.DEBUG)
-    channel = DiscordChannel(DiscordConfig(enabled=True, token="wrong-token-XYZ", api_base_url=fake.api_base),
-                             workspace=home / "workspace")
+    channel = DiscordChannel(
+        DiscordConfig(enabled=True, token="wrong-token-XYZ", api_base_url=fake.api_base), workspace=home / "workspace"
+    )
     with pytest.raises(ChannelError) as info:
         await channel.start(lambda message: asyncio.sleep(0))
     assert info.value.permanent and channel.status() == "down"
@@ -596,8 +639,10 @@ def test_config_requires_a_token_when_enabled_and_loads_without_discord_py() -> 
     with pytest.raises(ValueError, match="token is required"):
         DiscordConfig(enabled=True)
     assert DiscordConfig().enabled is False
-    code = ("import sys, operator_use.config, operator_use.channels.discord.channel; "
-            "assert 'discord' not in sys.modules, 'discord.py imported before connect()'")
+    code = (
+        "import sys, operator_use.config, operator_use.channels.discord.channel; "
+        "assert 'discord' not in sys.modules, 'discord.py imported before connect()'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -605,8 +650,13 @@ def test_registry_builds_the_channel_from_the_config(home: Path) -> None:
     from operator_use.channels.registry import build_channels
     from operator_use.config import load_config
 
-    config = load_config(channels={"cli": {"enabled": False}, "web": {"enabled": False},
-                                   "discord": {"enabled": True, "token": TOKEN, "allow_roles": [ROLE_ID]}})
+    config = load_config(
+        channels={
+            "cli": {"enabled": False},
+            "web": {"enabled": False},
+            "discord": {"enabled": True, "token": TOKEN, "allow_roles": [ROLE_ID]},
+        }
+    )
     [channel] = build_channels(config)
     assert channel.name == "discord" and channel.capabilities.max_length == 2000
     assert channel.capabilities.formatting == "discord" and channel.capabilities.voice

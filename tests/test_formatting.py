@@ -109,7 +109,9 @@ def test_passthrough_dialects():
 
 
 def test_plain_strips_markup():
-    out = render_markdown("# Title\n\n**bold** _it_ `code` [site](https://a.b)\n\n- x\n- y\n\n```\nraw *code*\n```", "plain")
+    out = render_markdown(
+        "# Title\n\n**bold** _it_ `code` [site](https://a.b)\n\n- x\n- y\n\n```\nraw *code*\n```", "plain"
+    )
     assert out == "Title\n\nbold it code site (https://a.b)\n\n• x\n• y\n\n```\nraw *code*\n```"
 
 
@@ -118,8 +120,10 @@ def test_plain_keeps_a_fence_the_code_cannot_close(raw):
     # On a one-line chat (Twitch) the fences are the only sign of where code starts and ends.
     longest = max(len(run) for run in re.findall(r"`+", raw))
     fence = "`" * max(3, longest + 1)
-    assert render_markdown(f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro", "plain") == \
-        f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro"
+    assert (
+        render_markdown(f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro", "plain")
+        == f"intro\n\n{fence}\n{raw}\n{fence}\n\noutro"
+    )
 
 
 def slack_blocks(text: str) -> list[str]:

@@ -30,9 +30,13 @@ from operator_use.channels.web.frames import AudioFrame, BadFrame, TextFrame, fr
 from operator_use.config import ConfigError, load_config
 from operator_use.safe_yaml import MAX_VALUES
 
-FUZZ = settings(max_examples=300, derandomize=True, database=None, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=300,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
+)
 
 # Text as JSON can carry it: any character, lone surrogates included (JSON writes them as "\ud800" escapes).
 SURROGATES = st.integers(0xD800, 0xDFFF).map(chr)
@@ -40,7 +44,8 @@ ANY_TEXT = st.text(st.one_of(st.characters(), SURROGATES), max_size=12)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | ANY_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(ANY_TEXT, inner, max_size=3),
-    max_leaves=6)
+    max_leaves=6,
+)
 
 
 def _nested(depth: int, inner: str = "") -> str:
@@ -56,7 +61,8 @@ HOSTILE_JSON = st.one_of(
     st.integers(4000, 5000).map(lambda n: '{"text": "hi", "id": ' + "9" * n + "}"),
     st.integers(4000, 5000).map(lambda n: '{"text": "hi", "n": -' + "1" * n + "}"),
     st.tuples(st.sampled_from(["text", "id", "reply_to", "mime", "data"]), SURROGATES, ANY_TEXT).map(
-        lambda t: json.dumps({"text": "x", t[0]: t[2] + t[1], "audio": {"data": "QUJD", "mime": "audio/" + t[1]}})),
+        lambda t: json.dumps({"text": "x", t[0]: t[2] + t[1], "audio": {"data": "QUJD", "mime": "audio/" + t[1]}})
+    ),
 )
 
 
@@ -64,14 +70,24 @@ HOSTILE_JSON = st.one_of(
 
 MQTT_LIMITS = st.sampled_from([64, 4096, 1 << 20])  # the default is 1 MB
 
-MQTT_REQUESTS = st.fixed_dictionaries({}, optional={
-    "text": ANY_TEXT | JSON_VALUES,
-    "id": st.integers() | ANY_TEXT | JSON_VALUES,
-    "reply_to": ANY_TEXT | st.sampled_from(["operator/agent/in/bob", "a/+/b", "$SYS/x", "replies/ok"]) | JSON_VALUES,
-    "audio": JSON_VALUES | st.fixed_dictionaries({}, optional={
-        "data": ANY_TEXT | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
-        "mime": ANY_TEXT | st.sampled_from(["audio/ogg", "audio/webm;codecs=opus", "text/plain"]) | JSON_VALUES}),
-})
+MQTT_REQUESTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "text": ANY_TEXT | JSON_VALUES,
+        "id": st.integers() | ANY_TEXT | JSON_VALUES,
+        "reply_to": ANY_TEXT
+        | st.sampled_from(["operator/agent/in/bob", "a/+/b", "$SYS/x", "replies/ok"])
+        | JSON_VALUES,
+        "audio": JSON_VALUES
+        | st.fixed_dictionaries(
+            {},
+            optional={
+                "data": ANY_TEXT | st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()) | JSON_VALUES,
+                "mime": ANY_TEXT | st.sampled_from(["audio/ogg", "audio/webm;codecs=opus", "text/plain"]) | JSON_VALUES,
+            },
+        ),
+    },
+)
 MQTT_PAYLOADS = st.one_of(
     st.binary(max_size=300),
     ANY_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
@@ -105,14 +121,17 @@ def test_fuzz_mqtt_request_parser(payload: bytes, limit: int) -> None:
     check_mqtt_payload(payload, limit)
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'{"text": "hi", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply"),
-    (b'{"text": "hi", "id": ' + b"9" * 5000 + b"}", "4300 digits"),
-    (b'{"text": "hi \\ud800", "id": "s1"}', "text is not valid Unicode"),
-    (b'{"text": "hi", "id": "\\udfff"}', "id is not valid Unicode"),
-    (b'{"text": "hi", "reply_to": "replies/\\udc00"}', "reply_to is not valid Unicode"),
-    (b'{"audio": {"data": "QUJD", "mime": "audio/\\ud800"}}', "audio.mime is not valid Unicode"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'{"text": "hi", "x": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply"),
+        (b'{"text": "hi", "id": ' + b"9" * 5000 + b"}", "4300 digits"),
+        (b'{"text": "hi \\ud800", "id": "s1"}', "text is not valid Unicode"),
+        (b'{"text": "hi", "id": "\\udfff"}', "id is not valid Unicode"),
+        (b'{"text": "hi", "reply_to": "replies/\\udc00"}', "reply_to is not valid Unicode"),
+        (b'{"audio": {"data": "QUJD", "mime": "audio/\\ud800"}}', "audio.mime is not valid Unicode"),
+    ],
+)
 def test_mqtt_requests_json_cannot_carry_get_a_reason(payload: bytes, reason: str) -> None:
     with pytest.raises(BadRequest) as refused:
         parse_request(payload, max_bytes=1 << 20)
@@ -131,12 +150,14 @@ def test_reply_events_survive_a_lone_surrogate_in_the_models_text() -> None:
 # (max_message_bytes, max_audio_bytes): small ones reach the size checks, large ones the JSON decoder.
 WEB_LIMITS = st.sampled_from([(512, 300), (1 << 20, 1 << 20)])
 
-WEB_FRAMES = st.fixed_dictionaries({"type": st.sampled_from(["message", "audio"]) | ANY_TEXT | JSON_VALUES},
-                                   optional={
-    "text": ANY_TEXT | JSON_VALUES | st.integers(0, 700).map(lambda n: "x" * n),
-    "mime": ANY_TEXT | st.sampled_from(["audio/webm;codecs=opus", "audio/ogg", "text/plain"]) | JSON_VALUES,
-    "data": st.binary(max_size=400).map(lambda b: base64.b64encode(b).decode()) | ANY_TEXT | JSON_VALUES,
-})
+WEB_FRAMES = st.fixed_dictionaries(
+    {"type": st.sampled_from(["message", "audio"]) | ANY_TEXT | JSON_VALUES},
+    optional={
+        "text": ANY_TEXT | JSON_VALUES | st.integers(0, 700).map(lambda n: "x" * n),
+        "mime": ANY_TEXT | st.sampled_from(["audio/webm;codecs=opus", "audio/ogg", "text/plain"]) | JSON_VALUES,
+        "data": st.binary(max_size=400).map(lambda b: base64.b64encode(b).decode()) | ANY_TEXT | JSON_VALUES,
+    },
+)
 WEB_DATA = st.one_of(
     ANY_TEXT,
     st.text(max_size=600),
@@ -170,14 +191,17 @@ def test_fuzz_web_frame_parser(data: str, limits: tuple[int, int]) -> None:
     check_web_frame(data, limits)
 
 
-@pytest.mark.parametrize("data, reason", [
-    ('{"type": "message", "text": "hi", "x": ' + _nested(50_000) + "}", "nested too deeply"),
-    ('{"type": "message", "text": "hi", "n": ' + "9" * 5000 + "}", "4300 digits"),
-    ('{"type": "message", "text": "hi \\ud800"}', "not valid Unicode"),
-    ('{"type": "audio", "mime": "audio/\\udfff", "data": "QUJD"}', "not valid Unicode"),
-    ("\ud800", "not JSON"),
-    ('{"type": "message", "text": "' + "x" * 600 + '"}', "too long (631 bytes; the limit is 512)"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        ('{"type": "message", "text": "hi", "x": ' + _nested(50_000) + "}", "nested too deeply"),
+        ('{"type": "message", "text": "hi", "n": ' + "9" * 5000 + "}", "4300 digits"),
+        ('{"type": "message", "text": "hi \\ud800"}', "not valid Unicode"),
+        ('{"type": "audio", "mime": "audio/\\udfff", "data": "QUJD"}', "not valid Unicode"),
+        ("\ud800", "not JSON"),
+        ('{"type": "message", "text": "' + "x" * 600 + '"}', "too long (631 bytes; the limit is 512)"),
+    ],
+)
 def test_web_frames_json_cannot_carry_get_a_reason(data: str, reason: str) -> None:
     with pytest.raises(BadFrame) as refused:
         parse_frame(data, max_message_bytes=1 << 20 if len(data) > 1000 else 512, max_audio_bytes=300)
@@ -185,8 +209,9 @@ def test_web_frames_json_cannot_carry_get_a_reason(data: str, reason: str) -> No
 
 
 def test_web_frames_that_are_fine() -> None:
-    assert parse_frame('{"type": "message", "text": " hi "}', max_message_bytes=100, max_audio_bytes=10) == \
-        TextFrame(" hi ")
+    assert parse_frame('{"type": "message", "text": " hi "}', max_message_bytes=100, max_audio_bytes=10) == TextFrame(
+        " hi "
+    )
     note = json.dumps({"type": "audio", "mime": "audio/WebM; codecs=opus", "data": base64.b64encode(b"abc").decode()})
     assert parse_frame(note, max_message_bytes=10, max_audio_bytes=10) == AudioFrame(b"abc", "audio/webm")
 
@@ -199,8 +224,11 @@ def laughs(levels: int, width: int = 9, *, mapping: bool = True, where: str = ""
     lines = []
     for i in range(levels):
         items = [f"*l{i - 1}" if i else "lol"] * width
-        body = ("{" + ", ".join(f"k{j}: {v}" for j, v in enumerate(items)) + "}") if mapping \
+        body = (
+            ("{" + ", ".join(f"k{j}: {v}" for j, v in enumerate(items)) + "}")
+            if mapping
             else "[" + ", ".join(items) + "]"
+        )
         lines.append(f"{where}l{i}: &l{i} {body}")
     return "\n".join(lines) + "\n"
 
@@ -262,18 +290,21 @@ def test_a_long_plain_config_is_not_taken_for_a_bomb(home: Path) -> None:
         assert len(load_config().channels.web.allow_from) == 5000
 
 
-@pytest.mark.parametrize("content, reason", [
-    (b"llm:\n  model: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 17)"),
-    ("a: &a [1, *a]\n", "contains an alias to itself"),
-    ("agent: " + _nested(2000) + "\n", "nested more than"),  # past the YAML composer's recursion limit
-    ("agent: " + _nested(70) + "\n", "nested more than 64 levels"),
-    ('channels:\n  web:\n    allow_from: ["\\ud800"]\n', "line 3 has text that is not valid Unicode"),
-    (laughs(3, 50, where=""), "expands to more than"),  # wide instead of deep: 125000 values
-    # PyYAML's constructors raise plain Python errors for malformed tagged values.
-    ("!!timestamp \n", "could not be read (AttributeError"),
-    ("agent:\n  max_iterations: !!int 0x\n", "could not be read (ValueError"),
-    ("log_level: !!timestamp 2020-13-45\n", "could not be read (ValueError: month must be in 1..12)"),
-])
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"llm:\n  model: caf\xe9\n", "is not UTF-8 text (byte 0xe9 at offset 17)"),
+        ("a: &a [1, *a]\n", "contains an alias to itself"),
+        ("agent: " + _nested(2000) + "\n", "nested more than"),  # past the YAML composer's recursion limit
+        ("agent: " + _nested(70) + "\n", "nested more than 64 levels"),
+        ('channels:\n  web:\n    allow_from: ["\\ud800"]\n', "line 3 has text that is not valid Unicode"),
+        (laughs(3, 50, where=""), "expands to more than"),  # wide instead of deep: 125000 values
+        # PyYAML's constructors raise plain Python errors for malformed tagged values.
+        ("!!timestamp \n", "could not be read (AttributeError"),
+        ("agent:\n  max_iterations: !!int 0x\n", "could not be read (ValueError"),
+        ("log_level: !!timestamp 2020-13-45\n", "could not be read (ValueError: month must be in 1..12)"),
+    ],
+)
 def test_config_files_that_cannot_be_used_get_a_clear_error(home: Path, content: str | bytes, reason: str) -> None:
     with config_file(home, content):
         error = load_or_error()
@@ -286,23 +317,91 @@ def test_a_config_file_that_cannot_be_read_is_named(home: Path) -> None:
     assert error is not None and str(home / "config.yaml") in str(error) and "cannot be read" in str(error)
 
 
-KEYS = ["llm", "model", "provider", "fallbacks", "agent", "max_iterations", "tools", "approvals", "channels", "cli",
-        "web", "allow_from", "admins", "port", "enabled", "mqtt", "security", "voice", "mode", "log_level", "x"]
-YAML_TOKENS = st.sampled_from([
-    *[k + ":" for k in KEYS], "\n", "  ", "    ", "- ", "&a ", "*a", "&b ", "*b", "<<: *a", "<<: [*a, *b]", "[", "]",
-    "{", "}", ", ", ": ", '"\\ud800"', '"\\x00"', "'q'", "!!binary ", "!!set ", "!!python/object:os.system ",
-    "!!timestamp ", "? ", "|\n", ">-\n", "# c", "%YAML 1.1\n", "---\n", "...\n", "null", "~", "1e999", "0x10", "true",
-    "9" * 5000, "\t", "\ufeff", "\x00", "é", "\U0001F600", "2001-12-14t21:59:43.10-05:00", ".nan", "-.inf",
-])
+KEYS = [
+    "llm",
+    "model",
+    "provider",
+    "fallbacks",
+    "agent",
+    "max_iterations",
+    "tools",
+    "approvals",
+    "channels",
+    "cli",
+    "web",
+    "allow_from",
+    "admins",
+    "port",
+    "enabled",
+    "mqtt",
+    "security",
+    "voice",
+    "mode",
+    "log_level",
+    "x",
+]
+YAML_TOKENS = st.sampled_from(
+    [
+        *[k + ":" for k in KEYS],
+        "\n",
+        "  ",
+        "    ",
+        "- ",
+        "&a ",
+        "*a",
+        "&b ",
+        "*b",
+        "<<: *a",
+        "<<: [*a, *b]",
+        "[",
+        "]",
+        "{",
+        "}",
+        ", ",
+        ": ",
+        '"\\ud800"',
+        '"\\x00"',
+        "'q'",
+        "!!binary ",
+        "!!set ",
+        "!!python/object:os.system ",
+        "!!timestamp ",
+        "? ",
+        "|\n",
+        ">-\n",
+        "# c",
+        "%YAML 1.1\n",
+        "---\n",
+        "...\n",
+        "null",
+        "~",
+        "1e999",
+        "0x10",
+        "true",
+        "9" * 5000,
+        "\t",
+        "\ufeff",
+        "\x00",
+        "é",
+        "\U0001f600",
+        "2001-12-14t21:59:43.10-05:00",
+        ".nan",
+        "-.inf",
+    ]
+)
 YAML_TEXT = st.lists(YAML_TOKENS | st.text(max_size=6), max_size=60).map("".join)
-CONFIG_SHAPED = st.dictionaries(st.sampled_from(KEYS), st.recursive(
-    JSON_VALUES, lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=4), max_leaves=10), max_size=5)
+CONFIG_SHAPED = st.dictionaries(
+    st.sampled_from(KEYS),
+    st.recursive(JSON_VALUES, lambda inner: st.dictionaries(st.sampled_from(KEYS), inner, max_size=4), max_leaves=10),
+    max_size=5,
+)
 CONFIG_FILES = st.one_of(
     YAML_TEXT.map(lambda t: t.encode("utf-8", "surrogatepass")),
     st.binary(max_size=200),
     CONFIG_SHAPED.map(lambda d: yaml.safe_dump(d).encode("utf-8", "surrogatepass")),
     st.tuples(st.integers(1, 12), st.integers(1, 12), st.booleans()).map(
-        lambda t: laughs(t[0], t[1], mapping=t[2]).encode()),
+        lambda t: laughs(t[0], t[1], mapping=t[2]).encode()
+    ),
     # Deep flow nesting is slow to scan in PyYAML (it looks 1024 characters ahead for keys): a few levels past
     # the limit here, far past it in test_config_files_that_cannot_be_used_get_a_clear_error.
     st.integers(1, 100).map(lambda d: ("agent: " + _nested(d)).encode()),
@@ -318,9 +417,11 @@ def test_fuzz_config_file(home: Path, content: bytes) -> None:
 
 # --- OPERATOR_* variables ------------------------------------------------------------------------
 
-ENV_NAMES = st.lists(st.sampled_from(KEYS) | st.text(st.characters(codec="ascii", exclude_characters="\x00="),
-                                                     min_size=1, max_size=5),
-                     min_size=1, max_size=4).map(lambda parts: "OPERATOR_" + "__".join(parts).upper())
+ENV_NAMES = st.lists(
+    st.sampled_from(KEYS) | st.text(st.characters(codec="ascii", exclude_characters="\x00="), min_size=1, max_size=5),
+    min_size=1,
+    max_size=4,
+).map(lambda parts: "OPERATOR_" + "__".join(parts).upper())
 
 
 def _settable(value: str) -> bool:
@@ -333,8 +434,11 @@ def _settable(value: str) -> bool:
 
 
 ENV_VALUES = st.one_of(
-    ANY_TEXT, JSON_VALUES.map(json.dumps), st.sampled_from(["not json", "[", "{}", "[]", '["*"]', "true", "0", "-1"]),
-    st.integers(1, 1500).map(lambda d: _nested(d)), st.integers(4000, 5000).map(lambda n: "[" + "9" * n + "]"),
+    ANY_TEXT,
+    JSON_VALUES.map(json.dumps),
+    st.sampled_from(["not json", "[", "{}", "[]", '["*"]', "true", "0", "-1"]),
+    st.integers(1, 1500).map(lambda d: _nested(d)),
+    st.integers(4000, 5000).map(lambda n: "[" + "9" * n + "]"),
     st.binary(max_size=10).map(lambda b: b.decode("utf-8", "surrogateescape")),
 ).filter(_settable)
 
@@ -353,14 +457,17 @@ def test_fuzz_environment_variables(home: Path, variables: dict[str, str]) -> No
         load_or_error()
 
 
-@pytest.mark.parametrize("name, value, reason", [
-    ("OPERATOR_CHANNELS__CLI__ALLOW_FROM", "not json", "is not valid JSON (Expecting value)"),
-    ("OPERATOR_CHANNELS", "{nope", "is not valid JSON"),
-    ("OPERATOR_LLM__FALLBACKS", _nested(50_000), "is not valid JSON (nested too deeply)"),
-    ("OPERATOR_CHANNELS__WEB__ADMINS", "[" + "9" * 5000 + "]", "4300 digits"),
-    ("OPERATOR_LLM__MODEL", "caf\udce9", "is not valid UTF-8 text"),
-    ("OPERATOR_HOME", "~no-such-user-here/agent", "names a home directory that does not exist"),
-])
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("OPERATOR_CHANNELS__CLI__ALLOW_FROM", "not json", "is not valid JSON (Expecting value)"),
+        ("OPERATOR_CHANNELS", "{nope", "is not valid JSON"),
+        ("OPERATOR_LLM__FALLBACKS", _nested(50_000), "is not valid JSON (nested too deeply)"),
+        ("OPERATOR_CHANNELS__WEB__ADMINS", "[" + "9" * 5000 + "]", "4300 digits"),
+        ("OPERATOR_LLM__MODEL", "caf\udce9", "is not valid UTF-8 text"),
+        ("OPERATOR_HOME", "~no-such-user-here/agent", "names a home directory that does not exist"),
+    ],
+)
 def test_a_variable_that_cannot_be_read_is_named(home: Path, name: str, value: str, reason: str) -> None:
     with environment({name: value}):
         error = load_or_error()
@@ -377,11 +484,54 @@ def test_json_variables_still_work(home: Path) -> None:
 
 # Pieces that break parsers, inserted at random places: JSON and YAML syntax, escapes of lone surrogates,
 # nesting past the recursion limit, integers past int()'s 4300 digits, raw surrogates, NUL, odd characters.
-TOKENS = ['"', "'", "{", "}", "[", "]", ",", ":", "\\", "\\ud800", "\\udfff", "\\u0000", "null", "true", "1e999",
-          "-0", "9" * 4400, '"type"', '"message"', '"audio"', '"text"', '"id"', '"reply_to"', '"mime"', '"data"',
-          '"audio/ogg"', "QUJD", "\ud800", "\x00", "é", "\U0001F600", " ", "\n", "&a ", "*a", "<<: *a", "- ",
-          "!!binary ", "!!set ", "? ", "---\n", "\t", "\ufeff", "[" * 70, "{a: " * 70]
-JSON_TOKENS = TOKENS + ["[" * 1500, '{"a":' * 1500]  # cheap for the C JSON decoder, slow for PyYAML's scanner
+TOKENS = [
+    '"',
+    "'",
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\\",
+    "\\ud800",
+    "\\udfff",
+    "\\u0000",
+    "null",
+    "true",
+    "1e999",
+    "-0",
+    "9" * 4400,
+    '"type"',
+    '"message"',
+    '"audio"',
+    '"text"',
+    '"id"',
+    '"reply_to"',
+    '"mime"',
+    '"data"',
+    '"audio/ogg"',
+    "QUJD",
+    "\ud800",
+    "\x00",
+    "é",
+    "\U0001f600",
+    " ",
+    "\n",
+    "&a ",
+    "*a",
+    "<<: *a",
+    "- ",
+    "!!binary ",
+    "!!set ",
+    "? ",
+    "---\n",
+    "\t",
+    "\ufeff",
+    "[" * 70,
+    "{a: " * 70,
+]
+JSON_TOKENS = [*TOKENS, "[" * 1500, '{"a":' * 1500]  # cheap for the C JSON decoder, slow for PyYAML's scanner
 
 
 def mutate(rng: random.Random, text: str, tokens: list[str] = TOKENS) -> str:
@@ -391,18 +541,19 @@ def mutate(rng: random.Random, text: str, tokens: list[str] = TOKENS) -> str:
         if op == 0:
             text = text[:at] + rng.choice(tokens) + text[at:]
         elif op == 1:
-            text = text[:at] + text[at + rng.randint(1, 8):]
+            text = text[:at] + text[at + rng.randint(1, 8) :]
         elif op == 2:
-            text = text[:at] + chr(rng.choice([rng.randint(0, 0x7F), rng.randint(0, 0x10FFFF)])) + text[at + 1:]
+            text = text[:at] + chr(rng.choice([rng.randint(0, 0x7F), rng.randint(0, 0x10FFFF)])) + text[at + 1 :]
         elif op == 3:
-            text = text[:at] + text[at:at + rng.randint(1, 40)] * rng.randint(2, 5) + text[at:]
+            text = text[:at] + text[at : at + rng.randint(1, 40)] * rng.randint(2, 5) + text[at:]
         else:
             text = text[:at]
     return text
 
 
-def mutation_fuzz(seeds: list[str], runs: int, check: Callable[[str], bool], seed: int,
-                  tokens: list[str] = TOKENS) -> tuple[int, int]:
+def mutation_fuzz(
+    seeds: list[str], runs: int, check: Callable[[str], bool], seed: int, tokens: list[str] = TOKENS
+) -> tuple[int, int]:
     """`check` on `runs` mutants of the seeds (each seed also as is); returns (accepted, refused)."""
     rng = random.Random(seed)
     accepted = refused = 0
@@ -415,11 +566,16 @@ def mutation_fuzz(seeds: list[str], runs: int, check: Callable[[str], bool], see
     return accepted, refused
 
 
-MQTT_SEEDS = ["turn on the lights", json.dumps({"text": "hi", "id": "r1"}), json.dumps({"text": "hi", "id": 7}),
-              json.dumps({"text": "hi", "reply_to": "devices/lamp/replies"}),
-              json.dumps({"audio": {"data": "T2dnUw==", "mime": "audio/ogg"}, "id": "a1", "text": ""}),
-              '{"text": "hi \\ud800", "id": "s"}', '{"text": "x", "id": ' + "9" * 4400 + "}",
-              '{"text": "x", "n": ' + _nested(1500) + "}"]
+MQTT_SEEDS = [
+    "turn on the lights",
+    json.dumps({"text": "hi", "id": "r1"}),
+    json.dumps({"text": "hi", "id": 7}),
+    json.dumps({"text": "hi", "reply_to": "devices/lamp/replies"}),
+    json.dumps({"audio": {"data": "T2dnUw==", "mime": "audio/ogg"}, "id": "a1", "text": ""}),
+    '{"text": "hi \\ud800", "id": "s"}',
+    '{"text": "x", "id": ' + "9" * 4400 + "}",
+    '{"text": "x", "n": ' + _nested(1500) + "}",
+]
 
 
 def test_mutation_fuzz_mqtt_request_parser() -> None:
@@ -440,10 +596,14 @@ def test_mutation_fuzz_mqtt_request_parser() -> None:
     assert accepted > 50 and refused > 500, (accepted, refused)
 
 
-WEB_SEEDS = [json.dumps({"type": "message", "text": "hello"}), json.dumps({"type": "message", "text": "é ✓"}),
-             json.dumps({"type": "audio", "mime": "audio/webm;codecs=opus", "data": "T2dnUw=="}),
-             '{"type": "message", "text": "hi \\ud800"}', '{"type": "message", "text": "x", "n": ' + "9" * 4400 + "}",
-             '{"type": "message", "text": "x", "n": ' + _nested(1500) + "}"]
+WEB_SEEDS = [
+    json.dumps({"type": "message", "text": "hello"}),
+    json.dumps({"type": "message", "text": "é ✓"}),
+    json.dumps({"type": "audio", "mime": "audio/webm;codecs=opus", "data": "T2dnUw=="}),
+    '{"type": "message", "text": "hi \\ud800"}',
+    '{"type": "message", "text": "x", "n": ' + "9" * 4400 + "}",
+    '{"type": "message", "text": "x", "n": ' + _nested(1500) + "}",
+]
 
 
 def test_mutation_fuzz_web_frame_parser() -> None:
@@ -460,7 +620,8 @@ def test_mutation_fuzz_web_frame_parser() -> None:
     assert accepted > 50 and refused > 500, (accepted, refused)
 
 
-CONFIG_SEEDS = ["""\
+CONFIG_SEEDS = [
+    """\
 llm:
   provider: openai
   model: gpt-4o-mini
@@ -475,7 +636,11 @@ channels:
   web:
     <<: *owner
     port: 8765
-""", laughs(3, 3), laughs(2, 4, mapping=False), "channels:\n  web:\n    allow_from: [\"\\ud800\"]\n"]
+""",
+    laughs(3, 3),
+    laughs(2, 4, mapping=False),
+    'channels:\n  web:\n    allow_from: ["\\ud800"]\n',
+]
 
 
 def test_mutation_fuzz_config_file(home: Path) -> None:
@@ -487,11 +652,27 @@ def test_mutation_fuzz_config_file(home: Path) -> None:
     assert accepted > 50 and refused > 50, (accepted, refused)
 
 
-ENV_SEEDS = ['["me", "you"]', '{"enabled": true, "allow_from": ["*"]}', '[{"provider": "openai", "model": "m"}]',
-             "gpt-4o-mini", "8765", "true", "not json"]
-ENV_TARGETS = ["OPERATOR_CHANNELS__CLI__ALLOW_FROM", "OPERATOR_CHANNELS__WEB", "OPERATOR_LLM__FALLBACKS",
-               "OPERATOR_LLM__MODEL", "OPERATOR_CHANNELS__WEB__PORT", "OPERATOR_AGENT__TOOLS", "OPERATOR_CHANNELS",
-               "OPERATOR_SECURITY", "OPERATOR_VOICE__MODE", "OPERATOR_AGENT__APPROVALS__ALLOW"]
+ENV_SEEDS = [
+    '["me", "you"]',
+    '{"enabled": true, "allow_from": ["*"]}',
+    '[{"provider": "openai", "model": "m"}]',
+    "gpt-4o-mini",
+    "8765",
+    "true",
+    "not json",
+]
+ENV_TARGETS = [
+    "OPERATOR_CHANNELS__CLI__ALLOW_FROM",
+    "OPERATOR_CHANNELS__WEB",
+    "OPERATOR_LLM__FALLBACKS",
+    "OPERATOR_LLM__MODEL",
+    "OPERATOR_CHANNELS__WEB__PORT",
+    "OPERATOR_AGENT__TOOLS",
+    "OPERATOR_CHANNELS",
+    "OPERATOR_SECURITY",
+    "OPERATOR_VOICE__MODE",
+    "OPERATOR_AGENT__APPROVALS__ALLOW",
+]
 
 
 def test_mutation_fuzz_environment_variables(home: Path) -> None:

@@ -42,21 +42,21 @@ async def make(*channels: RecordingChannel, clock: FakeClock | None = None, **kw
 async def test_hanging_channel_does_not_delay_another_channel():
     slow, fast = RecordingChannel("slow"), RecordingChannel("fast")
     slow.hang_all = True  # every call waits on an Event nobody sets
-    bus, gw, clock = await make(slow, fast)
+    bus, gw, _clock = await make(slow, fast)
     await bus.publish_outgoing(OutgoingMessage.of_text(addr("slow"), "are you there?"))
     await slow.wait_for(lambda: slow.in_flight == 1)
     await bus.publish_outgoing(OutgoingMessage.of_text(addr("fast"), "yes, here"))
     await asyncio.wait_for(fast.wait_for(lambda: len(fast.of("send")) == 1), timeout=5)
     assert fast.sent_texts == ["yes, here"]
     assert slow.sent_texts == [] and slow.in_flight == 1
-    await gw.stop(timeout=0)
+    await gw.stop(grace=0)
     assert slow.in_flight == 0  # the hanging call was cancelled on stop
 
 
 async def test_hanging_chat_does_not_block_another_chat_of_the_same_channel():
     ch = RecordingChannel("tg")
     ch.hang_chats = {"stuck"}
-    bus, gw, clock = await make(ch)
+    bus, gw, _clock = await make(ch)
     await bus.publish_outgoing(OutgoingMessage.of_text(addr("tg", "stuck"), "one"))
     await bus.publish_outgoing(OutgoingMessage.of_text(addr("tg", "stuck"), "two"))  # queued behind it
     # a stream in another chat runs to completion meanwhile
@@ -70,7 +70,7 @@ async def test_hanging_chat_does_not_block_another_chat_of_the_same_channel():
     ch.release.set()
     await asyncio.wait_for(ch.wait_for(lambda: "two" in ch.sent_texts), timeout=5)
     assert [c.text for c in ch.of("send") if c.address.chat_id == "stuck"] == ["one", "two"]
-    await gw.stop(timeout=1)
+    await gw.stop(grace=1)
 
 
 async def test_messages_of_one_chat_stay_in_order_through_retry_after():
@@ -99,7 +99,7 @@ async def test_lanes_retire_when_idle():
 
 async def test_channel_failing_start_is_retried_down_then_up():
     ok, flaky = RecordingChannel("ok"), RecordingChannel("flaky", fail_starts=2)
-    bus, gw, clock = await make(ok, flaky, start_retry_base=1.0, start_retry_max=60.0)
+    _bus, gw, clock = await make(ok, flaky, start_retry_base=1.0, start_retry_max=60.0)
     assert gw.status() == {"ok": "up", "flaky": "down"}
     await clock.advance(1.0)  # second attempt fails too; next in 2 s
     assert flaky.start_attempts == 2 and gw.status()["flaky"] == "down"
@@ -116,7 +116,7 @@ async def test_channel_failing_start_is_retried_down_then_up():
 
 async def test_start_backoff_is_capped():
     ch = RecordingChannel("x", fail_starts=100)
-    bus, gw, clock = await make(ch, start_retry_base=1.0, start_retry_max=4.0)
+    _bus, gw, clock = await make(ch, start_retry_base=1.0, start_retry_max=4.0)
     await clock.advance(1 + 2 + 4 + 4 + 4)
     assert ch.start_attempts == 6
     await gw.stop()
@@ -296,14 +296,23 @@ async def test_whole_message_too_long_for_the_platform_is_cut_smaller():
 
 
 async def test_whole_message_refused_chunk_is_skipped_and_told():
-    ch = PickyChannel("tw", platform_limit=100, max_length=100, formatting="plain",
-                      refuse=lambda t: "forbidden" in t, reason="AutoMod held it")
+    ch = PickyChannel(
+        "tw",
+        platform_limit=100,
+        max_length=100,
+        formatting="plain",
+        refuse=lambda t: "forbidden" in t,
+        reason="AutoMod held it",
+    )
     bus, gw, clock = await make(ch)
     paras = ["First part is fine.", "Second has a forbidden word " + "x" * 60, "Third part is fine."]
     await bus.publish_outgoing(OutgoingMessage.of_text(addr("tw"), "\n\n".join(paras)))
     await clock.run_until_idle()
-    assert ch.sent_texts == [paras[0], paras[2],
-                             f"({len(paras[1])} characters could not be delivered: AutoMod held it)"]
+    assert ch.sent_texts == [
+        paras[0],
+        paras[2],
+        f"({len(paras[1])} characters could not be delivered: AutoMod held it)",
+    ]
     await gw.stop()
 
 
@@ -320,9 +329,8 @@ async def test_twitch_sends_keep_a_margin_under_20_per_30_seconds():
     await clock.drive(ch.wait_for(lambda: len(ch.of("send")) == 45))
     times = [c.at for c in ch.of("send")]
     # Any 21 sends span more than Twitch's 30 s window by at least half a second of network jitter.
-    assert min(b - a for a, b in zip(times, times[20:])) >= 30.0 + 0.5
+    assert min(b - a for a, b in zip(times, times[20:], strict=False)) >= 30.0 + 0.5
     await gw.stop()
-
 
 
 async def test_twitch_answering_in_two_chats_keeps_20_per_30_seconds_for_the_account():

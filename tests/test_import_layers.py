@@ -82,7 +82,9 @@ def circles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_module_imports_itself_round_a_circle() -> None:
     graph = import_graph()
-    assert "operator_use.channels.web.server" in graph["operator_use.channels.web.channel"]  # the walk sees lazy imports
+    assert (
+        "operator_use.channels.web.server" in graph["operator_use.channels.web.channel"]
+    )  # the walk sees lazy imports
     assert circles(graph) == []
 
 

@@ -42,8 +42,10 @@ from operator_use.providers.llm.presets import LOCAL_KEY, PRESETS, make_llm
 from tests.fakes.llm_server import ErrorTurn, FakeLLMServer, Reply
 
 PROMPT = [SystemMessage(content="You are terse."), HumanMessage(content="hello")]
-TOOLS = [ToolSchema("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}),
-         ToolSchema("shell", "Run a command", {"type": "object", "properties": {"cmd": {"type": "string"}}})]
+TOOLS = [
+    ToolSchema("read_file", "Read a file", {"type": "object", "properties": {"path": {"type": "string"}}}),
+    ToolSchema("shell", "Run a command", {"type": "object", "properties": {"cmd": {"type": "string"}}}),
+]
 
 
 def make(kind: str, server: FakeLLMServer, **kw: object) -> LLM:
@@ -91,9 +93,19 @@ async def test_plain_reply_streams_several_text_chunks(server: FakeLLMServer, ll
 
 
 async def test_two_tool_calls_and_usage(server: FakeLLMServer, llm_kind: str) -> None:
-    server.push(Reply(text="Let me look.", chunk_size=3, input_tokens=120, output_tokens=33, cache_read_tokens=100,
-                      tool_calls=[{"name": "read_file", "arguments": {"path": "notes/today.md"}, "id": "c1"},
-                                  {"name": "shell", "arguments": {"cmd": "ls -la /tmp"}, "id": "c2"}]))
+    server.push(
+        Reply(
+            text="Let me look.",
+            chunk_size=3,
+            input_tokens=120,
+            output_tokens=33,
+            cache_read_tokens=100,
+            tool_calls=[
+                {"name": "read_file", "arguments": {"path": "notes/today.md"}, "id": "c1"},
+                {"name": "shell", "arguments": {"cmd": "ls -la /tmp"}, "id": "c2"},
+            ],
+        )
+    )
     llm = make(llm_kind, server)
     try:
         chunks = await collect(llm, tools=TOOLS)
@@ -147,8 +159,10 @@ async def test_openai_request_shape(server: FakeLLMServer) -> None:
     call = msgs[3]["tool_calls"][0]
     assert call["function"] == {"name": "read_file", "arguments": json.dumps({"path": "a"})}
     assert msgs[4]["tool_call_id"] == "t1" and "no such file" in msgs[4]["content"]
-    assert body["tools"][0] == {"type": "function", "function": {
-        "name": "read_file", "description": "Read a file", "parameters": TOOLS[0].parameters}}
+    assert body["tools"][0] == {
+        "type": "function",
+        "function": {"name": "read_file", "description": "Read a file", "parameters": TOOLS[0].parameters},
+    }
     assert body["stream_options"] == {"include_usage": True}
 
 
@@ -161,19 +175,26 @@ async def test_anthropic_request_shape(server: FakeLLMServer) -> None:
         await llm.aclose()
     body = server.requests[0]
     assert body["max_tokens"] == 4096
-    assert body["system"] == [{"type": "text", "text": "system one"},
-                              {"type": "text", "text": "system two", "cache_control": {"type": "ephemeral"}}]
+    assert body["system"] == [
+        {"type": "text", "text": "system one"},
+        {"type": "text", "text": "system two", "cache_control": {"type": "ephemeral"}},
+    ]
     msgs = body["messages"]
     assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
-    assert msgs[0]["content"][0] == {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                 "data": "iVBORw=="}}
+    assert msgs[0]["content"][0] == {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw=="},
+    }
     assert msgs[1]["content"][1] == {"type": "tool_use", "id": "t1", "name": "read_file", "input": {"path": "a"}}
     # The tool result and the next user message share one user turn, tool result first.
-    assert msgs[2]["content"][0] == {"type": "tool_result", "tool_use_id": "t1", "content": "no such file",
-                                     "is_error": True}
+    assert msgs[2]["content"][0] == {
+        "type": "tool_result",
+        "tool_use_id": "t1",
+        "content": "no such file",
+        "is_error": True,
+    }
     assert msgs[2]["content"][1] == {"type": "text", "text": "and now?"}
-    assert body["tools"][1] == {"name": "shell", "description": "Run a command",
-                                "input_schema": TOOLS[1].parameters}
+    assert body["tools"][1] == {"name": "shell", "description": "Run a command", "input_schema": TOOLS[1].parameters}
 
 
 async def test_responder_answers_from_the_request(llm_kind: str) -> None:
@@ -190,19 +211,23 @@ async def test_responder_answers_from_the_request(llm_kind: str) -> None:
 # --- error mapping ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("turn", "error", "retry_after"), [
-    (ErrorTurn(status=429, retry_after=7), RateLimitError, 7.0),
-    (ErrorTurn(status=429), RateLimitError, None),
-    (ErrorTurn(status=529), OverloadedError, None),
-    (ErrorTurn(status=503), OverloadedError, None),
-    (ErrorTurn(status=500), ServerError, None),
-    (ErrorTurn(status=401), AuthError, None),
-    (ErrorTurn(status=403), AuthError, None),
-    (ErrorTurn(status=400, message="prompt is too long"), BadRequestError, None),
-    (ErrorTurn(status=404), BadRequestError, None),
-])
-async def test_http_errors_are_mapped(server: FakeLLMServer, llm_kind: str, turn: ErrorTurn, error: type,
-                                      retry_after: float | None) -> None:
+@pytest.mark.parametrize(
+    ("turn", "error", "retry_after"),
+    [
+        (ErrorTurn(status=429, retry_after=7), RateLimitError, 7.0),
+        (ErrorTurn(status=429), RateLimitError, None),
+        (ErrorTurn(status=529), OverloadedError, None),
+        (ErrorTurn(status=503), OverloadedError, None),
+        (ErrorTurn(status=500), ServerError, None),
+        (ErrorTurn(status=401), AuthError, None),
+        (ErrorTurn(status=403), AuthError, None),
+        (ErrorTurn(status=400, message="prompt is too long"), BadRequestError, None),
+        (ErrorTurn(status=404), BadRequestError, None),
+    ],
+)
+async def test_http_errors_are_mapped(
+    server: FakeLLMServer, llm_kind: str, turn: ErrorTurn, error: type, retry_after: float | None
+) -> None:
     server.push(turn)
     llm = make(llm_kind, server)
     try:
@@ -271,8 +296,9 @@ async def test_read_timeout_is_timeout_error(server: FakeLLMServer, llm_kind: st
 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])
-async def test_a_stream_ending_before_its_finish_cuts_the_reply_off(server: FakeLLMServer, llm_kind: str,
-                                                                    how: str) -> None:
+async def test_a_stream_ending_before_its_finish_cuts_the_reply_off(
+    server: FakeLLMServer, llm_kind: str, how: str
+) -> None:
     server.push(Reply(text="Half an answer", chunk_size=4, unfinished=how))
     llm = make(llm_kind, server)
     got: list[LLMChunk] = []
@@ -306,13 +332,16 @@ async def test_a_stream_ending_before_any_text_falls_back(llm_kind: str, how: st
     assert isinstance(chain, FallbackLLM) and chain.last_model == "openai/fake-model"
 
 
-async def test_lone_surrogates_in_the_history_are_sent_as_replacement_characters(server: FakeLLMServer,
-                                                                                 llm_kind: str) -> None:
+async def test_lone_surrogates_in_the_history_are_sent_as_replacement_characters(
+    server: FakeLLMServer, llm_kind: str
+) -> None:
     # A tool result naming a file that is not UTF-8, a model's "\udc80" escapes: no request body can carry them.
-    messages = [SystemMessage(content="s"), HumanMessage(content="list"),
-                AIMessage(content="Looking \ud83d", tool_calls=[ToolCall(id="c1", name="ls",
-                                                                            arguments={"path": "caf\udce9"})]),
-                ToolMessage(tool_call_id="c1", name="ls", content="caf\udce9.txt")]
+    messages = [
+        SystemMessage(content="s"),
+        HumanMessage(content="list"),
+        AIMessage(content="Looking \ud83d", tool_calls=[ToolCall(id="c1", name="ls", arguments={"path": "caf\udce9"})]),
+        ToolMessage(tool_call_id="c1", name="ls", content="caf\udce9.txt"),
+    ]
     server.push(Reply(text="ok"))
     llm = make(llm_kind, server)
     try:
@@ -326,8 +355,10 @@ async def test_lone_surrogates_in_the_history_are_sent_as_replacement_characters
         assert json.loads(sent[2]["tool_calls"][0]["function"]["arguments"]) == {"path": "caf\ufffd"}
         assert sent[3]["content"] == "caf\ufffd.txt"
     else:
-        assert sent[1]["content"] == [{"type": "text", "text": "Looking \ufffd"},
-                                      {"type": "tool_use", "id": "c1", "name": "ls", "input": {"path": "caf\ufffd"}}]
+        assert sent[1]["content"] == [
+            {"type": "text", "text": "Looking \ufffd"},
+            {"type": "tool_use", "id": "c1", "name": "ls", "input": {"path": "caf\ufffd"}},
+        ]
         assert sent[2]["content"][0]["content"] == "caf\ufffd.txt"
 
 
@@ -376,8 +407,7 @@ async def test_fallback_from_overloaded_model_through_sdks(caplog: pytest.LogCap
             await chain.aclose()
     assert text_of(chunks) == "from backup"
     assert chain.last_model == "openai/fake-model"
-    assert any("anthropic/fake-model" in r.getMessage() and "OverloadedError" in r.getMessage()
-               for r in caplog.records)
+    assert any("anthropic/fake-model" in r.getMessage() and "OverloadedError" in r.getMessage() for r in caplog.records)
     assert not any("sk-" in r.getMessage() for r in caplog.records)
 
 
@@ -387,8 +417,10 @@ async def test_fallback_from_rate_limited_model_with_long_retry_after() -> None:
     async def sleep(seconds: float) -> None:
         slept.append(seconds)
 
-    async with FakeLLMServer([ErrorTurn(status=429, retry_after=30)]) as first, \
-            FakeLLMServer([Reply(text="second model")]) as second:
+    async with (
+        FakeLLMServer([ErrorTurn(status=429, retry_after=30)]) as first,
+        FakeLLMServer([Reply(text="second model")]) as second,
+    ):
         chain = FallbackLLM([make("openai", first), make("anthropic", second)], sleep=sleep)
         try:
             chunks = await collect(chain)
@@ -456,8 +488,10 @@ async def test_no_fallback_on_bad_request() -> None:
 
 
 async def test_error_after_text_is_reraised_without_fallback() -> None:
-    async with FakeLLMServer([ErrorTurn(status=200, type="overloaded_error", after_text="half a sent")]) as first, \
-            FakeLLMServer([Reply(text="never")]) as second:
+    async with (
+        FakeLLMServer([ErrorTurn(status=200, type="overloaded_error", after_text="half a sent")]) as first,
+        FakeLLMServer([Reply(text="never")]) as second,
+    ):
         chain = FallbackLLM([make("anthropic", first), make("openai", second)])
         got: list[LLMChunk] = []
         try:
@@ -551,15 +585,18 @@ async def no_server(base_url: str) -> bool:
     return False
 
 
-@pytest.mark.parametrize(("env", "provider", "var"), [
-    ({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"}, "anthropic", "ANTHROPIC_API_KEY"),
-    ({"OPENAI_API_KEY": "y", "GROQ_API_KEY": "z"}, "openai", "OPENAI_API_KEY"),
-    ({"ANTHROPIC_API_KEY": " ", "GROQ_API_KEY": "z"}, "groq", "GROQ_API_KEY"),
-    ({"OPENROUTER_API_KEY": "a", "GEMINI_API_KEY": "b"}, "openrouter", "OPENROUTER_API_KEY"),
-    ({"GEMINI_API_KEY": "b", "MISTRAL_API_KEY": "c"}, "gemini", "GEMINI_API_KEY"),
-    ({"DEEPSEEK_API_KEY": "d", "CEREBRAS_API_KEY": "e"}, "deepseek", "DEEPSEEK_API_KEY"),
-    ({"CEREBRAS_API_KEY": "e"}, "cerebras", "CEREBRAS_API_KEY"),
-])
+@pytest.mark.parametrize(
+    ("env", "provider", "var"),
+    [
+        ({"ANTHROPIC_API_KEY": "x", "OPENAI_API_KEY": "y"}, "anthropic", "ANTHROPIC_API_KEY"),
+        ({"OPENAI_API_KEY": "y", "GROQ_API_KEY": "z"}, "openai", "OPENAI_API_KEY"),
+        ({"ANTHROPIC_API_KEY": " ", "GROQ_API_KEY": "z"}, "groq", "GROQ_API_KEY"),
+        ({"OPENROUTER_API_KEY": "a", "GEMINI_API_KEY": "b"}, "openrouter", "OPENROUTER_API_KEY"),
+        ({"GEMINI_API_KEY": "b", "MISTRAL_API_KEY": "c"}, "gemini", "GEMINI_API_KEY"),
+        ({"DEEPSEEK_API_KEY": "d", "CEREBRAS_API_KEY": "e"}, "deepseek", "DEEPSEEK_API_KEY"),
+        ({"CEREBRAS_API_KEY": "e"}, "cerebras", "CEREBRAS_API_KEY"),
+    ],
+)
 async def test_detect_from_env_keys(env: dict[str, str], provider: str, var: str) -> None:
     probed: list[str] = []
 
@@ -579,7 +616,8 @@ async def test_detect_from_env_keys(env: dict[str, str], provider: str, var: str
 async def test_detect_local_server_in_port_order() -> None:
     async def probe(base_url: str) -> list[str] | bool:
         return {"http://127.0.0.1:1234/v1": ["qwen2.5-7b-instruct"], "http://127.0.0.1:8000/v1": True}.get(
-            base_url, False)
+            base_url, False
+        )
 
     found = await detect_llm({}, probe)
     assert found == Detection("lmstudio", "qwen2.5-7b-instruct", "http://127.0.0.1:1234/v1", found.reason)
@@ -665,8 +703,10 @@ async def test_make_llm_talks_to_a_compatible_server(server: FakeLLMServer) -> N
 
 
 def test_package_import_does_not_load_sdks() -> None:
-    code = ("import sys, operator_use.providers.llm, operator_use.providers.llm.presets, "
-            "operator_use.providers.llm.fallback, operator_use.providers.llm.detect; "
-            "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))")
+    code = (
+        "import sys, operator_use.providers.llm, operator_use.providers.llm.presets, "
+        "operator_use.providers.llm.fallback, operator_use.providers.llm.detect; "
+        "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

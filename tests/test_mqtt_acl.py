@@ -53,8 +53,14 @@ class Client:
     def __init__(self, port: int, user: str) -> None:
         import aiomqtt
 
-        self.client = aiomqtt.Client("127.0.0.1", port, username=user, password=PASSWORDS[user],
-                                     identifier=f"test-{user}", protocol=aiomqtt.ProtocolVersion.V5)
+        self.client = aiomqtt.Client(
+            "127.0.0.1",
+            port,
+            username=user,
+            password=PASSWORDS[user],
+            identifier=f"test-{user}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+        )
         self.got: list[tuple[str, dict[str, Any]]] = []
         self._changed = asyncio.Condition()
 
@@ -101,11 +107,15 @@ async def locked_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
     workdir = tmp_path / "broker"
     workdir.mkdir()
     for i, (user, password) in enumerate(PASSWORDS.items()):
-        await asyncio.to_thread(subprocess.run, [passwd, "-b", *(["-c"] if i == 0 else []), str(workdir / "passwd"),
-                                                 user, password], check=True)
+        await asyncio.to_thread(
+            subprocess.run,
+            [passwd, "-b", *(["-c"] if i == 0 else []), str(workdir / "passwd"), user, password],
+            check=True,
+        )
     (workdir / "acl").write_text(readme_acl())
-    broker = Mosquitto(workdir, anonymous=False,
-                       extra_conf=f"password_file {workdir / 'passwd'}\nacl_file {workdir / 'acl'}\n")
+    broker = Mosquitto(
+        workdir, anonymous=False, extra_conf=f"password_file {workdir / 'passwd'}\nacl_file {workdir / 'acl'}\n"
+    )
     await broker.start()
     yield broker
     await broker.stop()
@@ -113,14 +123,25 @@ async def locked_broker(tmp_path: Path) -> AsyncIterator[Mosquitto]:
 
 async def test_the_readme_acl_keeps_every_client_on_its_own_topic_level(home: Path, locked_broker: Mosquitto) -> None:
     port = locked_broker.port
-    config = MQTTConfig(enabled=True, host="127.0.0.1", port=port, username="agent", password=PASSWORDS["agent"],
-                        allow_from=["alice", "bob"], edit_interval=0.02, reconnect_min=0.05, reconnect_max=0.5)
+    config = MQTTConfig(
+        enabled=True,
+        host="127.0.0.1",
+        port=port,
+        username="agent",
+        password=PASSWORDS["agent"],
+        allow_from=["alice", "bob"],
+        edit_interval=0.02,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+    )
     bus = RecordingBus()
     async with FakeLLMServer(responder=scripted_responder) as server:
         llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
-        async with make_app(home, MQTTChannel(config), llm, bus=bus), \
-                logged_in(port, "bob", "operator/agent/+/bob") as bob, \
-                logged_in(port, "alice", "operator/agent/#") as alice:
+        async with (
+            make_app(home, MQTTChannel(config), llm, bus=bus),
+            logged_in(port, "bob", "operator/agent/+/bob") as bob,
+            logged_in(port, "alice", "operator/agent/#") as alice,
+        ):
             # Bob's request, his reply and an error of his: none of it may reach alice, who listens to all.
             await bob.client.publish("operator/agent/in/bob", "bob's secret", qos=1)
             await bob.wait_for(lambda got: bob.done("operator/agent/out/bob") == ["You said: bob's secret"])
@@ -131,13 +152,18 @@ async def test_the_readme_acl_keeps_every_client_on_its_own_topic_level(home: Pa
             await alice.client.publish("operator/agent/in/alice", "hello", qos=1)
             await alice.wait_for(lambda got: alice.done("operator/agent/out/alice") == ["You said: hello"])
             # A reply topic the agent may not publish to is dropped by the broker; the channel goes on.
-            await alice.client.publish("operator/agent/in/alice", json.dumps({"text": "elsewhere",
-                                                                              "reply_to": "elsewhere/alice"}), qos=1)
+            await alice.client.publish(
+                "operator/agent/in/alice", json.dumps({"text": "elsewhere", "reply_to": "elsewhere/alice"}), qos=1
+            )
             await alice.client.publish("operator/agent/in/alice", "still there?", qos=1)
             await alice.wait_for(lambda got: "You said: still there?" in alice.done("operator/agent/out/alice"))
     # The broker delivered in publish order: the forged request would have come before "hello". It never came.
     assert [(m.user_id, m.parts[0].text) for m in bus.incoming_log if m.parts] == [
-        ("bob", "bob's secret"), ("alice", "hello"), ("alice", "elsewhere"), ("alice", "still there?")]
+        ("bob", "bob's secret"),
+        ("alice", "hello"),
+        ("alice", "elsewhere"),
+        ("alice", "still there?"),
+    ]
     # Everything bob's events would have reached alice before her own last reply: she saw only hers.
     assert alice.got and all(topic.endswith("/alice") for topic, _ in alice.got)
     assert all(topic.endswith("/bob") for topic, _ in bob.got)
@@ -147,21 +173,42 @@ async def test_a_reply_to_cannot_write_into_another_clients_topics(home: Path, l
     """The agent may publish on every client's out/ topic, so the broker cannot stop alice from naming bob's
     as her reply topic: the agent refuses it, on alice's error topic, and answers the request nowhere."""
     port = locked_broker.port
-    config = MQTTConfig(enabled=True, host="127.0.0.1", port=port, username="agent", password=PASSWORDS["agent"],
-                        allow_from=["alice", "bob"], edit_interval=0.02, reconnect_min=0.05, reconnect_max=0.5)
+    config = MQTTConfig(
+        enabled=True,
+        host="127.0.0.1",
+        port=port,
+        username="agent",
+        password=PASSWORDS["agent"],
+        allow_from=["alice", "bob"],
+        edit_interval=0.02,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+    )
     bus = RecordingBus()
-    forged = {"operator/agent/out/bob": "h1", "operator/agent/error/bob": "h2", "operator/agent/out": "h3",
-              "operator/agent/error/alice": "h4"}
+    forged = {
+        "operator/agent/out/bob": "h1",
+        "operator/agent/error/bob": "h2",
+        "operator/agent/out": "h3",
+        "operator/agent/error/alice": "h4",
+    }
     async with FakeLLMServer(responder=scripted_responder) as server:
         llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
-        async with make_app(home, MQTTChannel(config), llm, bus=bus), \
-                logged_in(port, "bob", "operator/agent/+/bob") as bob, \
-                logged_in(port, "alice", "operator/agent/+/alice") as alice:
+        async with (
+            make_app(home, MQTTChannel(config), llm, bus=bus),
+            logged_in(port, "bob", "operator/agent/+/bob") as bob,
+            logged_in(port, "alice", "operator/agent/+/alice") as alice,
+        ):
             for topic, request_id in forged.items():
-                await alice.client.publish("operator/agent/in/alice", json.dumps(
-                    {"text": f"hijack {request_id}", "id": request_id, "reply_to": topic}), qos=1)
-            await alice.client.publish("operator/agent/in/alice", json.dumps(
-                {"text": "mine", "id": "a1", "reply_to": "operator/agent/out/alice"}), qos=1)
+                await alice.client.publish(
+                    "operator/agent/in/alice",
+                    json.dumps({"text": f"hijack {request_id}", "id": request_id, "reply_to": topic}),
+                    qos=1,
+                )
+            await alice.client.publish(
+                "operator/agent/in/alice",
+                json.dumps({"text": "mine", "id": "a1", "reply_to": "operator/agent/out/alice"}),
+                qos=1,
+            )
             await alice.wait_for(lambda got: "You said: mine" in alice.done("operator/agent/out/alice"))
             # Bob asks after all of it: everything the agent sent him before reaches him before his answer.
             await bob.client.publish("operator/agent/in/bob", "bob here", qos=1)
@@ -176,5 +223,7 @@ async def test_a_reply_to_cannot_write_into_another_clients_topics(home: Path, l
     assert all(t == "operator/agent/out/bob" for t, _ in bob.got)
     # The refused requests never reached the pipeline: the model saw only alice's own and bob's.
     assert [(m.user_id, m.parts[0].text) for m in bus.incoming_log if m.parts] == [
-        ("alice", "mine"), ("bob", "bob here")]
+        ("alice", "mine"),
+        ("bob", "bob here"),
+    ]
     assert len(server.requests) == 2

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from operator_use.channels.base import NotModified, RetryAfter
 from operator_use.channels.mqtt.channel import MQTTChannel
 from operator_use.channels.mqtt.config import MQTTConfig
 from operator_use.channels.mqtt.payloads import BadRequest, check_reply_topic, parse_request
-from operator_use.channels.base import NotModified, RetryAfter
 from operator_use.messages import Address, AudioPart, StreamDone
 from operator_use.providers.llm.openai import OpenAILLM
 
@@ -46,8 +46,16 @@ async def broker(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def config(broker: Mosquitto, **kw: Any) -> MQTTConfig:
-    settings: dict[str, Any] = dict(enabled=True, host="127.0.0.1", port=broker.port, allow_from=["alice", "bob"],
-                                    admins=["alice"], edit_interval=0.02, reconnect_min=0.05, reconnect_max=0.5)
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": broker.port,
+        "allow_from": ["alice", "bob"],
+        "admins": ["alice"],
+        "edit_interval": 0.02,
+        "reconnect_min": 0.05,
+        "reconnect_max": 0.5,
+    }
     settings.update(kw)
     return MQTTConfig(**settings)
 
@@ -74,7 +82,7 @@ def deltas_text(events: list[dict[str, Any]]) -> str:
         if e["type"] == "delta" and e["offset"] == len(text):
             text += e["delta"]
         elif e["type"] == "delta":
-            assert e["offset"] < len(text) and text[e["offset"]:].startswith(e["delta"]), (e, text)
+            assert e["offset"] < len(text) and text[e["offset"] :].startswith(e["delta"]), (e, text)
         elif e["type"] == "replace":
             text = e["text"]
     return text
@@ -121,15 +129,18 @@ async def test_json_request_id_v5_response_topic_and_reply_to_with_aiomqtt(home:
     from paho.mqtt.properties import Properties
 
     async with FakeLLMServer(responder=scripted_responder) as server:
-        async with make_app(home, MQTTChannel(config(broker)), llm(server)), \
-                aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        async with (
+            make_app(home, MQTTChannel(config(broker)), llm(server)),
+            aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
+        ):
             await client.subscribe("replies/alice/#", qos=1)
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = "replies/alice/v5"
             props.CorrelationData = b"\x00corr-7"
             await client.publish(IN + "alice", json.dumps({"text": "ping", "id": "req-7"}), qos=1, properties=props)
-            await client.publish(IN + "alice", json.dumps({"text": "pong", "id": 8, "reply_to": "replies/alice/json"}),
-                                 qos=1)
+            await client.publish(
+                IN + "alice", json.dumps({"text": "pong", "id": 8, "reply_to": "replies/alice/json"}), qos=1
+            )
             got: list[tuple[str, dict[str, Any], Any]] = []
             async with asyncio.timeout(20):
                 async for message in client.messages:
@@ -138,7 +149,7 @@ async def test_json_request_id_v5_response_topic_and_reply_to_with_aiomqtt(home:
                         break
     v5 = [(e, p) for t, e, p in got if t == "replies/alice/v5"]
     assert {e["id"] for e, _ in v5} == {"req-7"}
-    assert [e for e, _ in v5 if e["type"] == "done"][0]["text"] == "You said: ping"
+    assert next(e for e, _ in v5 if e["type"] == "done")["text"] == "You said: ping"
     assert all(getattr(p, "CorrelationData", None) == b"\x00corr-7" for _, p in v5)
     by_json = [e for t, e, _ in got if t == "replies/alice/json"]
     assert {e["id"] for e in by_json} == {"8"}
@@ -153,8 +164,10 @@ async def test_final_mode_publishes_one_done_event(home: Path, broker: Mosquitto
             # A second request: nothing else arrived for the first one in between.
             await publish(broker.port, IN + "bob", json.dumps({"text": "again", "id": "f2"}))
             await sub.wait_for(lambda: sub.done("f2") is not None)
-    assert sub.events() == [{"type": "done", "id": "f1", "text": "You said: just the answer"},
-                            {"type": "done", "id": "f2", "text": "You said: again"}]
+    assert sub.events() == [
+        {"type": "done", "id": "f1", "text": "You said: just the answer"},
+        {"type": "done", "id": "f2", "text": "You said: again"},
+    ]
 
 
 async def test_status_command_over_mqtt_shows_the_channel_up(home: Path, broker: Mosquitto) -> None:
@@ -165,20 +178,29 @@ async def test_status_command_over_mqtt_shows_the_channel_up(home: Path, broker:
     assert "mqtt up" in sub.done("s1")["text"]  # type: ignore[index]
 
 
-async def test_enabled_in_the_configuration_the_registry_builds_it(home: Path, broker: Mosquitto,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_enabled_in_the_configuration_the_registry_builds_it(
+    home: Path, broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from operator_use.app import App
     from operator_use.config import load_config
 
     monkeypatch.setenv("OPERATOR_CHANNELS__MQTT__PASSWORD", "from-the-environment")
-    cfg = load_config(home=home, agent={"workspace": home / "workspace"},
-                      channels={"cli": {"enabled": False}, "web": {"enabled": False},
-                                "mqtt": {"enabled": True, "port": broker.port, "agent": "den", "allow_from": ["alice"]}})
+    cfg = load_config(
+        home=home,
+        agent={"workspace": home / "workspace"},
+        channels={
+            "cli": {"enabled": False},
+            "web": {"enabled": False},
+            "mqtt": {"enabled": True, "port": broker.port, "agent": "den", "allow_from": ["alice"]},
+        },
+    )
     assert cfg.channels.mqtt.password is not None
     assert cfg.channels.mqtt.password.get_secret_value() == "from-the-environment"
     assert "from-the-environment" not in json.dumps(cfg.masked(), default=str)
-    async with FakeLLMServer(responder=scripted_responder) as server, \
-            Subscriber(broker.port, "operator/den/out/alice") as sub:
+    async with (
+        FakeLLMServer(responder=scripted_responder) as server,
+        Subscriber(broker.port, "operator/den/out/alice") as sub,
+    ):
         async with App(cfg, llm=llm(server), tools=[]) as app:
             assert [type(c).__name__ for c in app.channels] == ["MQTTChannel"]
             await publish(broker.port, "operator/den/in/alice", json.dumps({"text": "hi", "id": "c1"}))
@@ -202,15 +224,17 @@ async def test_json_request_with_audio_is_transcribed_and_answered(home: Path, b
         async with make_app(home, MQTTChannel(config(broker)), llm(server)) as app:
             assert app.orchestrator is not None
             app.orchestrator.transcribe = transcribe
-            await publish(broker.port, IN + "alice",
-                          json.dumps({"audio": {"data": audio, "mime": "audio/wav"}, "id": "v1"}))
+            await publish(
+                broker.port, IN + "alice", json.dumps({"audio": {"data": audio, "mime": "audio/wav"}, "id": "v1"})
+            )
             await sub.wait_for(lambda: sub.done("v1") is not None)
     assert sub.done("v1")["text"] == "You said: turn on the kitchen lights"  # type: ignore[index]
     assert heard[0].mime == "audio/wav" and heard[0].data == b"SPEECH:turn on the kitchen lights"
 
 
 async def test_real_speech_in_a_json_request_is_transcribed_by_local_whisper_and_answered(
-        home: Path, broker: Mosquitto) -> None:
+    home: Path, broker: Mosquitto
+) -> None:
     from .support.speech import espeak_pcm, need_voice_stack, voice_note, words
 
     need_voice_stack()
@@ -231,14 +255,16 @@ async def test_real_speech_in_a_json_request_is_transcribed_by_local_whisper_and
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_request_published_while_the_agent_is_stopped_is_answered_after_restart(
-        home: Path, broker: Mosquitto, protocol: str) -> None:
+    home: Path, broker: Mosquitto, protocol: str
+) -> None:
     async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, OUT + "alice") as sub:
         async with make_app(home, MQTTChannel(config(broker, protocol=protocol)), llm(server)):
             await publish(broker.port, IN + "alice", json.dumps({"text": "first", "id": "r1"}))
             await sub.wait_for(lambda: sub.done("r1") is not None)
         # The agent is stopped; the broker keeps its session and queues this QoS 1 request for it.
-        await publish(broker.port, IN + "alice", json.dumps({"text": "while you were away", "id": "r2"}),
-                      protocol=protocol)
+        await publish(
+            broker.port, IN + "alice", json.dumps({"text": "while you were away", "id": "r2"}), protocol=protocol
+        )
         assert len(server.requests) == 1
         async with make_app(home, MQTTChannel(config(broker, protocol=protocol)), llm(server)):
             await sub.wait_for(lambda: sub.done("r2") is not None)
@@ -246,7 +272,8 @@ async def test_request_published_while_the_agent_is_stopped_is_answered_after_re
 
 
 async def test_broker_killed_and_restarted_mid_conversation_loses_no_request(
-        home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="operator_use.channels.mqtt")
     rest = "This reply was being written when the broker went away, and it still arrives whole."
     answer = "Let me check.\n\n" + rest
@@ -283,7 +310,8 @@ async def test_broker_killed_and_restarted_mid_conversation_loses_no_request(
 
 
 async def test_reconnects_with_backoff_and_subscribes_again_to_a_broker_that_lost_its_sessions(
-        home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="operator_use.channels.mqtt")
     channel = MQTTChannel(config(broker))
     async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, OUT + "alice") as sub:
@@ -344,24 +372,36 @@ BAD_PAYLOADS = {
     "huge-id": (b'{"text": "hi", "id": ' + b"9" * 5000 + b"}", "4300 digits", None),
     "surrogate-text": (b'{"text": "hi \\ud800", "id": "s1"}', "text is not valid Unicode", "s1"),
     "surrogate-id": (b'{"text": "hi", "id": "\\udfff"}', "id is not valid Unicode", None),
-    "bad-base64": (json.dumps({"audio": {"data": "not*base64!", "mime": "audio/ogg"}, "id": "b1"}).encode(),
-                   "audio.data is not valid base64", "b1"),
+    "bad-base64": (
+        json.dumps({"audio": {"data": "not*base64!", "mime": "audio/ogg"}, "id": "b1"}).encode(),
+        "audio.data is not valid base64",
+        "b1",
+    ),
     "no-text": (json.dumps({"text": "", "id": "b2"}).encode(), "neither text nor audio", "b2"),
     "loop-reply-to": (json.dumps({"text": "hi", "reply_to": IN + "bob"}).encode(), "request topics", None),
     # The agent may publish on every client's topics: a reply_to there would write into another's replies.
-    "others-reply-to": (json.dumps({"text": "hi", "reply_to": OUT + "bob", "id": "h1"}).encode(),
-                        "replies go only to operator/agent/out/alice", "h1"),
-    "other-agents-reply-to": (json.dumps({"text": "hi", "reply_to": "operator/kitchen/in/bob"}).encode(),
-                              "another agent's topic", None),
+    "others-reply-to": (
+        json.dumps({"text": "hi", "reply_to": OUT + "bob", "id": "h1"}).encode(),
+        "replies go only to operator/agent/out/alice",
+        "h1",
+    ),
+    "other-agents-reply-to": (
+        json.dumps({"text": "hi", "reply_to": "operator/kitchen/in/bob"}).encode(),
+        "another agent's topic",
+        None,
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_PAYLOADS))
 async def test_bad_payload_gets_an_error_event_and_the_next_request_is_answered(
-        home: Path, broker: Mosquitto, kind: str) -> None:
+    home: Path, broker: Mosquitto, kind: str
+) -> None:
     payload, reason, request_id = BAD_PAYLOADS[kind]
-    async with FakeLLMServer(responder=scripted_responder) as server, \
-            Subscriber(broker.port, [OUT + "alice", ERR + "alice"]) as sub:
+    async with (
+        FakeLLMServer(responder=scripted_responder) as server,
+        Subscriber(broker.port, [OUT + "alice", ERR + "alice"]) as sub,
+    ):
         async with make_app(home, MQTTChannel(config(broker, max_payload_bytes=8192)), llm(server)):
             await publish(broker.port, IN + "alice", payload)
             await sub.wait_for(lambda: bool(sub.events(ERR + "alice")))
@@ -374,45 +414,73 @@ async def test_bad_payload_gets_an_error_event_and_the_next_request_is_answered(
 
 
 async def test_reply_topics_stay_off_other_clients_and_agents_but_custom_ones_work(
-        home: Path, broker: Mosquitto) -> None:
+    home: Path, broker: Mosquitto
+) -> None:
     import aiomqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    requests = {"h1": OUT + "bob", "h2": ERR + "bob", "h3": "operator/kitchen/out/bob", "ok1": OUT + "alice/panel",
-                "ok2": "devices/panel/replies"}
+    requests = {
+        "h1": OUT + "bob",
+        "h2": ERR + "bob",
+        "h3": "operator/kitchen/out/bob",
+        "ok1": OUT + "alice/panel",
+        "ok2": "devices/panel/replies",
+    }
     async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, "#") as sub:
-        async with make_app(home, MQTTChannel(config(broker)), llm(server)), \
-                aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        async with (
+            make_app(home, MQTTChannel(config(broker)), llm(server)),
+            aiomqtt.Client("127.0.0.1", broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client,
+        ):
             for request_id, topic in requests.items():
-                await publish(broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id,
-                                                                      "reply_to": topic}))
+                await publish(
+                    broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id, "reply_to": topic})
+                )
             props = Properties(PacketTypes.PUBLISH)
             props.ResponseTopic = OUT + "bob"
             await client.publish(IN + "alice", json.dumps({"text": "v5", "id": "h4"}), qos=1, properties=props)
             await publish(broker.port, IN + "alice", json.dumps({"text": "last", "id": "ok3"}))
-            await sub.wait_for(lambda: all(sub.done(i) for i in ("ok1", "ok2", "ok3")))
+            await sub.wait_for(
+                lambda: all(sub.done(i) for i in ("ok1", "ok2", "ok3")) and len(sub.events(ERR + "alice")) == 4
+            )
     errors = {e["id"]: e["error"] for e in sub.events(ERR + "alice")}
     assert set(errors) == {"h1", "h2", "h3", "h4"}
     assert "replies go only to operator/agent/out/alice" in errors["h1"] and errors["h4"].startswith(
-        "the response topic cannot be another of the agent's topics")
+        "the response topic cannot be another of the agent's topics"
+    )
     assert "another agent's topic" in errors["h3"]
     assert sub.done("ok1", OUT + "alice/panel")["text"] == "You said: ok1"  # type: ignore[index]
     assert sub.done("ok2", "devices/panel/replies")["text"] == "You said: ok2"  # type: ignore[index]
-    assert {t for t, _ in sub.messages} == {IN + "alice", ERR + "alice", OUT + "alice/panel", "devices/panel/replies",
-                                            OUT + "alice"}
+    assert {t for t, _ in sub.messages} == {
+        IN + "alice",
+        ERR + "alice",
+        OUT + "alice/panel",
+        "devices/panel/replies",
+        OUT + "alice",
+    }
     assert len(server.requests) == 3  # the refused requests were answered nowhere
 
 
 async def test_reply_topics_filters_with_the_senders_level(home: Path, broker: Mosquitto) -> None:
-    requests = {"ok1": "devices/alice/replies", "ok2": OUT + "alice", "no1": "devices/bob/replies",
-                "no2": "elsewhere/x", "no3": "devices/alice/replies/more"}
+    requests = {
+        "ok1": "devices/alice/replies",
+        "ok2": OUT + "alice",
+        "no1": "devices/bob/replies",
+        "no2": "elsewhere/x",
+        "no3": "devices/alice/replies/more",
+    }
     async with FakeLLMServer(responder=scripted_responder) as server, Subscriber(broker.port, "#") as sub:
         async with make_app(home, MQTTChannel(config(broker, reply_topics=["devices/{client}/replies"])), llm(server)):
             for request_id, topic in requests.items():
-                await publish(broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id,
-                                                                      "reply_to": topic}))
-            await sub.wait_for(lambda: sub.done("ok1") is not None and sub.done("ok2") is not None)
+                await publish(
+                    broker.port, IN + "alice", json.dumps({"text": request_id, "id": request_id, "reply_to": topic})
+                )
+            # Refusals and replies travel separately: wait for all five outcomes, not only the replies.
+            await sub.wait_for(
+                lambda: (
+                    sub.done("ok1") is not None and sub.done("ok2") is not None and len(sub.events(ERR + "alice")) == 3
+                )
+            )
     assert sub.done("ok1", "devices/alice/replies") and sub.done("ok2", OUT + "alice")
     errors = {e["id"]: e["error"] for e in sub.events(ERR + "alice")}
     assert set(errors) == {"no1", "no2", "no3"}
@@ -423,9 +491,11 @@ async def test_reply_topics_filters_with_the_senders_level(home: Path, broker: M
 
 async def test_unknown_client_gets_nothing(home: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    async with FakeLLMServer(responder=scripted_responder) as server, \
-            Subscriber(broker.port, [OUT + "mallory", ERR + "mallory", "elsewhere/#"]) as stranger, \
-            Subscriber(broker.port, OUT + "alice") as sub:
+    async with (
+        FakeLLMServer(responder=scripted_responder) as server,
+        Subscriber(broker.port, [OUT + "mallory", ERR + "mallory", "elsewhere/#"]) as stranger,
+        Subscriber(broker.port, OUT + "alice") as sub,
+    ):
         async with make_app(home, MQTTChannel(config(broker)), llm(server)):
             await publish(broker.port, IN + "mallory", "hello, let me in")
             await publish(broker.port, IN + "mallory", json.dumps({"text": "/status", "id": "m2"}))
@@ -450,7 +520,7 @@ async def test_username_and_password(home: Path, tmp_path: Path, caplog: pytest.
     try:
         caplog.set_level(logging.DEBUG)
         bad = MQTTChannel(config(secured, username="agent", password="wr0ng-pw"))
-        with pytest.raises(Exception, match="[Nn]ot authori[sz]ed|[Bb]ad user name or password"):
+        with pytest.raises(Exception, match=r"[Nn]ot authori[sz]ed|[Bb]ad user name or password"):
             await bad.connect()
         assert bad.status() == "down"
         good = config(secured, username="agent", password="s3cret-pw")
@@ -464,8 +534,10 @@ async def test_username_and_password(home: Path, tmp_path: Path, caplog: pytest.
 
 async def test_a_blocked_client_does_not_hold_up_another(home: Path, broker: Mosquitto) -> None:
     gates = Gates()
-    async with FakeLLMServer(responder=scripted_responder) as server, \
-            Subscriber(broker.port, [OUT + "alice", OUT + "bob"]) as sub:
+    async with (
+        FakeLLMServer(responder=scripted_responder) as server,
+        Subscriber(broker.port, [OUT + "alice", OUT + "bob"]) as sub,
+    ):
         async with make_app(home, MQTTChannel(config(broker)), llm(server), tools=[gates.tool()]):
             await publish(broker.port, IN + "alice", json.dumps({"text": "block g1", "id": "a"}))
             await gates.wait_entered("g1")
@@ -495,9 +567,13 @@ async def test_edits_become_delta_or_replace_events_and_finalize_ends_with_done(
     await channel.finalize(address, mid)
     await channel.finalize(address, mid)  # twice is harmless
     assert queued(channel) == [
-        {"type": "start", "id": "r1"}, {"type": "delta", "id": "r1", "delta": "Hello wor", "offset": 0},
-        {"type": "delta", "id": "r1", "delta": "ld", "offset": 9}, {"type": "replace", "id": "r1", "text": "Hi there"},
-        {"type": "end", "id": "r1"}, {"type": "done", "id": "r1", "text": "Hi there"}]
+        {"type": "start", "id": "r1"},
+        {"type": "delta", "id": "r1", "delta": "Hello wor", "offset": 0},
+        {"type": "delta", "id": "r1", "delta": "ld", "offset": 9},
+        {"type": "replace", "id": "r1", "text": "Hi there"},
+        {"type": "end", "id": "r1"},
+        {"type": "done", "id": "r1", "text": "Hi there"},
+    ]
     assert {item.topic for item in channel._outbox} == {OUT + "alice"}
 
 
@@ -516,9 +592,13 @@ async def test_full_outbox_makes_edits_wait_but_never_drops_a_start_or_done() ->
     await channel.finalize(address, other)
     assert channel.pending == 16
     assert queued(channel)[10:] == [
-        {"type": "end", "id": None}, {"type": "done", "id": None, "text": "a" * 9},
-        {"type": "start", "id": None}, {"type": "delta", "id": None, "delta": "b", "offset": 0},
-        {"type": "end", "id": None}, {"type": "done", "id": None, "text": "b"}]
+        {"type": "end", "id": None},
+        {"type": "done", "id": None, "text": "a" * 9},
+        {"type": "start", "id": None},
+        {"type": "delta", "id": None, "delta": "b", "offset": 0},
+        {"type": "end", "id": None},
+        {"type": "done", "id": None, "text": "b"},
+    ]
     final = MQTTChannel(MQTTConfig(enabled=True, stream="final"))
     mid = await final.send(address, "x")
     await final.edit(address, mid, "xy")
@@ -532,11 +612,22 @@ async def test_full_outbox_makes_edits_wait_but_never_drops_a_start_or_done() ->
 def test_parse_request_forms() -> None:
     assert parse_request(b"plain words", max_bytes=100).text == "plain words"
     assert parse_request(b"[1, 2]", max_bytes=100).text == "[1, 2]"  # only "{" means JSON
-    req = parse_request(json.dumps({"text": "t", "id": 5, "reply_to": "a/b",
-                                    "audio": {"data": base64.b64encode(b"abc").decode()}}).encode(), max_bytes=1000)
+    req = parse_request(
+        json.dumps(
+            {"text": "t", "id": 5, "reply_to": "a/b", "audio": {"data": base64.b64encode(b"abc").decode()}}
+        ).encode(),
+        max_bytes=1000,
+    )
     assert (req.text, req.id, req.reply_to, req.audio.data, req.audio.mime) == ("t", "5", "a/b", b"abc", "audio/ogg")
-    for bad in (b"   ", b'{"text": 3}', b'{"id": true, "text": "x"}', b'{"text": ["x"]}', b'{"reply_to": 1, "text": "x"}',
-                b'{"audio": {"data": "YWJj", "mime": "text/plain"}}', b'{"audio": {"data": ""}}'):
+    for bad in (
+        b"   ",
+        b'{"text": 3}',
+        b'{"id": true, "text": "x"}',
+        b'{"text": ["x"]}',
+        b'{"reply_to": 1, "text": "x"}',
+        b'{"audio": {"data": "YWJj", "mime": "text/plain"}}',
+        b'{"audio": {"data": ""}}',
+    ):
         with pytest.raises(BadRequest):
             parse_request(bad, max_bytes=100)
     assert check_reply_topic("a/+/c", "operator/agent") and check_reply_topic("$SYS/x", "operator/agent")
@@ -544,33 +635,36 @@ def test_parse_request_forms() -> None:
     assert check_reply_topic(OUT + "alice", "operator/agent")  # without a sender, no out/ topic is its own
 
 
-@pytest.mark.parametrize("topic, allowed, refusal", [
-    (OUT + "alice", [], None),
-    (OUT + "alice/panel", [], None),
-    (OUT + "alice", ["devices/#"], None),  # the sender's own out/ needs no filter
-    (OUT + "bob", ["#"], "replies go only to operator/agent/out/alice"),
-    (OUT + "alice2", ["#"], "replies go only to"),
-    (ERR + "alice", ["#"], "replies go only to"),
-    (ERR + "bob", ["#"], "replies go only to"),
-    ("operator/agent", ["#"], "replies go only to"),
-    ("operator/agent/out", ["#"], "replies go only to"),
-    ("operator/agent/whatever/x", ["#"], "replies go only to"),
-    (OUT + "bob", ["operator/agent/out/#"], "replies go only to"),  # a filter never opens the agent's topics
-    (IN + "alice", ["#"], "request topics"),
-    ("operator/kitchen/in/bob", ["#"], "another agent's topic"),
-    ("operator/kitchen/out/alice", ["#"], "another agent's topic"),
-    ("operator/kitchen/status", ["#"], None),
-    ("operator/agentx/out", ["#"], None),
-    ("devices/lamp/replies", ["#"], None),
-    ("devices/lamp/replies", [], "custom reply topics are off"),
-    ("devices/alice/replies", ["devices/{client}/replies"], None),
-    ("devices/bob/replies", ["devices/{client}/replies"], "matches none"),
-    ("devices/alice", ["devices/{client}/replies"], "matches none"),
-    ("panel/a/b/c", ["x/y", "panel/+/#"], None),
-    ("panel", ["panel/#"], None),  # as in MQTT, "a/#" matches "a" too
-    ("panels/a", ["panel/#"], "matches none"),
-    ("panel/a/b", ["panel/+"], "matches none"),
-])
+@pytest.mark.parametrize(
+    "topic, allowed, refusal",
+    [
+        (OUT + "alice", [], None),
+        (OUT + "alice/panel", [], None),
+        (OUT + "alice", ["devices/#"], None),  # the sender's own out/ needs no filter
+        (OUT + "bob", ["#"], "replies go only to operator/agent/out/alice"),
+        (OUT + "alice2", ["#"], "replies go only to"),
+        (ERR + "alice", ["#"], "replies go only to"),
+        (ERR + "bob", ["#"], "replies go only to"),
+        ("operator/agent", ["#"], "replies go only to"),
+        ("operator/agent/out", ["#"], "replies go only to"),
+        ("operator/agent/whatever/x", ["#"], "replies go only to"),
+        (OUT + "bob", ["operator/agent/out/#"], "replies go only to"),  # a filter never opens the agent's topics
+        (IN + "alice", ["#"], "request topics"),
+        ("operator/kitchen/in/bob", ["#"], "another agent's topic"),
+        ("operator/kitchen/out/alice", ["#"], "another agent's topic"),
+        ("operator/kitchen/status", ["#"], None),
+        ("operator/agentx/out", ["#"], None),
+        ("devices/lamp/replies", ["#"], None),
+        ("devices/lamp/replies", [], "custom reply topics are off"),
+        ("devices/alice/replies", ["devices/{client}/replies"], None),
+        ("devices/bob/replies", ["devices/{client}/replies"], "matches none"),
+        ("devices/alice", ["devices/{client}/replies"], "matches none"),
+        ("panel/a/b/c", ["x/y", "panel/+/#"], None),
+        ("panel", ["panel/#"], None),  # as in MQTT, "a/#" matches "a" too
+        ("panels/a", ["panel/#"], "matches none"),
+        ("panel/a/b", ["panel/+"], "matches none"),
+    ],
+)
 def test_reply_topic_rules(topic: str, allowed: list[str], refusal: str | None) -> None:
     problem = check_reply_topic(topic, "operator/agent", "alice", allowed=allowed)
     assert problem is None if refusal is None else (problem is not None and refusal in problem), problem
@@ -599,17 +693,56 @@ def test_config_rejects_wildcards_and_masks_the_password() -> None:
 
 def make_certificates(openssl: str, where: Path) -> dict[str, Path]:
     """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it."""
+
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], check=True, capture_output=True, cwd=where)
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-        "-subj", "/CN=operator-use test CA")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=operator-use test CA",
+    )
     (where / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
     for name in ("server", "client"):
-        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-            "-subj", f"/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
+        run(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            "-subj",
+            f"/CN={name}",
+        )
+        run(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            f"{name}.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        )
     return {n: where / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
 
 
@@ -618,21 +751,31 @@ async def test_tls_with_a_client_certificate(home: Path, tmp_path: Path) -> None
     certs = make_certificates(require_binary("openssl"), tmp_path)
     workdir = tmp_path / "tls-broker"
     workdir.mkdir()
-    tls_broker = Mosquitto(workdir, extra_conf=(f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\n"
-                                                f"keyfile {certs['server.key']}\nrequire_certificate true\n"))
+    tls_broker = Mosquitto(
+        workdir,
+        extra_conf=(
+            f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\n"
+            f"keyfile {certs['server.key']}\nrequire_certificate true\n"
+        ),
+    )
     await tls_broker.start()
     try:
         # Without a client certificate, or without our CA, the handshake fails and start() raises.
-        for kw in ({"tls_ca": certs["ca.crt"]}, {"tls": True, "tls_cert": certs["client.crt"],
-                                                "tls_key": certs["client.key"]}):
+        for kw in (
+            {"tls_ca": certs["ca.crt"]},
+            {"tls": True, "tls_cert": certs["client.crt"], "tls_key": certs["client.key"]},
+        ):
             with pytest.raises(aiomqtt.MqttError):
                 await MQTTChannel(config(tls_broker, timeout=2, **kw)).connect()
         secure = config(tls_broker, tls_ca=certs["ca.crt"], tls_cert=certs["client.crt"], tls_key=certs["client.key"])
-        tls = aiomqtt.TLSParameters(ca_certs=str(certs["ca.crt"]), certfile=str(certs["client.crt"]),
-                                    keyfile=str(certs["client.key"]))
+        tls = aiomqtt.TLSParameters(
+            ca_certs=str(certs["ca.crt"]), certfile=str(certs["client.crt"]), keyfile=str(certs["client.key"])
+        )
         async with FakeLLMServer(responder=scripted_responder) as server:
-            async with make_app(home, MQTTChannel(secure), llm(server)), \
-                    aiomqtt.Client("127.0.0.1", tls_broker.port, tls_params=tls) as client:
+            async with (
+                make_app(home, MQTTChannel(secure), llm(server)),
+                aiomqtt.Client("127.0.0.1", tls_broker.port, tls_params=tls) as client,
+            ):
                 await client.subscribe(OUT + "alice", qos=1)
                 await client.publish(IN + "alice", json.dumps({"text": "over tls", "id": "t1"}), qos=1)
                 async with asyncio.timeout(20):

@@ -19,8 +19,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE_FILES = ["SOUL.md", "RULES.md", "AGENTS.md", "USER.md", "CODE.md", "HEARTBEAT.md", "memory/MEMORY.md",
-                  "skills/README.md", "knowledge/README.md", "tools/README.md"]
+TEMPLATE_FILES = [
+    "SOUL.md",
+    "RULES.md",
+    "AGENTS.md",
+    "USER.md",
+    "CODE.md",
+    "HEARTBEAT.md",
+    "memory/MEMORY.md",
+    "skills/README.md",
+    "knowledge/README.md",
+    "tools/README.md",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +38,30 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("dist")
     # A clean copy: setuptools builds in the source tree, and a stale build/ there could leak into the wheel.
     source = tmp_path_factory.mktemp("src") / "operator-use"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "*.egg-info", "__pycache__",
-                                                                  "artifacts", ".pytest_cache"))
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "__pycache__", "artifacts", ".pytest_cache"
+        ),
+    )
     # Offline and quick: the test venv's setuptools instead of an isolated build environment.
     proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out),
-         str(source)], capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (built,) = out.glob("operator_use-*.whl")
     return built, proc.stdout + proc.stderr
@@ -56,23 +84,37 @@ def test_init_from_an_installed_wheel_fills_the_workspace(wheel: tuple[Path, str
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)
     py = env_dir / "bin" / "python"
-    purelib = Path(subprocess.check_output([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                           text=True).strip())
+    purelib = Path(
+        subprocess.check_output(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     # The dependencies come from the test venv (no network): its site-packages is appended to sys.path
     # after the fresh venv's own, so `operator_use` itself resolves to the installed wheel, not the checkout.
     (purelib / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index",
-                           str(built)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", str(built)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     home = tmp_path / "home"
     env = {**os.environ, "OPERATOR_HOME": str(home)}
     env.pop("PYTHONPATH", None)
-    where = subprocess.run([py, "-c", "import operator_use; print(operator_use.__file__)"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=60)
+    where = subprocess.run(
+        [py, "-c", "import operator_use; print(operator_use.__file__)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert where.stdout.startswith(str(purelib)), where.stdout + where.stderr
-    init = subprocess.run([env_dir / "bin" / "operator-use", "init"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    init = subprocess.run(
+        [env_dir / "bin" / "operator-use", "init"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert init.returncode == 0, init.stdout + init.stderr
     assert f"{len(TEMPLATE_FILES)} file(s) added" in init.stdout, init.stdout
     for rel in TEMPLATE_FILES:

@@ -32,8 +32,14 @@ CODE = re.compile(r"pairing approve ([A-Z2-9]{8})")
 
 async def cli(home: Path, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "operator_use", *args, env={**os.environ, "OPERATOR_HOME": str(home)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "operator_use",
+        *args,
+        env={**os.environ, "OPERATOR_HOME": str(home)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     return proc.returncode or 0, out.decode()
 
@@ -58,8 +64,11 @@ async def settle(app: App, channel: ChatChannel, n: int) -> None:
     await sync(channel, n)
     assert app.orchestrator is not None and app.orchestrator.strangers is not None
     await app.orchestrator.strangers.join()
-    answers = Counter(i.address.chat_id for i in app.bus.outgoing_log  # type: ignore[attr-defined]
-                      if isinstance(i, OutgoingMessage))
+    answers = Counter(
+        i.address.chat_id
+        for i in app.bus.outgoing_log  # type: ignore[attr-defined]
+        if isinstance(i, OutgoingMessage)
+    )
     await channel.wait_for(lambda: all(len(channel.texts(chat)) >= k for chat, k in answers.items()))
 
 
@@ -110,8 +119,11 @@ async def test_pairing_limits(home: Path) -> None:
             for who in ("u1", "u2", "u3", "u4"):
                 await channel.say("hi", user=who, chat=who)
             # A group chat never hands out codes.
-            await channel.emit(IncomingMessage(channel="test", chat_id="group", user_id="u5", is_direct=False,
-                                               parts=[TextPart(text="hi")]))
+            await channel.emit(
+                IncomingMessage(
+                    channel="test", chat_id="group", user_id="u5", is_direct=False, parts=[TextPart(text="hi")]
+                )
+            )
             await settle(app, channel, 1)
             assert all(CODE.search(channel.texts(w)[0]) for w in ("u1", "u2", "u3"))
             assert channel.texts("u4") == [] and channel.texts("group") == []
@@ -149,7 +161,7 @@ def test_a_corrupt_file_is_reported_and_left_alone(tmp_path: Path) -> None:
     req, _ = store.request("tg", "1")
     store.approve(req.code)  # type: ignore[union-attr]
     path.write_text('{"approved": {"tg:1": {}}, "pending": [')  # torn by hand
-    with pytest.raises(StoreCorrupt, match="pairing.json .* is corrupt and was left untouched"):
+    with pytest.raises(StoreCorrupt, match=r"pairing.json .* is corrupt and was left untouched"):
         store.approved()
     with pytest.raises(StoreCorrupt):
         store.request("tg", "2")
@@ -237,15 +249,17 @@ async def test_role_tool_permissions_and_agent_tools(home: Path) -> None:
     roles = {"helper": {"tools": ["read_*"]}}
     async with FakeLLMServer(responder=tool_responder) as server:
         channel = ChatChannel(ChannelConfig(enabled=True, allow_from=["alice"]))
-        app = build_app(home, channel, llm(server), security={"roles": roles},
-                        agent={"tools": ["read_file", "list_files", "web_*"]})
+        app = build_app(
+            home, channel, llm(server), security={"roles": roles}, agent={"tools": ["read_file", "list_files", "web_*"]}
+        )
         async with app:
             assert sorted(app.agent.tools.names()) == ["list_files", "read_file", "web_fetch", "web_search"]
             await channel.say("read_file", user="hal", chat="h")
             await channel.wait_for(lambda: "result: a note" in channel.texts("h"))
             await channel.say("list_files", user="hal", chat="h")
-            await channel.wait_for(lambda: "result: Error: list_files is not available to this user (role)."
-                                   in channel.texts("h"))
+            await channel.wait_for(
+                lambda: "result: Error: list_files is not available to this user (role)." in channel.texts("h")
+            )
             # alice (channel allowlist, no user record) has every tool the agent has.
             await channel.say("list_files", user="alice", chat="a")
             await channel.wait_for(lambda: any(t.startswith("result: note.txt") for t in channel.texts("a")))

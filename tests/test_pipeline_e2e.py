@@ -77,8 +77,13 @@ async def test_two_parallel_tool_calls_in_one_turn(home: Path, provider: str) ->
         return f"sunny in {p.city}"
 
     script = [
-        Reply(text="Checking both.", tool_calls=[{"name": "weather", "arguments": {"city": "Paris"}},
-                                                  {"name": "weather", "arguments": {"city": "Oslo"}}]),
+        Reply(
+            text="Checking both.",
+            tool_calls=[
+                {"name": "weather", "arguments": {"city": "Paris"}},
+                {"name": "weather", "arguments": {"city": "Oslo"}},
+            ],
+        ),
         Reply(text="Paris and Oslo are both sunny."),
     ]
     async with FakeLLMServer(script) as server:
@@ -128,8 +133,9 @@ async def test_max_iterations_reached(home: Path) -> None:
     loop_forever = lambda request: Reply(tool_calls=[{"name": "again", "arguments": {}}])  # noqa: E731
     async with FakeLLMServer(responder=loop_forever) as server:
         channel = ChatChannel()
-        async with make_app(home, channel, openai_llm(server), tools=[Tool("again", "Again.", P, again)],
-                            max_iterations=3) as app:
+        async with make_app(
+            home, channel, openai_llm(server), tools=[Tool("again", "Again.", P, again)], max_iterations=3
+        ) as app:
             await channel.say("loop")
             await channel.wait_for(lambda: len(channel.finalized()) == 1)
             assert len(server.requests) == 3
@@ -203,7 +209,9 @@ async def test_tool_context_never_leaks_between_chats(home: Path) -> None:
             await gates.wait_entered("A", "B")
             gates.release["B"].set()
             gates.release["A"].set()
-            await channel.wait_for(lambda: len(channel.finalized("chatA")) == 1 and len(channel.finalized("chatB")) == 1)
+            await channel.wait_for(
+                lambda: len(channel.finalized("chatA")) == 1 and len(channel.finalized("chatB")) == 1
+            )
             assert gates.seen["A"] == [("chatA", "chatA"), ("chatA", "chatA")]
             assert gates.seen["B"] == [("chatB", "chatB"), ("chatB", "chatB")]
             assert channel.texts("chatA") == ["done: gate A opened in chat chatA"]

@@ -39,8 +39,7 @@ def escape(marker: str) -> str:
     """Leaves the command's session and process group (setsid), its parent exits at once: it used to be
     reparented to init and outlive stop_process, /stop, /new and shutdown. The command goes on once the
     escapee has started."""
-    return (f"setsid sh -c 'sleep {marker} & echo $! > esc.{marker}' & "
-            f"until [ -s esc.{marker} ]; do sleep 0.01; done; ")
+    return f"setsid sh -c 'sleep {marker} & echo $! > esc.{marker}' & until [ -s esc.{marker} ]; do sleep 0.01; done; "
 
 
 def processes() -> dict[int, tuple[int, list[bytes]]]:
@@ -62,8 +61,7 @@ def processes() -> dict[int, tuple[int, list[bytes]]]:
 
 def alive_with(marker: str) -> list[int]:
     """Processes whose command line contains `marker` (this test process aside)."""
-    return [pid for pid, (_, argv) in processes().items()
-            if marker.encode() in b" ".join(argv) and pid != os.getpid()]
+    return [pid for pid, (_, argv) in processes().items() if marker.encode() in b" ".join(argv) and pid != os.getpid()]
 
 
 def sleepers(marker: str, below: int | None = None) -> list[int]:
@@ -77,8 +75,11 @@ def sleepers(marker: str, below: int | None = None) -> list[int]:
                 return True
         return False
 
-    return [pid for pid, (_, argv) in procs.items()
-            if argv[:2] == [b"sleep", marker.encode()] and (below is None or descends(pid))]
+    return [
+        pid
+        for pid, (_, argv) in procs.items()
+        if argv[:2] == [b"sleep", marker.encode()] and (below is None or descends(pid))
+    ]
 
 
 async def until(condition: Callable[[], object], within: float = 10.0) -> None:
@@ -256,14 +257,22 @@ async def test_stop_and_new_end_the_conversations_processes(home: Path, command:
         async with app:
             await channel.say("start a server", chat="c1")
             await channel.say("start a server", chat="c2")
-            await channel.wait_for(lambda: any(t.startswith("result: Started p") for t in channel.texts("c1"))
-                                   and any(t.startswith("result: Started p") for t in channel.texts("c2")))
+            await channel.wait_for(
+                lambda: (
+                    any(t.startswith("result: Started p") for t in channel.texts("c1"))
+                    and any(t.startswith("result: Started p") for t in channel.texts("c2"))
+                )
+            )
             mine = list(app.protection.processes.of("test:c1").values())
             theirs = list(app.protection.processes.of("test:c2").values())
             assert len(mine) == 1 and len(theirs) == 1
             await channel.say(command, chat="c1")
-            await channel.wait_for(lambda: any(t in ("Stopped.", "Started a new conversation. The previous one was "
-                                                     "archived.") for t in channel.texts("c1")))
+            await channel.wait_for(
+                lambda: any(
+                    t in ("Stopped.", "Started a new conversation. The previous one was archived.")
+                    for t in channel.texts("c1")
+                )
+            )
             await asyncio.wait_for(mine[0].proc.wait(), 10)
             assert mine[0].proc.returncode == -15
             # The other conversation's process is untouched.
@@ -293,8 +302,9 @@ def escaping_responder(marker: str) -> Callable[[FakeRequest], Reply]:
         result = request.last_tool_result()
         if result is not None:
             return Reply(text=f"result: {result}")
-        return Reply(tool_calls=[{"name": "start_process",
-                                  "arguments": {"command": escape(marker) + "echo up; exec sleep 300"}}])
+        return Reply(
+            tool_calls=[{"name": "start_process", "arguments": {"command": escape(marker) + "echo up; exec sleep 300"}}]
+        )
 
     return respond
 
@@ -309,8 +319,12 @@ async def test_stop_new_and_shutdown_end_what_left_the_process_group(home: Path,
         async with app:
             await channel.say("start a server", chat="c1")
             await channel.say("start a server", chat="c2")
-            await channel.wait_for(lambda: any(t.startswith("result: Started p") for t in channel.texts("c1"))
-                                   and any(t.startswith("result: Started p") for t in channel.texts("c2")))
+            await channel.wait_for(
+                lambda: (
+                    any(t.startswith("result: Started p") for t in channel.texts("c1"))
+                    and any(t.startswith("result: Started p") for t in channel.texts("c2"))
+                )
+            )
             [mine] = app.protection.processes.of("test:c1").values()
             [theirs] = app.protection.processes.of("test:c2").values()
             my_escapee, their_escapee = await escaped(mine, marker), await escaped(theirs, marker)

@@ -106,8 +106,9 @@ async def test_a_fifo_does_not_hang_the_turn(workspace: Path) -> None:
 
 async def test_a_huge_file_is_capped(workspace: Path, caplog: pytest.LogCaptureFixture) -> None:
     line = "- the user likes tea\n"
-    (workspace / "memory" / "MEMORY.md").write_text("# Memory\n" + line * (5 * 1024 * 1024 // len(line))
-                                                    + "END-OF-THE-HUGE-FILE\n")
+    (workspace / "memory" / "MEMORY.md").write_text(
+        "# Memory\n" + line * (5 * 1024 * 1024 // len(line)) + "END-OF-THE-HUGE-FILE\n"
+    )
     with caplog.at_level(logging.WARNING, logger="operator_use.agent.context"):
         prompt = await prompt_of(workspace)
     assert "END-OF-THE-HUGE-FILE" not in prompt
@@ -138,8 +139,9 @@ async def test_skills_are_confined_too(workspace: Path, tmp_path: Path) -> None:
         assert entry not in prompt
 
 
-async def test_a_skills_directory_outside_the_workspace_is_not_listed(workspace: Path, tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_skills_directory_outside_the_workspace_is_not_listed(
+    workspace: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     outside = tmp_path / "outside-skills"
     (outside / "secret").mkdir(parents=True)
     (outside / "secret" / "SKILL.md").write_text(f"description: {SECRET}\n")
@@ -183,8 +185,10 @@ async def test_a_sandboxed_shell_command_cannot_leak_the_api_key_into_the_prompt
     the config and to the agent's /proc environ; the next request to the LLM carries neither."""
     require_binary("bwrap")
     (home / "config.yaml").write_text(f"llm:\n  api_key: {SECRET}\n")
-    command = f"ln -s {home}/config.yaml USER.md.new && mv -f USER.md.new USER.md && " \
-              "ln -sf /proc/self/environ AGENTS.md && echo planted"
+    command = (
+        f"ln -s {home}/config.yaml USER.md.new && mv -f USER.md.new USER.md && "
+        "ln -sf /proc/self/environ AGENTS.md && echo planted"
+    )
 
     def respond(request: FakeRequest) -> Reply:
         result = request.last_tool_result()
@@ -196,9 +200,13 @@ async def test_a_sandboxed_shell_command_cannot_leak_the_api_key_into_the_prompt
 
     async with FakeLLMServer(responder=respond) as server:
         channel = ChatChannel()
-        app = build_app(home, channel, OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
-                        agent={"tools": ["run_shell"], "approvals": {"allow": ["run_shell"]}},
-                        tools={"shell": {"isolation": "bwrap"}})
+        app = build_app(
+            home,
+            channel,
+            OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
+            agent={"tools": ["run_shell"], "approvals": {"allow": ["run_shell"]}},
+            tools={"shell": {"isolation": "bwrap"}},
+        )
         async with app:
             await channel.say("plant")
             await channel.wait_for(lambda: any(t.startswith("result:") for t in channel.texts()))

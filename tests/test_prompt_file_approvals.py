@@ -38,8 +38,12 @@ def calling(name: str, arguments: dict[str, Any]) -> Responder:
 
 
 def file_app(home: Path, channel: ChatChannel, server: FakeLLMServer, **approvals: Any):  # type: ignore[no-untyped-def]
-    return build_app(home, channel, OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
-                     agent={"tools": ["write_file", "edit_file"], "approvals": approvals})
+    return build_app(
+        home,
+        channel,
+        OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
+        agent={"tools": ["write_file", "edit_file"], "approvals": approvals},
+    )
 
 
 def finals(channel: ChatChannel) -> list[str]:
@@ -63,8 +67,10 @@ async def test_a_write_to_soul_md_waits_for_approval(workspace: Path) -> None:
             await channel.say("rewrite yourself")
             await channel.wait_for(lambda: approval_id(channel.texts()) is not None)
             request = next(t for t in channel.texts() if approval_id([t]))
-            assert request.startswith("Approve write_file? It writes SOUL.md, which is part of the agent's system "
-                                      "prompt for every later turn.")
+            assert request.startswith(
+                "Approve write_file? It writes SOUL.md, which is part of the agent's system "
+                "prompt for every later turn."
+            )
             assert json.dumps(EVIL) in request  # the exact content is shown
             assert (workspace / "SOUL.md").read_text() == original  # held until someone answers
             await channel.say(f"/deny {approval_id(channel.texts())}")
@@ -90,8 +96,10 @@ async def test_a_write_to_code_md_waits_for_approval_by_default(workspace: Path)
             await channel.say("change how you code")
             await channel.wait_for(lambda: approval_id(channel.texts()) is not None)
             request = next(t for t in channel.texts() if approval_id([t]))
-            assert request.startswith("Approve write_file? It writes CODE.md, which is part of the agent's system "
-                                      "prompt for every later turn.")
+            assert request.startswith(
+                "Approve write_file? It writes CODE.md, which is part of the agent's system "
+                "prompt for every later turn."
+            )
             assert (workspace / "CODE.md").read_text() == original
             await channel.say(f"/deny {approval_id([request])}")
             await channel.wait_for(lambda: len(finals(channel)) == 1)

@@ -36,9 +36,9 @@ def leaky(ctx, p):  # type: ignore[no-untyped-def]
     raise RuntimeError(f"upstream refused Authorization: Bearer {API_KEY}")
 
 
-async def test_secrets_stay_out_of_logs_tools_history_and_chat(home: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+async def test_secrets_stay_out_of_logs_tools_history_and_chat(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("OPERATOR_LLM__API_KEY", API_KEY)
     monkeypatch.setenv("OPERATOR_CHANNELS__WEB__TOKEN", BOT_TOKEN)
     caplog.set_level(logging.DEBUG)
@@ -51,8 +51,16 @@ async def test_secrets_stay_out_of_logs_tools_history_and_chat(home: Path, tmp_p
     script = [
         # Turn 1: a tool that logs and raises with the key, then the shell printing the env and a file.
         Reply(tool_calls=[{"name": "leaky", "arguments": {}}]),
-        Reply(tool_calls=[{"name": "run_shell", "arguments": {
-            "command": 'echo "key=$OPERATOR_LLM__API_KEY"; env | grep -c OPERATOR_ ; cat creds.txt'}}]),
+        Reply(
+            tool_calls=[
+                {
+                    "name": "run_shell",
+                    "arguments": {
+                        "command": 'echo "key=$OPERATOR_LLM__API_KEY"; env | grep -c OPERATOR_ ; cat creds.txt'
+                    },
+                }
+            ]
+        ),
         Reply(text="Both tools are done."),
         # Turn 2: the provider refuses the key and quotes it back, as real providers do (partially).
         ErrorTurn(status=401, message=f"Incorrect API key provided: {API_KEY}"),
@@ -101,8 +109,16 @@ async def test_secrets_stay_out_of_logs_tools_history_and_chat(home: Path, tmp_p
 
 def test_secret_values_come_from_the_config_and_credential_variables() -> None:
     config = load_config(llm={"api_key": "config-key-123"}, channels={"web": {"token": "web-token-456"}})
-    found = secret_values(config, {"OPENAI_API_KEY": "env-key-789", "HOME": "/root", "GITHUB_TOKEN": "ghp_abc123",
-                                   "OPERATOR_LLM__API_KEY": "config-key-123", "SHORT_TOKEN": "abc"})
+    found = secret_values(
+        config,
+        {
+            "OPENAI_API_KEY": "env-key-789",
+            "HOME": "/root",
+            "GITHUB_TOKEN": "ghp_abc123",
+            "OPERATOR_LLM__API_KEY": "config-key-123",
+            "SHORT_TOKEN": "abc",
+        },
+    )
     assert found == {"config-key-123", "web-token-456", "env-key-789", "ghp_abc123"}
 
 

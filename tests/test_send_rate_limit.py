@@ -28,8 +28,14 @@ pytestmark = pytest.mark.timeout(30)
 TWITCH = {"can_edit": False, "max_length": 500, "edit_interval": 0.0, "formatting": "plain"}
 
 
-def limited(name: str = "tw", rate: tuple[int, float] = (20, 30.0), *, clock: FakeClock | None = None,
-            each_chunk: bool = False, **caps) -> RecordingChannel:
+def limited(
+    name: str = "tw",
+    rate: tuple[int, float] = (20, 30.0),
+    *,
+    clock: FakeClock | None = None,
+    each_chunk: bool = False,
+    **caps,
+) -> RecordingChannel:
     ch = RecordingChannel(name, clock=clock, **{**TWITCH, **caps})
     ch.capabilities = ch.capabilities.model_copy(update={"rate_limit": rate, "reply_each_chunk": each_chunk})
     return ch
@@ -37,7 +43,7 @@ def limited(name: str = "tw", rate: tuple[int, float] = (20, 30.0), *, clock: Fa
 
 def within_rate(times: list[float], count: int, seconds: float) -> bool:
     """No `seconds`-long window holds more than `count` of these (sorted) times."""
-    return all(b - a >= seconds - 1e-9 for a, b in zip(times, times[count:]))
+    return all(b - a >= seconds - 1e-9 for a, b in zip(times, times[count:], strict=False))
 
 
 def sentences(total: int) -> str:
@@ -99,11 +105,18 @@ async def test_streams_of_different_threads_share_the_chat_budget():
     for user in ("u1", "u2"):
         address = Address(channel="tw", chat_id="c1", thread_id=user)
         await ed.handle(ch, StreamStart(address=address, stream_id=user))
-        await ed.handle(ch, StreamDelta(address=address, stream_id=user,
-                                        delta="\n\n".join(f"{user} paragraph {i}." for i in range(4))))
-    await clock.drive(asyncio.gather(*(
-        ed.handle(ch, StreamDone(address=Address(channel="tw", chat_id="c1", thread_id=u), stream_id=u))
-        for u in ("u1", "u2"))))
+        await ed.handle(
+            ch,
+            StreamDelta(address=address, stream_id=user, delta="\n\n".join(f"{user} paragraph {i}." for i in range(4))),
+        )
+    await clock.drive(
+        asyncio.gather(
+            *(
+                ed.handle(ch, StreamDone(address=Address(channel="tw", chat_id="c1", thread_id=u), stream_id=u))
+                for u in ("u1", "u2")
+            )
+        )
+    )
     sends = ch.of("send")
     assert within_rate([c.at for c in sends], 3, 10.0)
     for user in ("u1", "u2"):

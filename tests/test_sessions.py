@@ -43,8 +43,9 @@ async def test_a_history_whose_writer_was_killed_mid_line_loads(tmp_path: Path) 
 
         asyncio.run(main())
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE, text=True
+    )
     try:
         # Blocks until the writer says the half line is on disk (or exits): no timing involved.
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
@@ -64,7 +65,9 @@ async def test_corrupt_middle_line_is_skipped_not_fatal(tmp_path: Path) -> None:
     store = SessionStore(tmp_path)
     path = store.path_for("x:1")
     path.parent.mkdir(parents=True)
-    path.write_text(HumanMessage(content="a").model_dump_json() + "\n{not json\n" + AIMessage(content="b").model_dump_json() + "\n")
+    path.write_text(
+        HumanMessage(content="a").model_dump_json() + "\n{not json\n" + AIMessage(content="b").model_dump_json() + "\n"
+    )
     assert [m.content for m in (await store.load("x:1")).messages] == ["a", "b"]
 
 
@@ -82,11 +85,13 @@ async def test_keys_with_threads_and_odd_characters_round_trip(tmp_path: Path) -
 def _conversation(rng: random.Random, turns: int) -> list:  # type: ignore[type-arg]
     out: list = []  # type: ignore[type-arg]
     n = 0
-    for t in range(turns):
+    for _t in range(turns):
         out.append(HumanMessage(content="q" * rng.randint(1, 400)))
         for _ in range(rng.randint(0, 3)):
-            calls = [ToolCall(id=f"c{(n := n + 1)}", name="t", arguments={"x": "y" * rng.randint(0, 300)})
-                     for _ in range(rng.randint(1, 3))]
+            calls = [
+                ToolCall(id=f"c{(n := n + 1)}", name="t", arguments={"x": "y" * rng.randint(0, 300)})
+                for _ in range(rng.randint(1, 3))
+            ]
             out.append(AIMessage(content="thinking" * rng.randint(0, 3), tool_calls=calls))
             out.extend(ToolMessage(tool_call_id=c.id, name="t", content="r" * rng.randint(1, 2000)) for c in calls)
         out.append(AIMessage(content="a" * rng.randint(1, 600)))
@@ -104,7 +109,7 @@ def test_truncation_never_splits_a_tool_call_from_its_result() -> None:
         results = {m.tool_call_id for m in kept if isinstance(m, ToolMessage)}
         assert calls == results, f"trial {trial}: calls and results separated"
         # Kept messages are a suffix of the conversation, in order.
-        assert messages[-len(kept):] == kept
+        assert messages[-len(kept) :] == kept
         last_question = max(i for i, m in enumerate(messages) if isinstance(m, HumanMessage))
         current_turn = messages[last_question:]
         if len(kept) > len(current_turn):
@@ -188,8 +193,12 @@ async def test_a_line_glued_onto_a_torn_one_is_recovered(tmp_path: Path) -> None
     store = SessionStore(tmp_path)
     torn = HumanMessage(content="torn " * 20).model_dump_json()
     glued = torn[: len(torn) // 2] + AIMessage(content="two").model_dump_json()
-    lines = [HumanMessage(content="one").model_dump_json(), glued, "{not json",
-             HumanMessage(content="three").model_dump_json()]
+    lines = [
+        HumanMessage(content="one").model_dump_json(),
+        glued,
+        "{not json",
+        HumanMessage(content="three").model_dump_json(),
+    ]
     path = store.path_for("x:1")
     path.parent.mkdir(parents=True)
     path.write_text("\n".join(lines) + "\n")
@@ -220,8 +229,9 @@ async def test_a_key_too_long_for_a_file_name_is_stored_listed_and_archived(tmp_
 KEYS = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=400)
 
 
-@settings(max_examples=1000, derandomize=True, database=None, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=1000, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(KEYS)
 def test_every_key_maps_to_one_safe_file_name(key: str) -> None:
     name = session_store._filename(key)

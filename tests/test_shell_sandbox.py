@@ -76,16 +76,19 @@ def sandbox_python() -> str:
     own Python may live in its home)."""
     for candidate in (os.path.realpath(sys.executable), "/usr/bin/python3", "/usr/local/bin/python3"):
         path = Path(candidate)
-        if os.geteuid() != 0 or (path.exists() and path.stat().st_mode & 0o001
-                                 and all(p.stat().st_mode & 0o001 for p in path.parents)):
+        if os.geteuid() != 0 or (
+            path.exists() and path.stat().st_mode & 0o001 and all(p.stat().st_mode & 0o001 for p in path.parents)
+        ):
             return candidate
     pytest.skip("no Python that every user may run")
 
 
 def connect_probe(port: int) -> str:
-    code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), 3).close(); print('CONNECTED')\n"
-            "except OSError as e:\n    print('NO-NETWORK', e)")
-    return f"{sandbox_python()} -c \"{code}\""
+    code = (
+        f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), 3).close(); print('CONNECTED')\n"
+        "except OSError as e:\n    print('NO-NETWORK', e)"
+    )
+    return f'{sandbox_python()} -c "{code}"'
 
 
 async def test_writes_outside_the_workspace_fail(dirs: tuple[Path, Path]) -> None:
@@ -157,8 +160,10 @@ async def test_the_data_home_is_hidden_but_its_workspace_is_not(tmp_path: Path) 
         (home / "workspace").mkdir(parents=True)
         (home / "config.yaml").write_text("llm: {api_key: sk-very-secret}\n")
         tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap"), hide=(home,)))[0]
-        result = await tool.run(ctx_for(home / "workspace"), {"command": f"ls -a {home}; cat {home}/config.yaml; "
-                                                                          "echo hi > here.txt; cat here.txt"})
+        result = await tool.run(
+            ctx_for(home / "workspace"),
+            {"command": f"ls -a {home}; cat {home}/config.yaml; echo hi > here.txt; cat here.txt"},
+        )
         assert "sk-very-secret" not in result.content and "No such file" in result.content
         assert (home / "workspace" / "here.txt").read_text() == "hi\n"
         # A workspace elsewhere: the home is hidden after the workspace is bound.
@@ -183,9 +188,15 @@ async def test_the_host_is_out_of_reach_through_the_agents_proc_root(dirs: tuple
         (home / "config.yaml").write_text("llm: {api_key: sk-very-secret}\n")
         tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap"), hide=(home,)))[0]
         root = f"/proc/{os.getpid()}/root"
-        result = await tool.run(ctx_for(home / "workspace"), {"command": (
-            f"cat {root}{home}/config.yaml; echo out > {root}{outside}/escape.txt; "
-            f"ls {root}{home} | sed 's/^/entry: /'")})
+        result = await tool.run(
+            ctx_for(home / "workspace"),
+            {
+                "command": (
+                    f"cat {root}{home}/config.yaml; echo out > {root}{outside}/escape.txt; "
+                    f"ls {root}{home} | sed 's/^/entry: /'"
+                )
+            },
+        )
         assert not result.is_error, result.content
         assert "sk-very-secret" not in result.content and "entry: config.yaml" not in result.content, result.content
         assert not (outside / "escape.txt").exists()
@@ -221,8 +232,7 @@ def escape() -> Iterator[tuple[str, str]]:
     """A command part whose `sleep` leaves the process group (setsid) and is orphaned at once, and its marker.
     The command goes on once that sleep has started."""
     marker = f"{random.randint(5000, 9999)}.{uuid.uuid4().int % 10**9}"
-    yield (f"setsid sh -c 'sleep {marker} & echo $! > esc.pid' & until [ -s esc.pid ]; do sleep 0.01; done; ",
-           marker)
+    yield (f"setsid sh -c 'sleep {marker} & echo $! > esc.pid' & until [ -s esc.pid ]; do sleep 0.01; done; ", marker)
     for pid in sleepers(marker):  # a failing test must not leave it running
         os.kill(pid, signal.SIGKILL)
 
@@ -230,13 +240,14 @@ def escape() -> Iterator[tuple[str, str]]:
 async def gone(marker: str, within: float = 10.0) -> bool:
     """Poll until no such sleep is left, for at most `within` seconds (a bound, not a wait for time)."""
     async with asyncio.timeout(within):
-        while sleepers(marker):
+        while sleepers(marker):  # noqa: ASYNC110 — processes have no event to await: read from the OS
             await asyncio.sleep(0.02)
     return True
 
 
-async def test_what_left_the_group_ends_with_the_sandboxed_command(dirs: tuple[Path, Path],
-                                                                   escape: tuple[str, str]) -> None:
+async def test_what_left_the_group_ends_with_the_sandboxed_command(
+    dirs: tuple[Path, Path], escape: tuple[str, str]
+) -> None:
     ws, _ = dirs
     part, marker = escape
     tool = shell_tools(isolation=Isolation(ShellConfig(isolation="bwrap")))[0]
@@ -249,15 +260,16 @@ async def test_what_left_the_group_ends_with_the_sandboxed_command(dirs: tuple[P
     assert await gone(marker)
 
 
-async def test_what_left_the_group_ends_with_a_sandboxed_background_process(dirs: tuple[Path, Path],
-                                                                            escape: tuple[str, str]) -> None:
+async def test_what_left_the_group_ends_with_a_sandboxed_background_process(
+    dirs: tuple[Path, Path], escape: tuple[str, str]
+) -> None:
     ws, _ = dirs
     part, marker = escape
     manager = ProcessManager(ProcessesConfig(), Isolation(ShellConfig(isolation="bwrap")))
     ctx = ctx_for(ws)
     bp = await manager.start(ctx, part + "echo up; exec sleep 300")
     async with asyncio.timeout(10):
-        while not sleepers(marker):
+        while not sleepers(marker):  # noqa: ASYNC110 — processes have no event to await: read from the OS
             await asyncio.sleep(0.02)
     assert await manager.stop_session(ctx.session_key) == 1
     assert await gone(marker)
@@ -284,10 +296,13 @@ async def test_a_root_agents_sandboxed_command_cannot_change_kernel_settings(dir
     as_root()
     ws, _ = dirs
     before = CORE_PATTERN.read_text()
-    out = await run(ws, f"v=$(cat {CORE_PATTERN}) && printf '%s\\n' \"$v\" > {CORE_PATTERN} && echo SYSCTL-WRITTEN; "
-                        "find /proc/sys -type f -writable ! -perm -o=w 2>/dev/null | sed 's/^/writable: /'; "
-                        "[ -e /proc/sysrq-trigger ] && [ -w /proc/sysrq-trigger ] && echo SYSRQ-WRITABLE; "
-                        "echo checked")
+    out = await run(
+        ws,
+        f"v=$(cat {CORE_PATTERN}) && printf '%s\\n' \"$v\" > {CORE_PATTERN} && echo SYSCTL-WRITTEN; "
+        "find /proc/sys -type f -writable ! -perm -o=w 2>/dev/null | sed 's/^/writable: /'; "
+        "[ -e /proc/sysrq-trigger ] && [ -w /proc/sysrq-trigger ] && echo SYSRQ-WRITABLE; "
+        "echo checked",
+    )
     assert CORE_PATTERN.read_text() == before
     assert "checked" in out and "Permission denied" in out, out
     assert "SYSCTL-WRITTEN" not in out and "writable:" not in out and "SYSRQ-WRITABLE" not in out, out
@@ -319,9 +334,11 @@ async def test_a_root_agents_sandboxed_command_cannot_use_roots_unix_sockets(dir
     server = await asyncio.start_unix_server(on_connect, path)
     try:
         path.chmod(0o600)
-        code = (f"import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('{path}'); print('CONNECTED')\n"
-                "except OSError as e:\n    print('REFUSED', e)")
-        out = await run(ws, f"{sandbox_python()} -c \"{code}\"")
+        code = (
+            f"import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect('{path}'); print('CONNECTED')\n"
+            "except OSError as e:\n    print('REFUSED', e)"
+        )
+        out = await run(ws, f'{sandbox_python()} -c "{code}"')
     finally:
         server.close()
         await server.wait_closed()
@@ -337,9 +354,12 @@ async def test_a_root_agents_sandboxed_command_still_works_in_the_workspace(dirs
     (ws / "old.txt").write_text("old\n")
     (ws / "sub").mkdir()
     (ws / "sub" / "deep.txt").write_text("deep\n")
-    out = await run(ws, "echo more >> old.txt && echo ok1; echo more >> sub/deep.txt && echo ok2; "
-                        "mkdir -p sub/new && echo new > sub/new/f.txt && echo ok3; "
-                        "touch /tmp/t \"$HOME/h\" && echo ok4")
+    out = await run(
+        ws,
+        "echo more >> old.txt && echo ok1; echo more >> sub/deep.txt && echo ok2; "
+        "mkdir -p sub/new && echo new > sub/new/f.txt && echo ok3; "
+        'touch /tmp/t "$HOME/h" && echo ok4',
+    )
     assert all(f"ok{i}" in out for i in range(1, 5)), out
     assert (ws / "old.txt").read_text() == "old\nmore\n" and (ws / "sub" / "new" / "f.txt").read_text() == "new\n"
     (ws / "later.txt").write_text("later\n")  # as the agent's write_file does, after the first command
@@ -356,8 +376,11 @@ async def test_a_root_agents_sandboxed_command_can_use_git_in_the_workspace(dirs
     identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
     for args in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "one", "--allow-empty"]):
         subprocess.run([git, *args], cwd=ws, check=True, capture_output=True)
-    out = await run(ws, "echo x > f.txt && git add f.txt && git -c user.name=t -c user.email=t@example.com "
-                        "commit -qm two && git log --oneline | wc -l")
+    out = await run(
+        ws,
+        "echo x > f.txt && git add f.txt && git -c user.name=t -c user.email=t@example.com "
+        "commit -qm two && git log --oneline | wc -l",
+    )
     assert out.startswith("2\n[exit code 0]"), out
 
 

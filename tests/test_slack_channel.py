@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import time
@@ -69,16 +70,23 @@ class ObservedSlack(SlackChannel):
 
 
 def slack_config(slack: FakeSlackServer, **overrides: Any) -> SlackConfig:
-    settings: dict[str, Any] = dict(enabled=True, bot_token=slack.bot_token, app_token=slack.app_token,
-                                    api_base_url=slack.api_base_url, allow_from=ALLOWED, admins=["U1"],
-                                    edit_interval=0.05)
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "bot_token": slack.bot_token,
+        "app_token": slack.app_token,
+        "api_base_url": slack.api_base_url,
+        "allow_from": ALLOWED,
+        "admins": ["U1"],
+        "edit_interval": 0.05,
+    }
     settings.update(overrides)
     return SlackConfig(**settings)
 
 
 @asynccontextmanager
-async def slack_app(home: Path, slack: FakeSlackServer, llm_server: FakeLLMServer, *, tools: list[Tool] | None = None,
-                    **config: Any) -> AsyncIterator[tuple[App, ObservedSlack]]:
+async def slack_app(
+    home: Path, slack: FakeSlackServer, llm_server: FakeLLMServer, *, tools: list[Tool] | None = None, **config: Any
+) -> AsyncIterator[tuple[App, ObservedSlack]]:
     channel = ObservedSlack(slack_config(slack, **config), workspace=home / "workspace")
     llm = OpenAILLM("fake-gpt", "test-key", base_url=llm_server.openai_base_url)
     async with make_app(home, channel, llm, tools=tools) as app:  # type: ignore[arg-type]
@@ -102,12 +110,15 @@ async def history(app: App, key: str) -> list[Any]:
 # --- acceptance -------------------------------------------------------------------------------
 
 
-async def test_dm_gets_a_streamed_reply_updated_in_place_and_finalized_once(home: Path,
-                                                                             caplog: pytest.LogCaptureFixture) -> None:
+async def test_dm_gets_a_streamed_reply_updated_in_place_and_finalized_once(
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     answer = "Here is a **bold** answer that arrives in many small pieces, edited in place as it grows."
-    async with FakeSlackServer() as slack, \
-            FakeLLMServer([Reply(text=answer, chunk_size=4, delay_per_chunk=0.02)]) as llm_server:
+    async with (
+        FakeSlackServer() as slack,
+        FakeLLMServer([Reply(text=answer, chunk_size=4, delay_per_chunk=0.02)]) as llm_server,
+    ):
         async with slack_app(home, slack, llm_server) as (app, channel):
             await slack.send_event(slack.message("hi there", user="U1", channel="D1"))
             await channel.wait_finalized(1)
@@ -120,7 +131,7 @@ async def test_dm_gets_a_streamed_reply_updated_in_place_and_finalized_once(home
             # Every update edited that same message, each with more of the answer (no no-op edits).
             assert all(c.params["ts"] == reply.ts for c in slack.calls_to("chat.update"))
             texts = [reply.text, *reply.updates]
-            assert all(len(a) < len(b) for a, b in zip(texts, texts[1:]))
+            assert all(len(a) < len(b) for a, b in itertools.pairwise(texts))
             assert user_texts(llm_server) == ["hi there"]
             assert [m.role for m in await history(app, "slack:D1")] == ["human", "ai"]
             # The bot's own posts and edits came back as events and were acknowledged, not answered.
@@ -149,9 +160,10 @@ async def test_channel_mention_is_answered_in_its_thread_which_keeps_its_own_his
             assert "remember the word apple" in second_request
 
             # Not for the bot: channel chatter, and a thread it is not in.
-            ignored = [await slack.send_event(slack.message("just chatting", user="U1", channel="C1")),
-                       await slack.send_event(slack.message("side talk", user="U1", channel="C1",
-                                                            thread_ts=slack.new_ts()))]
+            ignored = [
+                await slack.send_event(slack.message("just chatting", user="U1", channel="C1")),
+                await slack.send_event(slack.message("side talk", user="U1", channel="C1", thread_ts=slack.new_ts())),
+            ]
             await slack.wait_for(lambda: all(slack.acked(e) for e in ignored))
 
             other = slack.message("<@UBOT> hello", user="U1", channel="C1")
@@ -180,8 +192,9 @@ async def test_audio_clip_is_transcribed_and_answered(home: Path) -> None:
         async with slack_app(home, slack, llm_server) as (app, channel):
             assert app.orchestrator is not None
             app.orchestrator.transcribe, app.orchestrator.speak = transcribe, None
-            clip = slack.add_file("audio_message.webm", "audio/webm", clip_bytes, subtype="slack_audio",
-                                  duration_ms=2300)
+            clip = slack.add_file(
+                "audio_message.webm", "audio/webm", clip_bytes, subtype="slack_audio", duration_ms=2300
+            )
             await slack.send_event(slack.message("", channel="D1", subtype="file_share", files=[clip]))
             await channel.wait_finalized(1)
             assert slack.posted[0].final_text == "You said: what is the capital of France"
@@ -196,11 +209,11 @@ async def test_a_spoken_clip_is_transcribed_by_whisper_and_answered_with_a_voice
     # What Slack's clip recorder uploads: AAC in an MP4 container, subtype slack_audio.
     pcm = await espeak_pcm("What is the capital of France?")
     data, mime = encode_as(pcm, "m4a")
-    async with FakeSlackServer() as slack, \
-            FakeLLMServer([Reply(text="Paris is the capital of France.")]) as llm_server:
+    async with FakeSlackServer() as slack, FakeLLMServer([Reply(text="Paris is the capital of France.")]) as llm_server:
         async with slack_app(home, slack, llm_server) as (_, channel):
-            clip = slack.add_file("audio_message.m4a", mime, data, subtype="slack_audio",
-                                  duration_ms=int(len(pcm) / 16))
+            clip = slack.add_file(
+                "audio_message.m4a", mime, data, subtype="slack_audio", duration_ms=int(len(pcm) / 16)
+            )
             await slack.send_event(slack.message("", channel="D1", subtype="file_share", files=[clip]))
             # Real speech-to-text (the bundled Whisper model) and text-to-speech: give them time.
             await slack.wait_for(lambda: any(u.completed for u in slack.uploads.values()), timeout=120)
@@ -215,8 +228,10 @@ async def test_a_spoken_clip_is_transcribed_by_whisper_and_answered_with_a_voice
 
 async def test_a_429_on_chat_update_loses_nothing(home: Path) -> None:
     answer = "A reply long enough to need several edits, so that one of them meets the rate limit."
-    async with FakeSlackServer() as slack, \
-            FakeLLMServer([Reply(text=answer, chunk_size=5, delay_per_chunk=0.02)]) as llm_server:
+    async with (
+        FakeSlackServer() as slack,
+        FakeLLMServer([Reply(text=answer, chunk_size=5, delay_per_chunk=0.02)]) as llm_server,
+    ):
         # Two 429s: the SDK's retry handler waits out the first; the second reaches the gateway as
         # RetryAfter, which waits and then sends the latest text.
         slack.rate_limit("chat.update", times=2, retry_after=1)
@@ -233,7 +248,7 @@ async def test_a_429_on_chat_update_loses_nothing(home: Path) -> None:
 async def test_a_429_on_a_whole_message_is_retried_by_the_gateway(home: Path) -> None:
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
         slack.rate_limit("chat.postMessage", times=1, retry_after=1)
-        async with slack_app(home, slack, llm_server, rate_limit_retries=0) as (app, channel):
+        async with slack_app(home, slack, llm_server, rate_limit_retries=0) as (_app, channel):
             await slack.send_event(slack.message("/help", channel="D1"))
             await channel.wait_finalized(1)
             assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 200]
@@ -248,8 +263,10 @@ async def test_msg_too_long_is_cut_smaller_and_the_reply_arrives_whole(home: Pat
     # One long paragraph: the channel's own cut (at 4,000) ends at a sentence close to it, over Slack's 3,000.
     answer = " ".join(f"Sentence {i} says a little more." for i in range(220))
     assert 6000 < len(answer) < 8000
-    async with FakeSlackServer() as slack, \
-            FakeLLMServer([Reply(text=answer, chunk_size=200, delay_per_chunk=0.005)]) as llm_server:
+    async with (
+        FakeSlackServer() as slack,
+        FakeLLMServer([Reply(text=answer, chunk_size=200, delay_per_chunk=0.005)]) as llm_server,
+    ):
         # Slack counts differently from the 4,000 characters the channel declares: it says msg_too_long.
         slack.limit_text("chat.postMessage", 3000)
         slack.limit_text("chat.update", 3000)
@@ -271,10 +288,12 @@ async def test_a_refused_chunk_is_skipped_the_rest_arrives_and_the_user_is_told(
     after = "And the summary: " + " ".join(f"point{i}" for i in range(20)) + "."
     gates = Gates()
     # Three parts, a tool call (a gate the test opens) between each: shown, then refused, then the rest.
-    reply = [Reply(text=shown, chunk_size=8, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
-             # In one piece: no edit can show the start of the link before the rest arrives.
-             Reply(text=link, chunk_size=len(link), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
-             Reply(text=after, chunk_size=8)]
+    reply = [
+        Reply(text=shown, chunk_size=8, tool_calls=[{"name": "gate", "arguments": {"name": "a"}}]),
+        # In one piece: no edit can show the start of the link before the rest arrives.
+        Reply(text=link, chunk_size=len(link), tool_calls=[{"name": "gate", "arguments": {"name": "b"}}]),
+        Reply(text=after, chunk_size=8),
+    ]
     async with FakeSlackServer() as slack, FakeLLMServer(reply) as llm_server:
         # A Slack Connect channel whose admins block links to Slack files: only messages with one are refused.
         slack.refuse_when(lambda text: "files.slack.com" in text, "slack_connect_file_link_sharing_blocked")
@@ -326,7 +345,8 @@ async def test_refusals_reach_the_gateway_as_its_own_errors(home: Path) -> None:
 
 
 async def test_disconnect_envelope_mid_conversation_reconnects_and_nothing_is_lost_or_doubled(
-        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="operator_use.channels.slack")
     gates = Gates()
 
@@ -362,7 +382,10 @@ async def test_disconnect_envelope_mid_conversation_reconnects_and_nothing_is_lo
             await slack.send_event(slack.message("third", channel="D1"))
             await channel.wait_finalized(3)
             assert [p.final_text for p in slack.replies("D1")] == [
-                "Working on it,\n\nand done after the reconnect.", "You said: second", "You said: third"]
+                "Working on it,\n\nand done after the reconnect.",
+                "You said: second",
+                "You said: third",
+            ]
             assert user_texts(llm_server) == ["first", "first", "second", "third"]  # the 2nd: the tool result
             [env] = [e for e in slack.envelopes if e.envelope_id == second]
             assert env.deliveries == [1, 2]
@@ -371,10 +394,11 @@ async def test_disconnect_envelope_mid_conversation_reconnects_and_nothing_is_lo
 
 
 async def test_a_dropped_socket_reconnects_and_redelivered_events_are_answered_once(
-        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO, logger="operator_use.channels.slack")
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
-        async with slack_app(home, slack, llm_server, ping_interval=1.0) as (app, channel):
+        async with slack_app(home, slack, llm_server, ping_interval=1.0) as (_app, channel):
             await slack.send_event(slack.message("before", channel="D1"))
             await channel.wait_finalized(1)
             slack.allow_open.clear()
@@ -394,8 +418,10 @@ async def test_a_dropped_socket_reconnects_and_redelivered_events_are_answered_o
 async def test_an_unknown_user_is_refused(home: Path) -> None:
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
         async with slack_app(home, slack, llm_server) as (app, channel):
-            stranger = [await slack.send_event(slack.message("hello?", user="U666", channel="D666")),
-                        await slack.send_event(slack.message("/restart", user="U666", channel="D666"))]
+            stranger = [
+                await slack.send_event(slack.message("hello?", user="U666", channel="D666")),
+                await slack.send_event(slack.message("/restart", user="U666", channel="D666")),
+            ]
             mention = slack.message("<@UBOT> hey", user="U666", channel="C1")
             stranger.append(await slack.send_event(slack.mention(mention)))
             await slack.wait_for(lambda: all(slack.acked(e) for e in stranger))
@@ -419,8 +445,7 @@ async def test_the_bot_never_answers_itself(home: Path) -> None:
         async with slack_app(home, slack, llm_server, allow_from=["*"]) as (_, channel):
             own = [
                 slack.message("I am the bot", user="UBOT", channel="D1", bot_id="BBOT"),
-                slack.message("posted by the app", channel="D1", subtype="bot_message", bot_id="BBOT",
-                              user=None),
+                slack.message("posted by the app", channel="D1", subtype="bot_message", bot_id="BBOT", user=None),
                 slack.mention(slack.message("<@UBOT> talking to myself", user="UBOT", channel="C1")),
                 slack.message("edited", channel="D1", subtype="message_changed"),
             ]
@@ -443,8 +468,9 @@ async def test_images_go_to_the_model_and_other_files_to_the_workspace(home: Pat
         async with slack_app(home, slack, llm_server) as (_, channel):
             image = slack.add_file("cat.png", "image/png", png)
             pdf = slack.add_file("../../Q3 report.pdf", "application/pdf", b"%PDF-1.4 fake")
-            await slack.send_event(slack.message("look at these", channel="D1", subtype="file_share",
-                                                 files=[image, pdf]))
+            await slack.send_event(
+                slack.message("look at these", channel="D1", subtype="file_share", files=[image, pdf])
+            )
             await channel.wait_finalized(1)
             request = json.dumps(llm_server.requests[0]["messages"])
             assert "data:image/png;base64," in request
@@ -457,9 +483,11 @@ async def test_an_unknown_users_files_are_never_fetched_until_the_owner_approves
     inbox = home / "workspace" / "inbox"
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
         async with slack_app(home, slack, llm_server, pairing=True) as (_, channel):
-            files = [slack.add_file("cat.png", "image/png", b"\x89PNG\r\n\x1a\n"),
-                     slack.add_file("junk.bin", "application/octet-stream", b"x" * 4096),
-                     slack.add_file("clip.m4a", "audio/mp4", b"\0" * 64, subtype="slack_audio")]
+            files = [
+                slack.add_file("cat.png", "image/png", b"\x89PNG\r\n\x1a\n"),
+                slack.add_file("junk.bin", "application/octet-stream", b"x" * 4096),
+                slack.add_file("clip.m4a", "audio/mp4", b"\0" * 64, subtype="slack_audio"),
+            ]
             await slack.send_event(slack.message("", user="U666", channel="D666", subtype="file_share", files=files))
             # Files only, none fetched: the message still reached the orchestrator, which sent a pairing code.
             await channel.wait_finalized(1)
@@ -470,8 +498,9 @@ async def test_an_unknown_users_files_are_never_fetched_until_the_owner_approves
             assert rc == 0
             # Approved from the CLI (another process): the next file is fetched, as an allowed user's is.
             pdf = slack.add_file("notes.pdf", "application/pdf", b"%PDF from U666")
-            await slack.send_event(slack.message("read this", user="U666", channel="D666", subtype="file_share",
-                                                 files=[pdf]))
+            await slack.send_event(
+                slack.message("read this", user="U666", channel="D666", subtype="file_share", files=[pdf])
+            )
             await channel.wait_finalized(2)
             assert slack.downloads == [(pdf["id"], f"Bearer {slack.bot_token}")]
             assert [p.name for p in inbox.iterdir()] == [f"{pdf['id']}-notes.pdf"]
@@ -481,11 +510,17 @@ async def test_an_unknown_users_files_are_never_fetched_until_the_owner_approves
 async def test_a_refused_download_is_reported_not_lost(home: Path) -> None:
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
         async with slack_app(home, slack, llm_server) as (_, channel):
-            foreign = {"id": "FX", "name": "x.png", "mimetype": "image/png", "url_private": "https://evil.example/x.png"}
+            foreign = {
+                "id": "FX",
+                "name": "x.png",
+                "mimetype": "image/png",
+                "url_private": "https://evil.example/x.png",
+            }
             await slack.send_event(slack.message("see attached", channel="D1", subtype="file_share", files=[foreign]))
             await channel.wait_finalized(1)
-            assert user_texts(llm_server) == ["see attached\n[attachment x.png could not be read: no download URL "
-                                              "on a Slack host (evil.example)]"]
+            assert user_texts(llm_server) == [
+                "see attached\n[attachment x.png could not be read: no download URL on a Slack host (evil.example)]"
+            ]
             assert slack.downloads == []  # the token never went to another host
 
 
@@ -498,9 +533,15 @@ async def test_voice_replies_are_uploaded_in_three_steps(home: Path) -> None:
             await slack.wait_for(lambda: any(u.completed for u in slack.uploads.values()))
             [upload] = slack.uploads.values()
             assert (upload.filename, upload.data, upload.channel, upload.thread_ts) == (
-                "voice-reply.ogg", ogg, "C1", "1700000001.000001")
+                "voice-reply.ogg",
+                ogg,
+                "C1",
+                "1700000001.000001",
+            )
             assert [c.method for c in slack.calls if c.method.startswith("files.")] == [
-                "files.getUploadURLExternal", "files.completeUploadExternal"]
+                "files.getUploadURLExternal",
+                "files.completeUploadExternal",
+            ]
 
 
 # --- HTTP events mode -------------------------------------------------------------------------
@@ -509,20 +550,26 @@ async def test_voice_replies_are_uploaded_in_three_steps(home: Path) -> None:
 def signed(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}",
-            "Content-Type": "application/json"}
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}", "Content-Type": "application/json"}
 
 
 async def test_http_events_mode_verifies_signatures(home: Path) -> None:
     secret = "8f742231b10e8888abcd99yyyzzz85a5"
     async with FakeSlackServer() as slack, FakeLLMServer(responder=scripted_responder) as llm_server:
-        async with slack_app(home, slack, llm_server, mode="http", app_token=None, signing_secret=secret,
-                             http_port=0) as (_, channel):
+        async with slack_app(
+            home, slack, llm_server, mode="http", app_token=None, signing_secret=secret, http_port=0
+        ) as (_, channel):
             url = f"http://127.0.0.1:{channel.http_port}/slack/events"
 
             def callback(text: str, event_id: str) -> str:
-                return json.dumps({"type": "event_callback", "team_id": slack.team_id, "event_id": event_id,
-                                   "event": slack.message(text, channel="D1")})
+                return json.dumps(
+                    {
+                        "type": "event_callback",
+                        "team_id": slack.team_id,
+                        "event_id": event_id,
+                        "event": slack.message(text, channel="D1"),
+                    }
+                )
 
             async with aiohttp.ClientSession() as http:
                 challenge = json.dumps({"type": "url_verification", "challenge": "abc123", "token": "t"})
@@ -556,8 +603,16 @@ def test_config_names_the_missing_token(home: Path) -> None:
         load_config(channels={"slack": {"enabled": True, "bot_token": "xapp-1", "app_token": "xapp-2"}})
     with pytest.raises(ConfigError, match="signing_secret"):
         load_config(channels={"slack": {"enabled": True, "bot_token": "xoxb-1", "mode": "http"}})
-    config = load_config(channels={"slack": {"enabled": True, "bot_token": "xoxb-secret", "app_token": "xapp-secret",
-                                             "api_base_url": "https://slack-gov.com/api"}})
+    config = load_config(
+        channels={
+            "slack": {
+                "enabled": True,
+                "bot_token": "xoxb-secret",
+                "app_token": "xapp-secret",
+                "api_base_url": "https://slack-gov.com/api",
+            }
+        }
+    )
     assert config.channels.slack.api_base_url == "https://slack-gov.com/api/"
     assert "xoxb-secret" not in json.dumps(config.masked()) and "xapp-secret" not in str(config)
 
@@ -565,8 +620,10 @@ def test_config_names_the_missing_token(home: Path) -> None:
 def test_the_registry_builds_the_slack_channel_with_the_workspace(home: Path) -> None:
     from operator_use.channels.registry import build_channels
 
-    config = load_config(agent={"workspace": home / "ws"},
-                         channels={"slack": {"enabled": True, "bot_token": "xoxb-1", "app_token": "xapp-1"}})
+    config = load_config(
+        agent={"workspace": home / "ws"},
+        channels={"slack": {"enabled": True, "bot_token": "xoxb-1", "app_token": "xapp-1"}},
+    )
     [slack] = build_channels(config, only=["slack"])
     assert isinstance(slack, SlackChannel) and slack.workspace == home / "ws"
     assert slack.capabilities.formatting == "slack_mrkdwn" and slack.capabilities.edit_interval == 1.0

@@ -82,7 +82,7 @@ def test_10000_chars_with_code_block_at_4096():
     paragraphs = prose(30, words=40)
     code = "```js\n" + "\n".join(f"const v{i} = compute({i}); // step {i}" for i in range(40)) + "\n```"
     mid = len(paragraphs) // 2
-    text = "\n\n".join(paragraphs[:mid] + [code] + paragraphs[mid:])
+    text = "\n\n".join([*paragraphs[:mid], code, *paragraphs[mid:]])
     assert len(text) > 9_000
     chunks = split_markdown(text, 4096)
     assert len(chunks) >= 3
@@ -138,7 +138,7 @@ def test_tilde_and_longer_fences():
 def test_property_all_content_kept(limit):
     paragraphs = prose(12, words=25, seed=limit)
     code = "```\n" + "\n".join(f"code {i}" for i in range(60)) + "\n```"
-    text = "\n\n".join(paragraphs[:5] + [code] + paragraphs[5:])
+    text = "\n\n".join([*paragraphs[:5], code, *paragraphs[5:]])
     chunks = split_markdown(text, limit)
     assert all(len(c) <= limit for c in chunks)
     assert all(balanced(c) for c in chunks)
@@ -151,9 +151,8 @@ def _reference_break(text: str) -> int:
     best, pos = 0, 0
     for line in text.split("\n")[:-1]:  # complete lines only
         i = pos - 1
-        if pos > 0 and not line.strip(" \t") and text[:i].strip():
-            if all(i <= f.start or i >= f.end for f in fences):
-                best = i
+        if pos > 0 and not line.strip(" \t") and text[:i].strip() and all(i <= f.start or i >= f.end for f in fences):
+            best = i
         pos += len(line) + 1
     return best
 
@@ -186,10 +185,9 @@ def test_measure_counts_as_each_platform_does():
 def test_split_markdown_keeps_every_chunk_within_the_limit_in_units(unit):
     paragraphs = [" ".join(f"😀w{p}-{i}🚀" for i in range(40)) for p in range(8)]
     code = "```\n" + "\n".join(f"print('🎉 {i}')" for i in range(60)) + "\n```"
-    text = "\n\n".join(paragraphs[:4] + [code] + paragraphs[4:])
+    text = "\n\n".join([*paragraphs[:4], code, *paragraphs[4:]])
     chunks = split_markdown(text, 500, unit)
     assert len(chunks) > measure(text, unit) // 500
     assert all(measure(c, unit) <= 500 for c in chunks)
     assert all(balanced(c) for c in chunks)
     assert strip_fence_lines(chunks) == strip_fence_lines([text])
-

@@ -1,3 +1,4 @@
+import itertools
 import re
 
 import pytest
@@ -63,7 +64,7 @@ async def test_30s_stream_at_1s_interval_makes_at_most_31_calls():
     assert [c.kind for c in calls].count("send") == 1
     assert calls[0].reply_to == "m0"
     # at most one call per interval
-    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in zip(calls, calls[1:]))
+    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in itertools.pairwise(calls))
     # the final edit lands within one interval of the last token
     assert calls[-1].at - 29.9 <= 1.0 + 1e-9
     assert ed.stats.calls == len(calls)
@@ -122,10 +123,10 @@ def _answer_with_code(total: int = 10_000) -> str:
         i += 1
     code = "```python\n" + "\n".join(f"def f{k}(x):\n    return x * {k}  # <&>" for k in range(25)) + "\n```"
     rest = []
-    while sum(len(p) + 2 for p in paras + [code] + rest) < total:
+    while sum(len(p) + 2 for p in [*paras, code, *rest]) < total:
         rest.append(" ".join(f"omega{i}-{j}" for j in range(30)) + ".")
         i += 1
-    return "\n\n".join(paras + [code] + rest)
+    return "\n\n".join([*paras, code, *rest])
 
 
 async def test_10000_chars_with_code_block_splits_at_4096_without_breaking_it():
@@ -143,7 +144,7 @@ async def test_10000_chars_with_code_block_splits_at_4096_without_breaking_it():
     assert squash("".join(messages)) == squash(text)
     # one send per message, edits only on messages already posted
     assert len(ch.of("send")) == len(messages)
-    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in zip(ch.text_calls, ch.text_calls[1:]))
+    assert all(b.at - a.at >= 1.0 - 1e-9 for a, b in zip(ch.text_calls, ch.text_calls[1:], strict=False))
 
 
 async def test_oversized_code_block_while_streaming():
@@ -324,7 +325,7 @@ async def test_non_editing_channel_gets_paragraph_blocks():
     sends = ch.of("send")
     assert ch.of("edit") == []
     assert all(len(c.text) <= 500 for c in sends)
-    assert all(b.at - a.at >= 1.5 - 1e-9 for a, b in zip(sends, sends[1:]))
+    assert all(b.at - a.at >= 1.5 - 1e-9 for a, b in itertools.pairwise(sends))
     assert squash("".join(c.text for c in sends)) == squash(text)
     # paragraphs that fit are never cut across messages
     for p in paras:
@@ -487,10 +488,19 @@ async def test_too_long_for_the_platform_cuts_smaller_and_loses_nothing():
 
 
 async def test_a_refused_block_is_skipped_the_rest_goes_on_and_the_user_is_told():
-    clock, ch, ed = picky(platform_limit=100, can_edit=False, max_length=100, edit_interval=1.0,
-                          refuse=lambda t: "forbidden" in t, reason="AutoMod held it")
-    paras = [f"Paragraph {i} is fine." for i in range(3)] + ["This one has a forbidden word."] + \
-        [f"Paragraph {i} is fine too." for i in range(4, 7)]
+    clock, ch, ed = picky(
+        platform_limit=100,
+        can_edit=False,
+        max_length=100,
+        edit_interval=1.0,
+        refuse=lambda t: "forbidden" in t,
+        reason="AutoMod held it",
+    )
+    paras = (
+        [f"Paragraph {i} is fine." for i in range(3)]
+        + ["This one has a forbidden word."]
+        + [f"Paragraph {i} is fine too." for i in range(4, 7)]
+    )
     await start(ed, ch)
     await stream(clock, ed, ch, [p + "\n\n" for p in paras], every=2.0)  # one block per paragraph
     await done(clock, ed, ch)
@@ -503,8 +513,14 @@ async def test_a_refused_block_is_skipped_the_rest_goes_on_and_the_user_is_told(
 
 
 async def test_a_refused_message_offered_reworded_is_sent_reworded():
-    clock, ch, ed = picky(platform_limit=100, can_edit=False, max_length=100, edit_interval=1.0,
-                          refuse=lambda t: t == "Same again.", reword=lambda t: t + " (repeat)")
+    clock, ch, ed = picky(
+        platform_limit=100,
+        can_edit=False,
+        max_length=100,
+        edit_interval=1.0,
+        refuse=lambda t: t == "Same again.",
+        reword=lambda t: t + " (repeat)",
+    )
     await start(ed, ch)
     await stream(clock, ed, ch, ["First.\n\n", "Same again.\n\n", "Last."], every=2.0)
     await done(clock, ed, ch)
@@ -522,7 +538,9 @@ async def test_a_refused_edit_keeps_the_message_and_goes_on_in_a_new_one():
     await delta(ed, ch, "\n\nThe end.")
     await done(clock, ed, ch)
     skipped = len(" Then forbidden words.")
-    assert ch.sent_texts == ["Good start.", "\n\nThe end.", f"({skipped} characters could not be delivered: "
-                                                                "not allowed here)"]
+    assert ch.sent_texts == [
+        "Good start.",
+        "\n\nThe end.",
+        f"({skipped} characters could not be delivered: not allowed here)",
+    ]
     assert ed.stats.undelivered_chars == skipped and ch.finalized == list(ch.messages)
-

@@ -136,8 +136,10 @@ async def test_endless_tool_call_arguments_count_against_the_cap(kind: str) -> N
 async def test_endless_tool_calls_with_empty_arguments_count_against_the_cap(kind: str) -> None:
     # Each call costs its bookkeeping even without arguments; the deadline only guards against a hang.
     async with FakeLLMServer([Endless(tool_call="write", new_calls=True, piece="", interval=0)]) as server:
-        llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=2000,
-                                                          max_tool_calls=None))
+        llm = LimitedLLM(
+            make(kind, server),
+            StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=2000, max_tool_calls=None),
+        )
         try:
             chunks, cut = await run(llm, WRITE)
             await asyncio.wait_for(server.wait_streams_closed(), 10)
@@ -149,8 +151,10 @@ async def test_endless_tool_calls_with_empty_arguments_count_against_the_cap(kin
 
 async def test_endless_tool_calls_hit_the_tool_call_cap(kind: str) -> None:
     async with FakeLLMServer([Endless(tool_call="write", new_calls=True, piece='{"text": "x"}', interval=0)]) as server:
-        llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=None,
-                                                          max_tool_calls=10))
+        llm = LimitedLLM(
+            make(kind, server),
+            StreamLimits(call_deadline=10, idle_timeout=None, max_output_chars=None, max_tool_calls=10),
+        )
         try:
             chunks, cut = await run(llm, WRITE)
             await asyncio.wait_for(server.wait_streams_closed(), 10)
@@ -177,8 +181,9 @@ async def test_empty_tool_call_deltas_are_not_progress(kind: str) -> None:
 async def test_tool_call_arguments_streaming_slowly_are_progress(kind: str) -> None:
     # Every gap is well under the idle timeout, the whole call well over it: only the gaps count.
     args = {"text": "x" * 30}  # 42 characters of JSON in 11 pieces, 0.08 s apart
-    server_reply = Reply(tool_calls=[{"name": "write", "arguments": args, "id": "c1"}], chunk_size=4,
-                         delay_per_chunk=0.08)
+    server_reply = Reply(
+        tool_calls=[{"name": "write", "arguments": args, "id": "c1"}], chunk_size=4, delay_per_chunk=0.08
+    )
     async with FakeLLMServer([server_reply]) as server:
         llm = LimitedLLM(make(kind, server), StreamLimits(call_deadline=None, idle_timeout=0.5))
         try:
@@ -208,10 +213,14 @@ async def test_a_normal_reply_passes_untouched(kind: str) -> None:
 
 
 async def test_idle_before_any_output_falls_back_to_the_next_model() -> None:
-    async with FakeLLMServer([Endless(keepalive=True)]) as stuck, \
-            FakeLLMServer([Reply(text="from the backup")]) as good:
-        chain = with_limits(FallbackLLM([make("openai", stuck), make("anthropic", good)]),
-                            StreamLimits(call_deadline=None, idle_timeout=0.5))
+    async with (
+        FakeLLMServer([Endless(keepalive=True)]) as stuck,
+        FakeLLMServer([Reply(text="from the backup")]) as good,
+    ):
+        chain = with_limits(
+            FallbackLLM([make("openai", stuck), make("anthropic", good)]),
+            StreamLimits(call_deadline=None, idle_timeout=0.5),
+        )
         try:
             chunks, cut = await run(chain)
             await asyncio.wait_for(stuck.wait_streams_closed(), 10)
@@ -222,10 +231,14 @@ async def test_idle_before_any_output_falls_back_to_the_next_model() -> None:
 
 
 async def test_idle_after_text_does_not_fall_back() -> None:
-    async with FakeLLMServer([Endless(text="Started", keepalive=True)]) as stuck, \
-            FakeLLMServer([Reply(text="never")]) as good:
-        chain = with_limits(FallbackLLM([make("anthropic", stuck), make("openai", good)]),
-                            StreamLimits(call_deadline=None, idle_timeout=0.5))
+    async with (
+        FakeLLMServer([Endless(text="Started", keepalive=True)]) as stuck,
+        FakeLLMServer([Reply(text="never")]) as good,
+    ):
+        chain = with_limits(
+            FallbackLLM([make("anthropic", stuck), make("openai", good)]),
+            StreamLimits(call_deadline=None, idle_timeout=0.5),
+        )
         try:
             chunks, cut = await run(chain)
         finally:
@@ -247,11 +260,13 @@ def test_with_limits_wraps_each_model_once() -> None:
 
 
 def test_config_keys_become_the_limits() -> None:
-    assert stream_limits(LLMConfig()) == StreamLimits(call_deadline=600.0, idle_timeout=120.0,
-                                                      max_output_chars=100_000, max_tool_calls=64)
+    assert stream_limits(LLMConfig()) == StreamLimits(
+        call_deadline=600.0, idle_timeout=120.0, max_output_chars=100_000, max_tool_calls=64
+    )
     config = LLMConfig(call_deadline=30, idle_timeout=0, max_output_chars=5000, max_tool_calls=0)
-    assert stream_limits(config) == StreamLimits(call_deadline=30.0, idle_timeout=None, max_output_chars=5000,
-                                                 max_tool_calls=None)
+    assert stream_limits(config) == StreamLimits(
+        call_deadline=30.0, idle_timeout=None, max_output_chars=5000, max_tool_calls=None
+    )
     with pytest.raises(ValueError):
         LLMConfig(idle_timeout=-1)
 
@@ -267,8 +282,11 @@ def test_limits_from_the_environment(home: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def limited_app(home: Path, channel: ChatChannel, llm: LLM, **limits: object) -> App:
-    config = load_config(home=home, agent={"workspace": home / "workspace", "max_concurrent_turns": 1},
-                         llm={"call_deadline": 0, "idle_timeout": 0, "max_output_chars": 0, **limits})
+    config = load_config(
+        home=home,
+        agent={"workspace": home / "workspace", "max_concurrent_turns": 1},
+        llm={"call_deadline": 0, "idle_timeout": 0, "max_output_chars": 0, **limits},
+    )
     return App(config, channels=[channel], llm=llm, tools=[], bus=TappedBus())
 
 

@@ -56,8 +56,9 @@ class Echo:
 
     def __call__(self, request: FakeRequest) -> Reply:
         self.requests.append(request)
-        return Reply(text=f"You said: {request.last_user_text()}", chunk_size=self.chunk_size,
-                     delay_per_chunk=self.delay)
+        return Reply(
+            text=f"You said: {request.last_user_text()}", chunk_size=self.chunk_size, delay_per_chunk=self.delay
+        )
 
     def user_texts(self) -> list[str]:
         return [r.last_user_text() for r in self.requests]
@@ -67,9 +68,17 @@ class Echo:
 
 
 def channel_for(fake: FakeTelegram, home: Path, **overrides: Any) -> TelegramChannel:
-    settings: dict[str, Any] = dict(enabled=True, token=TOKEN, base_url=fake.base_url, base_file_url=fake.base_file_url,
-                                    allow_from=["111"], allow_names=["@Bob_TG"], admins=["111"], edit_interval=0.05,
-                                    poll_timeout=5)
+    settings: dict[str, Any] = {
+        "enabled": True,
+        "token": TOKEN,
+        "base_url": fake.base_url,
+        "base_file_url": fake.base_file_url,
+        "allow_from": ["111"],
+        "allow_names": ["@Bob_TG"],
+        "admins": ["111"],
+        "edit_interval": 0.05,
+        "poll_timeout": 5,
+    }
     settings.update(overrides)
     return TelegramChannel(TelegramConfig(**settings), workspace=home / "workspace")
 
@@ -126,8 +135,9 @@ async def logwatch() -> AsyncIterator[LogWatch]:
 # --- private chats, streaming -----------------------------------------------------------------
 
 
-async def test_private_message_gets_one_streamed_reply(home: Path, fake: FakeTelegram,
-                                                       caplog: pytest.LogCaptureFixture) -> None:
+async def test_private_message_gets_one_streamed_reply(
+    home: Path, fake: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)  # everything, httpx and python-telegram-bot included: no token anywhere
     httpx_logger = logging.getLogger("httpx")
     httpx_logger.setLevel(logging.INFO)  # as if configured so: its request lines carry the token in the URL
@@ -147,14 +157,15 @@ async def test_private_message_gets_one_streamed_reply(home: Path, fake: FakeTel
     sends = fake.calls_to("sendMessage", ok=True)
     assert len(sends) == 2 and texts(fake, 111) == [shown, "You are welcome."]  # never sent twice
     reply = fake.messages_in(111)[0]
-    assert reply.html == "Here is <b>the answer</b>, streamed in small pieces so that the message is edited " \
-                         "several times."  # parse_mode HTML
+    assert (
+        reply.html == "Here is <b>the answer</b>, streamed in small pieces so that the message is edited several times."
+    )  # parse_mode HTML
     assert reply.reply_to == fake.message_of(first)["message_id"]  # quotes the user's message
     assert len(reply.edits) >= 2 and reply.edits[-1] == shown
     # Throttled: fewer edits than deltas, never two within edit_interval (0.1 s; the times are taken where the
     # fake receives the calls, so 30 ms are left for their transit).
     assert len(reply.edits) < len(answer) // 4
-    gaps = [b - a for a, b in zip([reply.sent_at, *reply.edit_times], reply.edit_times)]
+    gaps = [b - a for a, b in zip([reply.sent_at, *reply.edit_times], reply.edit_times, strict=False)]
     assert min(gaps) >= 0.07
     assert any(c.params.get("action") == "typing" for c in fake.calls_to("sendChatAction"))
     # The "/" menu holds the orchestrator's commands for everyone (admin-only /restart left out).
@@ -169,8 +180,13 @@ async def test_unreachable_at_start_the_gateway_keeps_trying(home: Path, fake: F
     await fake.go_down()
     async with FakeLLMServer(responder=Echo()) as llm:
         config = load_config(home=home, agent={"workspace": home / "workspace"})
-        app = App(config, channels=[channel_for(fake, home)], llm=llm_of(llm), tools=[],
-                  gateway_options={"start_retry_base": 0.2})
+        app = App(
+            config,
+            channels=[channel_for(fake, home)],
+            llm=llm_of(llm),
+            tools=[],
+            gateway_options={"start_retry_base": 0.2},
+        )
         async with app:
             assert app.gateway is not None and app.gateway.status() == {"telegram": "down"}
             await fake.come_back()
@@ -206,19 +222,25 @@ async def test_bot_api_errors_reach_the_gateway_as_its_own(home: Path, fake: Fak
         with pytest.raises(ChannelError) as gone:
             await channel.send(Address(channel="telegram", chat_id="424242"), "no such chat")
         assert gone.value.permanent and not isinstance(gone.value, Refused)
-        await channel.send_parts(here, [
-            ImagePart(data=b"\x89PNG...", mime="image/png"),
-            FilePart(name="notes.txt", mime="text/plain", data=b"some notes"),
-            AudioPart(data=b"ID3 mp3 bytes", mime="audio/mpeg", voice_note=False, duration_s=2.4),
-            AudioPart(data=b"OggS voice", mime="audio/ogg", duration_s=1.6),
-        ], reply_to="1")
+        await channel.send_parts(
+            here,
+            [
+                ImagePart(data=b"\x89PNG...", mime="image/png"),
+                FilePart(name="notes.txt", mime="text/plain", data=b"some notes"),
+                AudioPart(data=b"ID3 mp3 bytes", mime="audio/mpeg", voice_note=False, duration_s=2.4),
+                AudioPart(data=b"OggS voice", mime="audio/ogg", duration_s=1.6),
+            ],
+            reply_to="1",
+        )
     finally:
         await channel.stop()
     kinds = [(m.kind, m.mime, m.file_name, m.data) for m in fake.messages_in(111)[2:]]
-    assert kinds == [("photo", "image/png", "image.png", b"\x89PNG..."),
-                     ("document", "text/plain", "notes.txt", b"some notes"),
-                     ("audio", "audio/mpeg", "audio.mp3", b"ID3 mp3 bytes"),
-                     ("voice", "audio/ogg", "voice.ogg", b"OggS voice")]
+    assert kinds == [
+        ("photo", "image/png", "image.png", b"\x89PNG..."),
+        ("document", "text/plain", "notes.txt", b"some notes"),
+        ("audio", "audio/mpeg", "audio.mp3", b"ID3 mp3 bytes"),
+        ("voice", "audio/ogg", "voice.ogg", b"OggS voice"),
+    ]
     assert all(m.reply_to == 1 for m in fake.messages_in(111)[2:])
     assert fake.calls_to("sendVoice")[0].params["duration"] == "2"
 
@@ -258,8 +280,9 @@ async def test_a_command_for_another_bot_never_runs_here(home: Path, fake: FakeT
             # The mention is stripped before the command is read: still the other bot's /new.
             fake.send_text(group, ALICE, "@operator_test_bot /new@otherbot")
             # Whatever a channel lets through: the orchestrator knows the bot's name there too.
-            await app.bus.publish_incoming(IncomingMessage.of_text("telegram", "-100500", "111", "/new@OtherBot",
-                                                                   is_direct=False, mentioned=True))
+            await app.bus.publish_incoming(
+                IncomingMessage.of_text("telegram", "-100500", "111", "/new@OtherBot", is_direct=False, mentioned=True)
+            )
             fake.send_text(group, ALICE, "/status@Operator_Test_Bot")  # ours, in any case
             await fake.wait_for(lambda: any(t.startswith("Model: ") for t in texts(fake, -100500)))
             session = await app.sessions.load("telegram:-100500")
@@ -318,8 +341,9 @@ async def test_forum_topics_keep_separate_histories_commands_included(home: Path
             # /new in topic 22 starts over there only.
             await app.orchestrator.lanes.idle()  # the turn is saved, not only shown
             fake.send_text(forum, ALICE, "/new", thread_id=22)
-            await fake.wait_for(lambda: any(t.startswith("Started a new conversation")
-                                            for t in texts(fake, -100700, 22)))
+            await fake.wait_for(
+                lambda: any(t.startswith("Started a new conversation") for t in texts(fake, -100700, 22))
+            )
             fake.send_text(forum, ALICE, "which fruit now?", thread_id=22)
             await fake.wait_for(has_text(fake, -100700, "You said: which fruit now?", thread=22))
             await app.orchestrator.lanes.idle()
@@ -433,8 +457,9 @@ async def test_a_reply_deleted_mid_stream_goes_on_in_a_new_message(home: Path, f
     assert not any("could not be delivered" in t for t in texts(fake, 111))
 
 
-async def test_an_unreadable_update_is_skipped_and_polling_goes_on(home: Path, fake: FakeTelegram,
-                                                                  logwatch: LogWatch) -> None:
+async def test_an_unreadable_update_is_skipped_and_polling_goes_on(
+    home: Path, fake: FakeTelegram, logwatch: LogWatch
+) -> None:
     echo = Echo()
     chat = fake.private_chat(ALICE)
     # One batch: a good update, one without message_id and date, another good one.
@@ -534,8 +559,11 @@ async def test_polling_survives_the_server_going_down(home: Path, fake: FakeTele
             assert app.gateway.status() == {"telegram": "up"}
 
     assert echo.user_texts() == ["before the outage", "sent during the outage", "also during the outage"]
-    assert texts(fake, 111) == ["You said: before the outage", "You said: sent during the outage",
-                                "You said: also during the outage"]
+    assert texts(fake, 111) == [
+        "You said: before the outage",
+        "You said: sent during the outage",
+        "You said: also during the outage",
+    ]
 
 
 # --- media ------------------------------------------------------------------------------------
@@ -560,8 +588,9 @@ async def test_photo_goes_to_the_model_and_document_to_the_workspace(home: Path,
     assert f"saved at {saved[0]}" in echo.user_texts()[1]
 
 
-async def test_an_unknown_senders_files_are_never_fetched_until_the_owner_approves(home: Path,
-                                                                                  fake: FakeTelegram) -> None:
+async def test_an_unknown_senders_files_are_never_fetched_until_the_owner_approves(
+    home: Path, fake: FakeTelegram
+) -> None:
     echo = Echo()
     mallory, alice = fake.private_chat(MALLORY), fake.private_chat(ALICE)
     inbox = home / "workspace" / "inbox"
@@ -639,7 +668,7 @@ async def test_voice_note_in_voice_note_back(home: Path, fake: FakeTelegram) -> 
 
 
 def test_webhook_config_is_validated() -> None:
-    base = dict(enabled=True, token=TOKEN, mode="webhook")
+    base = {"enabled": True, "token": TOKEN, "mode": "webhook"}
     with pytest.raises(ValidationError, match="webhook_url"):
         TelegramConfig(**base, webhook_secret="abc")
     with pytest.raises(ValidationError, match="webhook_secret"):
@@ -654,10 +683,11 @@ def test_webhook_config_is_validated() -> None:
         TelegramConfig(enabled=True)
     with pytest.raises(ValidationError, match="bot token"):
         TelegramConfig(token="not-a-token")
-    with pytest.raises(ConfigError, match="channels.telegram"):
+    with pytest.raises(ConfigError, match=r"channels.telegram"):
         load_config(channels={"telegram": {"enabled": True, "token": TOKEN, "mode": "webhook"}})
-    config = load_config(channels={"telegram": {"enabled": True, "token": TOKEN, "allow_from": [" 42 "],
-                                                "allow_names": ["@Alice"]}})
+    config = load_config(
+        channels={"telegram": {"enabled": True, "token": TOKEN, "allow_from": [" 42 "], "allow_names": ["@Alice"]}}
+    )
     assert config.channels.telegram.allow_from == ["42"] and config.channels.telegram.allow_names == ["alice"]
     assert TOKEN not in json.dumps(config.masked())
 
@@ -671,15 +701,25 @@ def _free_port() -> int:
 async def test_webhook_delivery_checks_the_secret_and_drops_retries(home: Path, fake: FakeTelegram) -> None:
     echo = Echo()
     port = _free_port()
-    channel = channel_for(fake, home, mode="webhook", webhook_url="https://bot.example.org/hook/tg",
-                          webhook_listen="127.0.0.1", webhook_port=port, webhook_path="hook/tg",
-                          webhook_secret="s3cret-Token_1")
+    channel = channel_for(
+        fake,
+        home,
+        mode="webhook",
+        webhook_url="https://bot.example.org/hook/tg",
+        webhook_listen="127.0.0.1",
+        webhook_port=port,
+        webhook_path="hook/tg",
+        webhook_secret="s3cret-Token_1",
+    )
     chat = fake.private_chat(ALICE)
     url = f"http://127.0.0.1:{port}/hook/tg"
     async with FakeLLMServer(responder=echo) as llm, aiohttp.ClientSession() as http:
         async with make_app(home, channel, llm_of(llm)):
-            assert fake.webhook == {"url": "https://bot.example.org/hook/tg", "secret_token": "s3cret-Token_1",
-                                    "allowed_updates": ["message"]}
+            assert fake.webhook == {
+                "url": "https://bot.example.org/hook/tg",
+                "secret_token": "s3cret-Token_1",
+                "allowed_updates": ["message"],
+            }
             update = fake.update_of(fake.send_text(chat, ALICE, "via webhook"))
             for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
                 async with http.post(url, json=update, headers=headers) as response:
@@ -698,12 +738,21 @@ async def test_webhook_delivery_checks_the_secret_and_drops_retries(home: Path, 
     assert fake.calls_to("getUpdates") == []
 
 
-async def test_an_unreadable_webhook_update_is_acknowledged_and_skipped(home: Path, fake: FakeTelegram,
-                                                                        logwatch: LogWatch) -> None:
+async def test_an_unreadable_webhook_update_is_acknowledged_and_skipped(
+    home: Path, fake: FakeTelegram, logwatch: LogWatch
+) -> None:
     echo = Echo()
     port = _free_port()
-    channel = channel_for(fake, home, mode="webhook", webhook_url="https://bot.example.org/tg",
-                          webhook_listen="127.0.0.1", webhook_port=port, webhook_path="tg", webhook_secret="s3cret")
+    channel = channel_for(
+        fake,
+        home,
+        mode="webhook",
+        webhook_url="https://bot.example.org/tg",
+        webhook_listen="127.0.0.1",
+        webhook_port=port,
+        webhook_path="tg",
+        webhook_secret="s3cret",
+    )
     chat = fake.private_chat(ALICE)
     url, good = f"http://127.0.0.1:{port}/tg", {"X-Telegram-Bot-Api-Secret-Token": "s3cret"}
     async with FakeLLMServer(responder=echo) as llm, aiohttp.ClientSession() as http:

@@ -33,8 +33,14 @@ def call(tmp_path: Path):
 def test_registry_and_risks():
     tools = {t.name: t for t in builtin_tools()}
     assert {n: t.risk for n, t in tools.items()} == {
-        "read_file": "low", "list_files": "low", "write_file": "medium", "edit_file": "medium", "run_shell": "high",
-        "web_fetch": "medium", "web_search": "low"}
+        "read_file": "low",
+        "list_files": "low",
+        "write_file": "medium",
+        "edit_file": "medium",
+        "run_shell": "high",
+        "web_fetch": "medium",
+        "web_search": "low",
+    }
     for t in tools.values():
         assert t.schema.parameters["type"] == "object"
         assert not t.is_async or t.name in ("run_shell", "web_fetch", "web_search")

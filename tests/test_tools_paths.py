@@ -74,6 +74,7 @@ def _link(target_fn, name):
     def setup(tmp, ws, out):
         (ws / name).parent.mkdir(parents=True, exist_ok=True)
         os.symlink(target_fn(tmp, ws, out), ws / name)
+
     return setup
 
 
@@ -111,7 +112,12 @@ CASES = [
     Case("abs-ws-dotdot", lambda t, w, o: f"{w}/../outside/secret.txt"),
     Case("abs-prefix-sibling", lambda t, w, o: f"{w}2/secret.txt"),
     Case("proc-self-root", "/proc/self/root/etc/passwd", write_path="/proc/self/root" + ETC_PROBE),
-    Case("symlink-dir-etc", "etc/passwd", _link(lambda t, w, o: "/etc", "etc"), write_path="etc/operator-use-escape-probe"),
+    Case(
+        "symlink-dir-etc",
+        "etc/passwd",
+        _link(lambda t, w, o: "/etc", "etc"),
+        write_path="etc/operator-use-escape-probe",
+    ),
     Case("symlink-dir-outside", "out/secret.txt", _link(lambda t, w, o: o, "out")),
     Case("symlink-file-outside", "link.txt", _link(lambda t, w, o: o / "secret.txt", "link.txt")),
     Case("symlink-relative", "rel/secret.txt", _link(lambda t, w, o: "../outside", "rel")),
@@ -119,8 +125,12 @@ CASES = [
     Case("symlink-chain", "l1", _chain),
     Case("symlink-in-middle", "d/x/secret.txt", _link(lambda t, w, o: o, "d/x")),
     Case("symlink-then-dotdot", "deep/../secret.txt", _link(lambda t, w, o: o / "nested", "deep")),
-    Case("symlink-to-proc-root", "proc/etc/passwd", _link(lambda t, w, o: "/proc/self/root", "proc"),
-         write_path="proc/etc/operator-use-escape-probe"),
+    Case(
+        "symlink-to-proc-root",
+        "proc/etc/passwd",
+        _link(lambda t, w, o: "/proc/self/root", "proc"),
+        write_path="proc/etc/operator-use-escape-probe",
+    ),
     Case("symlink-loop", "loop1/x", _loop),
     Case("hardlink-outside", "hard.txt", _hardlink),
     Case("backslash-dotdot", "..\\outside\\secret.txt"),
@@ -268,7 +278,7 @@ def test_directory_swapped_for_symlink_after_check(layout):
     (ws / "d").rename(ws / "d-old")
     os.symlink(out, ws / "d")  # the attacker's swap, between check and use
     before = snapshot(tmp, ws)
-    with pytest.raises(ToolError, match="symbolic link|not a directory"):
+    with pytest.raises(ToolError, match=r"symbolic link|not a directory"):
         open_regular_file(ws, resolved)
     with pytest.raises(ToolError):
         atomic_write(ws, resolved, b"PWNED")

@@ -136,7 +136,7 @@ async def test_timeout_escalates_to_sigkill(run, marker, fast_kill):
 async def test_cancellation_kills_whole_group(run, marker, tmp_path: Path):
     task = asyncio.create_task(run(f"sleep {marker} & echo started > bg.txt; wait", timeout=600))
     async with asyncio.timeout(10):  # wait for the condition, not for a duration
-        while not (tmp_path / "bg.txt").exists():
+        while not (tmp_path / "bg.txt").exists():  # noqa: ASYNC110 — written by another process
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -161,8 +161,7 @@ async def test_background_holding_the_pipe_does_not_wait_for_timeout(run, marker
 def escape(marker: str) -> str:
     """A descendant that leaves the command's session and process group (setsid) and whose parent exits: it
     used to be reparented to init and run on. The command goes on once the escapee has started."""
-    return (f"setsid sh -c 'sleep {marker} & echo $! > esc.pid; wait' & "
-            "until [ -s esc.pid ]; do sleep 0.01; done; ")
+    return f"setsid sh -c 'sleep {marker} & echo $! > esc.pid; wait' & until [ -s esc.pid ]; do sleep 0.01; done; "
 
 
 async def test_setsid_descendant_ends_when_the_command_exits(run, marker):
@@ -181,7 +180,7 @@ async def test_setsid_descendant_ends_with_the_timeout(run, marker):
 async def test_setsid_descendant_ends_on_cancellation(run, marker, tmp_path: Path):
     task = asyncio.create_task(run(escape(marker) + "echo ready > ready.txt; sleep 100", timeout=600))
     async with asyncio.timeout(10):  # wait for the condition, not for a duration
-        while not (tmp_path / "ready.txt").exists():
+        while not (tmp_path / "ready.txt").exists():  # noqa: ASYNC110 — written by another process
             await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -190,8 +189,11 @@ async def test_setsid_descendant_ends_on_cancellation(run, marker, tmp_path: Pat
 
 
 async def test_setsid_descendant_ignoring_sigterm_is_killed(run, marker, fast_kill):
-    res = await run(f"setsid sh -c 'trap \"\" TERM; sleep {marker} & echo $! > esc.pid; wait' & "
-                    "until [ -s esc.pid ]; do sleep 0.01; done; echo done", timeout=600)
+    res = await run(
+        f"setsid sh -c 'trap \"\" TERM; sleep {marker} & echo $! > esc.pid; wait' & "
+        "until [ -s esc.pid ]; do sleep 0.01; done; echo done",
+        timeout=600,
+    )
     assert res.content.startswith("done\n[exit code 0]")
     assert await gone(marker)
 
@@ -228,12 +230,30 @@ async def test_secrets_are_scrubbed(run, monkeypatch):
 
 
 def test_scrubbed_env_rules():
-    env = {"PATH": "/bin", "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm", "aws_secret_access_key": "x",
-           "SSH_AUTH_SOCK": "/s", "MY_PASSWD": "x", "DB_PASSWORD": "x", "SESSION_ID": "x", "X_COOKIE": "x",
-           "GOOGLE_APPLICATION_CREDENTIALS": "x", "OPERATOR_ANYTHING": "x", "OPENAI_API_KEY": "x",
-           "REDIS_URL": "redis://u:p@h:6379", "SITE_URL": "https://example.com/a"}
-    assert scrubbed_env(env) == {"PATH": "/bin", "HOME": "/root", "LANG": "C.UTF-8", "TERM": "xterm",
-                                 "SITE_URL": "https://example.com/a"}
+    env = {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        "aws_secret_access_key": "x",
+        "SSH_AUTH_SOCK": "/s",
+        "MY_PASSWD": "x",
+        "DB_PASSWORD": "x",
+        "SESSION_ID": "x",
+        "X_COOKIE": "x",
+        "GOOGLE_APPLICATION_CREDENTIALS": "x",
+        "OPERATOR_ANYTHING": "x",
+        "OPENAI_API_KEY": "x",
+        "REDIS_URL": "redis://u:p@h:6379",
+        "SITE_URL": "https://example.com/a",
+    }
+    assert scrubbed_env(env) == {
+        "PATH": "/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "TERM": "xterm",
+        "SITE_URL": "https://example.com/a",
+    }
 
 
 @pytest.mark.parametrize("timeout", [0, 601, -5])

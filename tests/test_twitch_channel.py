@@ -39,10 +39,19 @@ async def server() -> AsyncIterator[FakeTwitchServer]:
 
 
 def config(server: FakeTwitchServer, **kw) -> TwitchConfig:  # type: ignore[no-untyped-def]
-    settings = {"enabled": True, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "access_token": SECRETS[0],
-                "refresh_token": SECRETS[1], "channels": ["streamer"], "allow_names": ["alice", "@Bob"],
-                "api_url": server.helix_url, "id_url": server.id_url, "eventsub_url": server.ws_url,
-                "edit_interval": 0.0}
+    settings = {
+        "enabled": True,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "access_token": SECRETS[0],
+        "refresh_token": SECRETS[1],
+        "channels": ["streamer"],
+        "allow_names": ["alice", "@Bob"],
+        "api_url": server.helix_url,
+        "id_url": server.id_url,
+        "eventsub_url": server.ws_url,
+        "edit_interval": 0.0,
+    }
     return TwitchConfig(**{**settings, **kw})
 
 
@@ -92,7 +101,7 @@ async def test_a_2000_character_answer_keeps_the_send_rate_and_loses_nothing(hom
     assert len(times) >= 5 and all(len(p.text) <= 500 for p in server.sent_posts())
     # As Twitch counts (arrival times): any two messages two apart are more than the window (1 s) apart,
     # with at least half a second to spare for network jitter.
-    assert all(b - a >= 1.0 + 0.5 for a, b in zip(times, times[2:]))
+    assert all(b - a >= 1.0 + 0.5 for a, b in zip(times, times[2:], strict=False))
     assert times[-1] - times[0] >= (math.ceil(len(times) / 2) - 1) * 1.5
     assert [p.status for p in server.chat_posts] == [200] * len(times)  # nothing rejected, nothing dropped
 
@@ -135,8 +144,9 @@ async def test_a_dropped_socket_reconnects_and_subscribes_once_on_the_new_sessio
         channel = TwitchChannel(config(server))
         async with make_app(home, channel, llm(fake)):
             dropped = await server.drop()
-            await server.wait_for(lambda: len(server.subscriptions) == 1
-                                  and server.subscriptions[0].session_id != dropped.session_id)
+            await server.wait_for(
+                lambda: len(server.subscriptions) == 1 and server.subscriptions[0].session_id != dropped.session_id
+            )
             asked = await server.chat("streamer", "alice", "!ai still there?")
             await server.wait_for(lambda: said(server, asked) == "You said: still there?")
             assert channel.status() == "up"
@@ -173,10 +183,12 @@ async def test_a_dropped_chunk_leaves_the_others_and_the_user_is_told(home: Path
     *parts, notice = [p.text for p in posts]
     # Every other chunk arrived; with the dropped one back in its place, the whole answer is there.
     index = server.chat_posts.index(dropped[0])
-    everything = [p.text for p in server.chat_posts[:index + 1] if p.status == 200] + parts[index:]
+    everything = [p.text for p in server.chat_posts[: index + 1] if p.status == 200] + parts[index:]
     assert " ".join(everything) == answer
-    assert notice == (f"({len(dropped[0].text)} characters could not be delivered: Your message wasn't posted "
-                      "due to conflicts with the channel's moderation settings.)")
+    assert notice == (
+        f"({len(dropped[0].text)} characters could not be delivered: Your message wasn't posted "
+        "due to conflicts with the channel's moderation settings.)"
+    )
     assert all(p.reply_to == question for p in posts)
 
 
@@ -193,8 +205,7 @@ async def test_a_duplicate_message_is_sent_again_marked(home: Path, server) -> N
     assert [p.text for p in server.sent_posts()] == ["Same answer.", "Same answer. \U000e0000"]
 
 
-async def test_a_duplicate_with_no_room_for_the_marker_is_cut_smaller_and_arrives_whole(home: Path,
-                                                                                       server) -> None:
+async def test_a_duplicate_with_no_room_for_the_marker_is_cut_smaller_and_arrives_whole(home: Path, server) -> None:
     text = ("x" * 9 + " ") * 49 + "y" * 10
     assert len(text) == 500  # " \U000e0000" would make it 502
     async with FakeLLMServer([Reply(text=text), Reply(text=text)]) as fake:
@@ -202,8 +213,11 @@ async def test_a_duplicate_with_no_room_for_the_marker_is_cut_smaller_and_arrive
             await server.chat("streamer", "alice", "!ai first question")
             await server.wait_for(lambda: len(server.sent_posts()) == 1)
             second = await server.chat("streamer", "alice", "!ai second question")
-            await server.wait_for(lambda: said(server, second).replace(" \U000e0000", "") == text
-                                  or "could not be delivered" in said(server))
+            await server.wait_for(
+                lambda: (
+                    said(server, second).replace(" \U000e0000", "") == text or "could not be delivered" in said(server)
+                )
+            )
     assert [p.drop_code for p in server.chat_posts].count("msg_duplicate") == 1
     again = [p.text for p in server.sent_posts() if p.reply_to == second]
     assert len(again) >= 2 and all(len(t) <= 500 for t in again)  # cut, so each part differs from the first
@@ -265,8 +279,16 @@ async def test_a_login_that_reads_like_an_allowed_id_gets_nothing_of_that_id(hom
     alice = server.user("alice")
     impostor = server.add_user(alice.id)  # Twitch logins may be all digits: this one reads like Alice's id
     async with FakeLLMServer(responder=echo_responder()) as fake:
-        channel = TwitchChannel(config(server, allow_names=[], allow_from=[alice.id], admins=[alice.id],
-                                       allow_moderators=True, rejection_message="no"))
+        channel = TwitchChannel(
+            config(
+                server,
+                allow_names=[],
+                allow_from=[alice.id],
+                admins=[alice.id],
+                allow_moderators=True,
+                rejection_message="no",
+            )
+        )
         async with make_app(home, channel, llm(fake)):
             intruder = await server.chat("streamer", impostor.login, "!ai let me in")
             await server.wait_for(lambda: bool(said(server, intruder)))
@@ -327,8 +349,9 @@ async def test_answers_in_two_channels_share_the_accounts_send_rate(home: Path, 
     server.add_user("otherstreamer")
     answers = [Reply(text=f"Answer number {i}.") for i in range(6)]
     async with FakeLLMServer(answers) as fake:
-        channel = TwitchChannel(config(server, channels=["streamer", "otherstreamer"], rate_messages=2,
-                                       rate_window=1.0))  # rate_margin: 1 s by default
+        channel = TwitchChannel(
+            config(server, channels=["streamer", "otherstreamer"], rate_messages=2, rate_window=1.0)
+        )  # rate_margin: 1 s by default
         async with make_app(home, channel, llm(fake), max_concurrent_turns=6):
             for i in range(3):
                 await server.chat("streamer", "alice", f"!ai question {i}")
@@ -342,8 +365,9 @@ async def test_answers_in_two_channels_share_the_accounts_send_rate(home: Path, 
     assert all(b - a >= 1.0 + 0.5 for a, b in zip(times, times[2:], strict=False))
 
 
-async def test_no_token_file_and_no_oauth_server_unless_asked(home: Path, server, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_no_token_file_and_no_oauth_server_unless_asked(
+    home: Path, server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
@@ -363,8 +387,9 @@ async def test_no_token_file_and_no_oauth_server_unless_asked(home: Path, server
     assert list(cwd.iterdir()) == []  # no .tio.tokens.json
 
 
-async def test_expired_tokens_are_refreshed_in_memory(home: Path, server, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_expired_tokens_are_refreshed_in_memory(
+    home: Path, server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     async with FakeLLMServer(responder=echo_responder()) as fake:
         channel = TwitchChannel(config(server, access_token="expired-at-start"))  # refreshed on connect
@@ -388,7 +413,7 @@ async def test_refused_tokens_fail_clearly_without_leaking_secrets(server, caplo
 
 
 def test_config_requires_credentials_once_enabled(home: Path) -> None:
-    with pytest.raises(ConfigError, match="channels.twitch"):
+    with pytest.raises(ConfigError, match=r"channels.twitch"):
         load_config(channels={"twitch": {"enabled": True, "channels": ["streamer"]}})
     loaded = load_config(channels={"twitch": {"enabled": True, "client_id": "x", "access_token": "secret-token"}})
     assert "secret-token" not in str(loaded.masked())

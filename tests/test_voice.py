@@ -52,11 +52,17 @@ def voice_stack() -> None:
     need_voice_stack()
 
 
-def voice_app(home: Path, channel: ChatChannel, server: FakeLLMServer, bus: TappedBus | None = None,
-              **voice: Any) -> App:
+def voice_app(
+    home: Path, channel: ChatChannel, server: FakeLLMServer, bus: TappedBus | None = None, **voice: Any
+) -> App:
     config = load_config(home=home, agent={"workspace": home / "workspace"}, voice=voice)
-    return App(config, channels=[channel], llm=OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
-               tools=[], bus=bus or TappedBus())
+    return App(
+        config,
+        channels=[channel],
+        llm=OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
+        tools=[],
+        bus=bus or TappedBus(),
+    )
 
 
 def user_texts(server: FakeLLMServer) -> list[str]:
@@ -64,8 +70,13 @@ def user_texts(server: FakeLLMServer) -> list[str]:
 
 
 def audio_sent(bus: TappedBus) -> list[AudioPart]:
-    return [p for item in bus.outgoing_log if isinstance(item, OutgoingMessage)
-            for p in item.parts if isinstance(p, AudioPart)]
+    return [
+        p
+        for item in bus.outgoing_log
+        if isinstance(item, OutgoingMessage)
+        for p in item.parts
+        if isinstance(p, AudioPart)
+    ]
 
 
 async def transcribe(part: AudioPart) -> str:
@@ -197,26 +208,56 @@ async def test_corrupt_empty_and_silent_notes_get_a_clear_reply(home: Path) -> N
 # A ten-minute note: every minute starts with a sentence holding a word said nowhere else, then ordinary
 # talk, then silence.
 MINUTES = [
-    ("What is the weather in Paris tomorrow?", "paris",
-     "I would like to know if I need a coat. Last week it rained almost every day and I got wet twice."),
-    ("Please remember to buy coffee on the way home.", "coffee",
-     "We also need bread, some eggs and a bottle of milk. The shop closes at eight, so there is enough time."),
-    ("The meeting with the design team moved to Thursday.", "thursday",
-     "They want to review the new screens first. Bring the printed drafts and the notes from last time."),
-    ("The train to London leaves in the morning.", "london",
-     "Book a seat near the window if you can. The return ticket should be flexible in case we stay longer."),
-    ("Write a short poem about the sea.", "poem",
-     "It can rhyme or not, whatever sounds better. Four lines are enough, about waves and the evening light."),
-    ("Turn off the lights in the kitchen.", "kitchen",
-     "I think someone left them on after dinner. Also check that the back door is locked before midnight."),
-    ("Send the report to the design team.", "report",
-     "Attach the numbers from the second quarter. Ask them to answer before the end of the week, please."),
-    ("How long does it take to drive to Berlin?", "berlin",
-     "We would leave early on Saturday. If the roads are busy we could stop for lunch halfway there."),
-    ("Remind me to call my mother at six.", "mother",
-     "She wanted to talk about the holidays. Tell me again ten minutes before, because I always forget."),
-    ("Finally, thank you for listening to this long recording.", "recording",
-     "I know it was a lot of small things at once. Just answer with a short list when you are ready."),
+    (
+        "What is the weather in Paris tomorrow?",
+        "paris",
+        "I would like to know if I need a coat. Last week it rained almost every day and I got wet twice.",
+    ),
+    (
+        "Please remember to buy coffee on the way home.",
+        "coffee",
+        "We also need bread, some eggs and a bottle of milk. The shop closes at eight, so there is enough time.",
+    ),
+    (
+        "The meeting with the design team moved to Thursday.",
+        "thursday",
+        "They want to review the new screens first. Bring the printed drafts and the notes from last time.",
+    ),
+    (
+        "The train to London leaves in the morning.",
+        "london",
+        "Book a seat near the window if you can. The return ticket should be flexible in case we stay longer.",
+    ),
+    (
+        "Write a short poem about the sea.",
+        "poem",
+        "It can rhyme or not, whatever sounds better. Four lines are enough, about waves and the evening light.",
+    ),
+    (
+        "Turn off the lights in the kitchen.",
+        "kitchen",
+        "I think someone left them on after dinner. Also check that the back door is locked before midnight.",
+    ),
+    (
+        "Send the report to the design team.",
+        "report",
+        "Attach the numbers from the second quarter. Ask them to answer before the end of the week, please.",
+    ),
+    (
+        "How long does it take to drive to Berlin?",
+        "berlin",
+        "We would leave early on Saturday. If the roads are busy we could stop for lunch halfway there.",
+    ),
+    (
+        "Remind me to call my mother at six.",
+        "mother",
+        "She wanted to talk about the holidays. Tell me again ten minutes before, because I always forget.",
+    ),
+    (
+        "Finally, thank you for listening to this long recording.",
+        "recording",
+        "I know it was a lot of small things at once. Just answer with a short list when you are ready.",
+    ),
 ]
 
 
@@ -264,8 +305,9 @@ async def test_note_over_the_limit_is_refused(home: Path) -> None:
         async with voice_app(home, channel, server, max_audio_seconds=300):
             await channel.say("", parts=[note])
             await channel.wait_for(lambda: len(channel.texts()) == 1)
-            assert channel.texts() == ["That voice note is too long: I listen to at most 5 minutes. "
-                                       "Please send a shorter one, or type it."]
+            assert channel.texts() == [
+                "That voice note is too long: I listen to at most 5 minutes. Please send a shorter one, or type it."
+            ]
             assert server.requests == []
             await channel.say("ok, short then")
             await channel.wait_for(lambda: len(channel.finalized()) == 2)
@@ -297,8 +339,9 @@ class GatedWhisper(LocalWhisper):
 async def test_other_chats_are_answered_while_a_note_is_transcribed(home: Path) -> None:
     import numpy as np
 
-    long_note = voice_note(np.concatenate([await espeak_pcm(talk) for _, _, talk in MINUTES[:4]]
-                                          + [await espeak_pcm(QUESTION)]))
+    long_note = voice_note(
+        np.concatenate([await espeak_pcm(talk) for _, _, talk in MINUTES[:4]] + [await espeak_pcm(QUESTION)])
+    )
     gated = GatedWhisper(asyncio.get_running_loop())
     async with FakeLLMServer(responder=scripted_responder) as server:
         channel = SpeechChannel(voice=True)
@@ -350,8 +393,10 @@ async def test_voice_config_from_yaml_and_env(home: Path, monkeypatch: pytest.Mo
     from operator_use.providers.tts.espeak import EspeakSynthesizer
     from operator_use.voice.setup import build_voice
 
-    (home / "config.yaml").write_text("voice:\n  mode: always\n  stt:\n    provider: openai\n"
-                                      "    base_url: http://127.0.0.1:9/v1\n  tts:\n    provider: espeak\n")
+    (home / "config.yaml").write_text(
+        "voice:\n  mode: always\n  stt:\n    provider: openai\n"
+        "    base_url: http://127.0.0.1:9/v1\n  tts:\n    provider: espeak\n"
+    )
     monkeypatch.setenv("OPERATOR_VOICE__STT__API_KEY", "sk-secret")
     config = load_config()
     assert config.voice.mode == "always" and "sk-secret" not in str(config.masked())

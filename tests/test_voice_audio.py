@@ -188,8 +188,7 @@ async def test_espeak_runs_without_the_agents_secrets(tmp_path: Path, monkeypatc
     dump = tmp_path / "environ"
     wrapper = tmp_path / "bin" / "espeak-ng"
     wrapper.parent.mkdir()
-    wrapper.write_text(f'#!/bin/sh\ncat /proc/$$/environ > {shlex.quote(str(dump))}\n'
-                       f'exec {shlex.quote(real)} "$@"\n')
+    wrapper.write_text(f'#!/bin/sh\ncat /proc/$$/environ > {shlex.quote(str(dump))}\nexec {shlex.quote(real)} "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-the-agents-own-key")
@@ -265,12 +264,17 @@ async def test_summary_is_much_shorter_to_hear(voice_stack: None, tmp_path: Path
     from operator_use.voice.service import VoiceService
 
     reply = " ".join(f"Point {i}: the project keeps moving forward." for i in range(30))
-    ctx = TurnContext(address=Address(channel="t", chat_id="1"), user_id="u", session_key="t:1",
-                      workspace=tmp_path, spoken=True)
+    ctx = TurnContext(
+        address=Address(channel="t", chat_id="1"), user_id="u", session_key="t:1", workspace=tmp_path, spoken=True
+    )
     durations = {}
     for policy in ("summary", "full"):
-        service = VoiceService(VoiceConfig(long_reply=policy, max_spoken_chars=300), tmp_path,
-                               transcriber=None, synthesizer=EspeakSynthesizer())
+        service = VoiceService(
+            VoiceConfig(long_reply=policy, max_spoken_chars=300),
+            tmp_path,
+            transcriber=None,
+            synthesizer=EspeakSynthesizer(),
+        )
         part = await service.speak(ctx, reply)
         assert part is not None
         durations[policy] = part.duration_s or 0
@@ -314,8 +318,9 @@ async def test_voice_service_limits(tmp_path: Path) -> None:
         async def transcribe(self, audio: AudioPart) -> str:
             raise AssertionError("limits are checked before transcribing")
 
-    service = VoiceService(VoiceConfig(max_audio_bytes=1000, max_audio_seconds=120), tmp_path,
-                           transcriber=Never(), synthesizer=None)
+    service = VoiceService(
+        VoiceConfig(max_audio_bytes=1000, max_audio_seconds=120), tmp_path, transcriber=Never(), synthesizer=None
+    )
     with pytest.raises(TranscriptionError, match="too big"):
         await service.transcribe(AudioPart(data=b"x" * 1001))
     with pytest.raises(TranscriptionError, match="at most 2 minutes"):
@@ -327,8 +332,10 @@ def test_the_transcript_measure_tells_a_mishearing_from_another_sentence() -> No
     said = "The weather in Paris is sunny today."
     # Mishearings seen from Whisper tiny.en on Piper's voice pass...
     assert_heard(said, "The weather impairs a sunny today.")
-    assert_heard("Sure. The weather in Paris will be sunny tomorrow, with a light breeze.",
-                 "Sure, the weather and pairs will be sunny tomorrow with the light breeze.")
+    assert_heard(
+        "Sure. The weather in Paris will be sunny tomorrow, with a light breeze.",
+        "Sure, the weather and pairs will be sunny tomorrow with the light breeze.",
+    )
     # ...another sentence, even one sharing half the words, does not.
     for other in ("What is the weather in Paris tomorrow?", "Good morning, how are you doing today?", ""):
         with pytest.raises(AssertionError):

@@ -18,18 +18,28 @@ from .support.pipeline import Gates
 from .support.web import web_app
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-proxy-server"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 
 FIRST = "Let me look at the workspace first."
 SECOND = "Found **two** things worth showing."
-FINAL = ("Here is the summary, streamed in small pieces:\n\n"
-         "```python\ndef greet(name):\n    return f\"Hello, {name}!\"\n```\n\n"
-         "| tool | result |\n|---|---|\n| gate | open |\n\n"
-         "[a link](https://example.com/docs) and [a trap](javascript:document.title='pwned')\n\n"
-         "<script>document.title='pwned'</script>\n\n"
-         "The model's text is untrusted: <img src=x onerror=\"document.title='pwned'\"> stays text.")
+FINAL = (
+    "Here is the summary, streamed in small pieces:\n\n"
+    '```python\ndef greet(name):\n    return f"Hello, {name}!"\n```\n\n'
+    "| tool | result |\n|---|---|\n| gate | open |\n\n"
+    "[a link](https://example.com/docs) and [a trap](javascript:document.title='pwned')\n\n"
+    "<script>document.title='pwned'</script>\n\n"
+    "The model's text is untrusted: <img src=x onerror=\"document.title='pwned'\"> stays text."
+)
 
 # Every distinct text the (first) agent message shows, recorded by the page itself as the DOM changes.
 RECORD_STATES = """() => {
@@ -45,8 +55,10 @@ RECORD_STATES = """() => {
 
 
 def agent_text_contains(fragment: str) -> str:
-    return ("() => { const b = document.querySelector('.msg.assistant .body');"
-            f" return !!b && b.textContent.includes({fragment!r}); }}")
+    return (
+        "() => { const b = document.querySelector('.msg.assistant .body');"
+        f" return !!b && b.textContent.includes({fragment!r}); }}"
+    )
 
 
 @pytest.mark.slow
@@ -56,11 +68,16 @@ async def test_web_chat_in_headless_chromium(home: Path, tmp_path: Path) -> None
     from playwright.async_api import async_playwright
 
     gates = Gates()  # two tool calls hold the reply twice: two partial states the test can wait for
-    script = [Reply(text=FIRST, tool_calls=[{"name": "gate", "arguments": {"name": "one"}}]),
-              Reply(text=SECOND, tool_calls=[{"name": "gate", "arguments": {"name": "two"}}]),
-              Reply(text=FINAL, chunk_size=4, delay_per_chunk=0.01)]
-    async with FakeLLMServer(script) as server, web_app(home, server, tools=[gates.tool()]) as (_, channel), \
-            async_playwright() as pw:
+    script = [
+        Reply(text=FIRST, tool_calls=[{"name": "gate", "arguments": {"name": "one"}}]),
+        Reply(text=SECOND, tool_calls=[{"name": "gate", "arguments": {"name": "two"}}]),
+        Reply(text=FINAL, chunk_size=4, delay_per_chunk=0.01),
+    ]
+    async with (
+        FakeLLMServer(script) as server,
+        web_app(home, server, tools=[gates.tool()]) as (_, channel),
+        async_playwright() as pw,
+    ):
         base = f"http://127.0.0.1:{channel.port}"
         browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:

@@ -115,6 +115,7 @@ async def test_a_random_token_is_printed_once_and_never_logged(home: Path, caplo
     caplog.set_level(logging.DEBUG)
     announced: list[str] = []
     channel = WebChannel(WebConfig(port=0), announce=announced.append)
+
     async def publish(message) -> None:  # type: ignore[no-untyped-def]
         return None
 
@@ -155,10 +156,15 @@ async def test_reply_streams_into_the_page_as_edits(home: Path) -> None:
     before, after = "Let me check that.", "The reply arrives piece by piece, edited in place until it is complete."
     answer = f"{before}\n\n{after}"
     gates = Gates()  # the model's tool call holds the turn with part of the reply on the page
-    script = [Reply(text=before, tool_calls=[{"name": "gate", "arguments": {"name": "g"}}]),
-              Reply(text=after, chunk_size=6)]
-    async with FakeLLMServer(script) as server, web_app(home, server, tools=[gates.tool()]) as (app, channel), \
-            open_tab(channel) as tab:
+    script = [
+        Reply(text=before, tool_calls=[{"name": "gate", "arguments": {"name": "g"}}]),
+        Reply(text=after, chunk_size=6),
+    ]
+    async with (
+        FakeLLMServer(script) as server,
+        web_app(home, server, tools=[gates.tool()]) as (app, channel),
+        open_tab(channel) as tab,
+    ):
         await tab.next("history")
         await tab.say("tell me something")
         echo = await tab.next("user")
@@ -185,20 +191,26 @@ async def test_reply_streams_into_the_page_as_edits(home: Path) -> None:
 async def test_the_model_text_reaches_the_page_as_text_never_as_markup(home: Path) -> None:
     # The page renders it with markdown-it, raw HTML off (tests/test_web_browser.py checks the rendering).
     answer = "**Bold** <script>alert(1)</script> <img src=x onerror=alert(2)>\n\n```python\nprint('<b>')\n```"
-    async with FakeLLMServer([Reply(text=answer)]) as server, web_app(home, server) as (_, channel), \
-            open_tab(channel) as tab:
+    async with (
+        FakeLLMServer([Reply(text=answer)]) as server,
+        web_app(home, server) as (_, channel),
+        open_tab(channel) as tab,
+    ):
         await tab.next("history")
         await tab.say("format")
         done = await tab.next("finalize")
         shown = [e for e in tab.events if e.get("id") == done["id"] and e["type"] in ("send", "edit")]
         assert shown[-1]["text"] == answer and shown[-1]["plain"] is False
-        assert all(set(e) == {"type", "id", "text", "plain"} | ({"reply_to"} if e["type"] == "send" else set())
-                   for e in shown)
+        assert all(
+            set(e) == {"type", "id", "text", "plain"} | ({"reply_to"} if e["type"] == "send" else set()) for e in shown
+        )
 
 
 async def test_history_is_sent_on_reconnect(home: Path) -> None:
-    async with FakeLLMServer([Reply(text="First **answer**."), Reply(text="Second.")]) as server, \
-            web_app(home, server) as (_, channel):
+    async with (
+        FakeLLMServer([Reply(text="First **answer**."), Reply(text="Second.")]) as server,
+        web_app(home, server) as (_, channel),
+    ):
         async with open_tab(channel) as tab:
             await tab.next("history")
             await tab.say("one")
@@ -209,16 +221,22 @@ async def test_history_is_sent_on_reconnect(home: Path) -> None:
         async with open_tab(channel) as again:
             history = (await again.next("history"))["items"]
         assert [(i["role"], i["text"]) for i in history] == [
-            ("user", "one"), ("assistant", "First **answer**."), ("user", "two"), ("assistant", "Second.")]
+            ("user", "one"),
+            ("assistant", "First **answer**."),
+            ("user", "two"),
+            ("assistant", "Second."),
+        ]
         async with open_tab(channel, chat="another-browser") as other:
             assert (await other.next("history"))["items"] == []
 
 
 async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> None:
     # A small voice-note limit keeps the frame cap at 16x the text limit (a 1 MB frame to refuse).
-    async with FakeLLMServer([Reply(text="Still here.")]) as server, \
-            web_app(home, server, max_audio_bytes=64 * 1024) as (app, channel), \
-            open_tab(channel) as tab:
+    async with (
+        FakeLLMServer([Reply(text="Still here.")]) as server,
+        web_app(home, server, max_audio_bytes=64 * 1024) as (app, channel),
+        open_tab(channel) as tab,
+    ):
         assert (await tab.next("history"))["max_message_bytes"] == 64 * 1024
         await tab.say("x" * (70 * 1024))
         assert "too long" in (await tab.next("error"))["error"]
@@ -243,15 +261,19 @@ async def test_oversized_and_malformed_frames_get_error_events(home: Path) -> No
 
 
 async def test_frames_the_json_decoder_chokes_on_get_a_reason_and_no_traceback(
-        home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     bad = [
         ('{"type": "message", "text": "hi", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
         ('{"type": "message", "text": "hi", "n": ' + "9" * 5000 + "}", "4300 digits"),
         ('{"type": "message", "text": "hi \\ud800"}', "not valid Unicode"),
         ('{"type": "audio", "mime": "audio/\\udfff", "data": "QUJD"}', "not valid Unicode"),
     ]
-    async with FakeLLMServer([Reply(text="Still here.")]) as server, \
-            web_app(home, server) as (app, channel), open_tab(channel) as tab:
+    async with (
+        FakeLLMServer([Reply(text="Still here.")]) as server,
+        web_app(home, server) as (_app, channel),
+        open_tab(channel) as tab,
+    ):
         await tab.next("history")
         for frame, reason in bad:
             await tab.ws.send_str(frame)
@@ -264,8 +286,13 @@ async def test_frames_the_json_decoder_chokes_on_get_a_reason_and_no_traceback(
 
 
 async def test_every_tab_of_a_conversation_gets_the_events(home: Path) -> None:
-    async with FakeLLMServer([Reply(text="Seen by both tabs.")]) as server, web_app(home, server) as (_, channel), \
-            open_tab(channel) as tab1, open_tab(channel) as tab2, open_tab(channel, chat="elsewhere") as other:
+    async with (
+        FakeLLMServer([Reply(text="Seen by both tabs.")]) as server,
+        web_app(home, server) as (_, channel),
+        open_tab(channel) as tab1,
+        open_tab(channel) as tab2,
+        open_tab(channel, chat="elsewhere") as other,
+    ):
         for t in (tab1, tab2, other):
             await t.next("history")
         await tab1.say("hi from tab 1")
@@ -280,8 +307,11 @@ async def test_every_tab_of_a_conversation_gets_the_events(home: Path) -> None:
 
 
 async def test_commands_work_from_the_page(home: Path) -> None:
-    async with FakeLLMServer(responder=echo_responder()) as server, web_app(home, server) as (app, channel), \
-            open_tab(channel) as tab:
+    async with (
+        FakeLLMServer(responder=echo_responder()) as server,
+        web_app(home, server) as (app, channel),
+        open_tab(channel) as tab,
+    ):
         await tab.next("history")
         await tab.say("/help")
         help_text = (await tab.next("send"))["text"]
@@ -307,8 +337,9 @@ async def test_a_busy_port_leaves_the_other_channels_running(home: Path, caplog:
             chat = ChatChannel()
             config = load_config(home=home, agent={"workspace": home / "workspace"})
             llm = OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
-            async with App(config, channels=[web, chat], llm=llm, tools=[],
-                           gateway_options={"start_retry_base": 60}) as app:
+            async with App(
+                config, channels=[web, chat], llm=llm, tools=[], gateway_options={"start_retry_base": 60}
+            ) as app:
                 assert app.gateway.status() == {"web": "down", "test": "up"}
                 assert f"cannot listen on 127.0.0.1:{port}" in caplog.text and "in use" in caplog.text
                 await chat.say("hi")
@@ -321,14 +352,29 @@ async def test_a_busy_port_leaves_the_other_channels_running(home: Path, caplog:
 async def test_run_starts_the_web_chat_and_prints_its_address(home: Path) -> None:
     """`operator-use run` (what `make run` starts) as a real process: the address is printed on the console,
     the page answers through it, and the token never reaches the log file."""
-    env = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8",
-           "OPERATOR_LLM__PROVIDER": "openai", "OPERATOR_LLM__MODEL": "fake-model", "OPERATOR_LLM__API_KEY": "k",
-           "OPERATOR_CHANNELS__WEB__PORT": "0"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(home),
+        "OPERATOR_HOME": str(home),
+        "LANG": "C.UTF-8",
+        "OPERATOR_LLM__PROVIDER": "openai",
+        "OPERATOR_LLM__MODEL": "fake-model",
+        "OPERATOR_LLM__API_KEY": "k",
+        "OPERATOR_CHANNELS__WEB__PORT": "0",
+    }
     async with FakeLLMServer(responder=echo_responder()) as server:
         env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "operator_use", "run", cwd=ROOT, env=env, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "operator_use",
+            "run",
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
         try:
             assert proc.stderr is not None
 
@@ -348,7 +394,9 @@ async def test_run_starts_the_web_chat_and_prints_its_address(home: Path) -> Non
                     tab = Tab(ws)
                     await tab.next("history")
                     await tab.say("hi from the browser")
-                    await tab.wait(lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: hi from the browser")
+                    await tab.wait(
+                        lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: hi from the browser"
+                    )
         finally:
             proc.send_signal(signal.SIGTERM)
             await asyncio.wait_for(proc.wait(), 30)

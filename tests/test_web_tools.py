@@ -57,6 +57,7 @@ async def serve(routes: dict[str, Handler], ssl_context: ssl.SSLContext | None =
         async def run(request: web.Request) -> web.StreamResponse:
             server.hits.append(request.path_qs)
             return await handler(request, server)
+
         return run
 
     for path, handler in routes.items():
@@ -109,6 +110,7 @@ async def site() -> AsyncIterator[Server]:
 @pytest.fixture
 async def other() -> AsyncIterator[Server]:
     """A second loopback server standing for an internal service: it must never be reached."""
+
     async def secret(request: web.Request, s: Server) -> web.Response:
         return web.Response(text="internal admin panel")
 
@@ -144,22 +146,25 @@ async def test_redirect_within_the_allowed_host_is_followed(site: Server) -> Non
     assert site.hits == ["/moved?to=/article", "/article"]
 
 
-@pytest.mark.parametrize("target", [
-    "http://127.0.0.1:{other}/admin",  # another loopback service
-    "http://localhost:{other}/admin",  # a name resolving to loopback
-    "http://[::1]:{other}/admin",
-    "http://[::ffff:127.0.0.1]:{other}/admin",  # IPv4-mapped IPv6
-    "http://0.0.0.0:{other}/admin",
-    "http://127.1:{other}/admin",  # short form of 127.0.0.1
-    "http://2130706433:{other}/admin",  # decimal form of 127.0.0.1
-    "http://10.0.0.1/",  # private ranges: refused before any connection is tried
-    "http://192.168.1.1/",
-    "http://172.16.0.1/",
-    "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
-    "http://100.64.0.1/",  # carrier-grade NAT
-    "http://[fe80::1]/",
-    "http://[fd00::1]/",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{other}/admin",  # another loopback service
+        "http://localhost:{other}/admin",  # a name resolving to loopback
+        "http://[::1]:{other}/admin",
+        "http://[::ffff:127.0.0.1]:{other}/admin",  # IPv4-mapped IPv6
+        "http://0.0.0.0:{other}/admin",
+        "http://127.1:{other}/admin",  # short form of 127.0.0.1
+        "http://2130706433:{other}/admin",  # decimal form of 127.0.0.1
+        "http://10.0.0.1/",  # private ranges: refused before any connection is tried
+        "http://192.168.1.1/",
+        "http://172.16.0.1/",
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
+        "http://100.64.0.1/",  # carrier-grade NAT
+        "http://[fe80::1]/",
+        "http://[fd00::1]/",
+    ],
+)
 async def test_redirect_to_a_private_address_is_refused(site: Server, other: Server, target: str) -> None:
     location = target.format(other=other.port)
     with pytest.raises(ToolError) as err:
@@ -181,7 +186,7 @@ async def test_oversize_body_is_cut(site: Server) -> None:
 async def test_slow_server_times_out(site: Server) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
-    with pytest.raises(ToolError, match="timed out after 0.5 s"):
+    with pytest.raises(ToolError, match=r"timed out after 0.5 s"):
         await allowing(site, timeout=0.5).fetch(f"{site.base}/slow")
     assert loop.time() - started < 5
 
@@ -197,13 +202,16 @@ async def test_too_many_redirects(site: Server) -> None:
         await allowing(site, max_redirects=1).fetch(loop_url)
 
 
-@pytest.mark.parametrize("url, message", [
-    ("file:///etc/passwd", "only http and https"),
-    ("ftp://example.com/", "only http and https"),
-    ("http://user:pw@127.0.0.1/", "credentials"),
-    ("/relative/path", "only http and https"),
-    ("http:///nohost", "no host"),
-])
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("file:///etc/passwd", "only http and https"),
+        ("ftp://example.com/", "only http and https"),
+        ("http://user:pw@127.0.0.1/", "credentials"),
+        ("/relative/path", "only http and https"),
+        ("http:///nohost", "no host"),
+    ],
+)
 async def test_bad_urls(url: str, message: str) -> None:
     with pytest.raises(ToolError, match=message):
         await WebFetcher().fetch(url)
@@ -242,9 +250,26 @@ async def test_https_connects_to_the_checked_address_with_the_real_server_name(t
 
 def test_is_public() -> None:
     public = ["93.184.216.34", "1.1.1.1", "2606:4700:4700::1111"]
-    private = ["127.0.0.1", "10.1.2.3", "172.31.255.255", "192.168.0.1", "169.254.169.254", "100.64.0.1",
-               "0.0.0.0", "255.255.255.255", "224.0.0.1", "::1", "::", "fe80::1", "fc00::1", "::ffff:10.0.0.1",
-               "64:ff9b::7f00:1", "2002:7f00:1::1", "198.18.0.1", "192.0.2.1"]
+    private = [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.31.255.255",
+        "192.168.0.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "224.0.0.1",
+        "::1",
+        "::",
+        "fe80::1",
+        "fc00::1",
+        "::ffff:10.0.0.1",
+        "64:ff9b::7f00:1",
+        "2002:7f00:1::1",
+        "198.18.0.1",
+        "192.0.2.1",
+    ]
     assert all(is_public(ipaddress.ip_address(a)) for a in public)
     assert not any(is_public(ipaddress.ip_address(a)) for a in private)
 
@@ -304,7 +329,8 @@ async def test_web_search_duckduckgo_against_a_fake_endpoint() -> None:
         assert queries and queries[0]["q"] == "night owls"
         assert result.content == (
             "1. Owl - Wikipedia\nhttps://en.wikipedia.org/wiki/Owl\nOwls are birds from the order Strigiformes.\n\n"
-            "2. Owls | Audubon\nhttps://www.audubon.org/owls\nLearn about the owls of North America.")
+            "2. Owls | Audubon\nhttps://www.audubon.org/owls\nLearn about the owls of North America."
+        )
         assert "DuckDuckGo" in tools["web_search"].description
 
 
@@ -322,10 +348,14 @@ async def test_web_search_with_the_endpoint_down_finds_nothing() -> None:
 async def test_searxng_provider() -> None:
     async def search(request: web.Request, s: Server) -> web.Response:
         assert request.query["format"] == "json"
-        return web.json_response({"results": [
-            {"title": "Owl", "url": "https://example.org/owl", "content": f"About {request.query['q']}"},
-            {"title": "No url"},
-        ]})
+        return web.json_response(
+            {
+                "results": [
+                    {"title": "Owl", "url": "https://example.org/owl", "content": f"About {request.query['q']}"},
+                    {"title": "No url"},
+                ]
+            }
+        )
 
     async for server in serve({"/search": search}):
         results = await SearXNG(server.base).search("owls", 5)

@@ -40,8 +40,9 @@ def voice_stack() -> None:
 async def voice_web_app(home: Path, server: FakeLLMServer, **web: Any) -> AsyncIterator[tuple[App, WebChannel]]:
     channel = WebChannel(WebConfig(**{"port": 0, "token": TOKEN, **web}), announce=None)
     config = load_config(home=home, agent={"workspace": home / "workspace"}, voice={"tts": {"provider": "espeak"}})
-    async with App(config, channels=[channel], llm=OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url),
-                   tools=[]) as app:
+    async with App(
+        config, channels=[channel], llm=OpenAILLM("fake-gpt", "k", base_url=server.openai_base_url), tools=[]
+    ) as app:
         yield app, channel
 
 
@@ -59,8 +60,11 @@ async def test_a_recorded_voice_note_is_heard_and_answered_with_voice(home: Path
     pcm = np.concatenate([silence(0.3), await espeak_pcm(QUESTION), silence(0.3)])
     note, mime = encode_as(pcm, "webm")
     assert mime == "audio/webm" and ogg_info(note)[:2] == ("matroska,webm", "opus")
-    async with FakeLLMServer(responder=lambda req: Reply(text=ANSWER, chunk_size=8)) as server, \
-            voice_web_app(home, server) as (app, channel), open_tab(channel) as tab:
+    async with (
+        FakeLLMServer(responder=lambda req: Reply(text=ANSWER, chunk_size=8)) as server,
+        voice_web_app(home, server) as (app, channel),
+        open_tab(channel) as tab,
+    ):
         assert channel.capabilities.voice
         await tab.next("history")
         await tab.ws.send_json(audio_frame(note))
@@ -88,8 +92,11 @@ async def test_a_recorded_voice_note_is_heard_and_answered_with_voice(home: Path
 
 async def test_bad_voice_frames_get_error_events(home: Path) -> None:
     limit = 4096
-    async with FakeLLMServer([Reply(text="Still here.")]) as server, \
-            voice_web_app(home, server, max_audio_bytes=limit) as (app, channel), open_tab(channel) as tab:
+    async with (
+        FakeLLMServer([Reply(text="Still here.")]) as server,
+        voice_web_app(home, server, max_audio_bytes=limit) as (_app, channel),
+        open_tab(channel) as tab,
+    ):
         assert (await tab.next("history"))["max_audio_bytes"] == limit
         bad: list[tuple[Any, str]] = [
             ({"type": "audio", "mime": "audio/webm", "data": "!!not base64!!"}, "base64"),
@@ -113,7 +120,7 @@ async def test_bad_voice_frames_get_error_events(home: Path) -> None:
         assert reply["text"] == UNCLEAR
         # The connection survived all of it.
         await tab.say("hello")
-        assert (await tab.wait(lambda e: e["type"] == "send" and e["text"] == "Still here."))
+        assert await tab.wait(lambda e: e["type"] == "send" and e["text"] == "Still here.")
         assert len(server.requests) == 1 and user_texts(server) == ["hello"]
 
 
@@ -155,10 +162,18 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
         notes.extend(p for p in message.parts if isinstance(p, AudioPart))
         return False
 
-    args = CHROMIUM_ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                            f"--use-file-for-fake-audio-capture={speech}", "--autoplay-policy=no-user-gesture-required"]
-    async with FakeLLMServer(responder=lambda req: Reply(text=ANSWER, chunk_size=8)) as server, \
-            voice_web_app(home, server) as (app, channel), async_playwright() as pw:
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
+    async with (
+        FakeLLMServer(responder=lambda req: Reply(text=ANSWER, chunk_size=8)) as server,
+        voice_web_app(home, server) as (app, channel),
+        async_playwright() as pw,
+    ):
         app.orchestrator.interceptors.insert(0, keep_note)
         browser = await pw.chromium.launch(executable_path=chromium, args=args)
         try:
@@ -175,7 +190,9 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
             # Let MediaRecorder deliver the whole utterance (the fake microphone plays the file from the start).
             await page.wait_for_function(
                 f"() => Number(document.getElementById('mic').dataset.elapsed) >= {int(seconds * 1000) + 300}"
-                " && Number(document.getElementById('mic').dataset.bytes) > 0", timeout=30_000)
+                " && Number(document.getElementById('mic').dataset.bytes) > 0",
+                timeout=30_000,
+            )
             shots = ROOT / "artifacts"
             shots.mkdir(exist_ok=True)
             await page.screenshot(path=str(shots / "web-voice-recording.png"))
@@ -186,8 +203,10 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
             await page.wait_for_selector(".msg.assistant.done >> text=sunny", timeout=120_000)
             await page.wait_for_selector(".msg.assistant.voice audio", timeout=120_000)
             # The reply's OGG/Opus plays from its blob: URL under the page's CSP.
-            await page.wait_for_function("() => document.querySelector('.msg.assistant.voice audio').readyState >= 1"
-                                         " && document.querySelector('.msg.assistant.voice audio').duration > 1")
+            await page.wait_for_function(
+                "() => document.querySelector('.msg.assistant.voice audio').readyState >= 1"
+                " && document.querySelector('.msg.assistant.voice audio').duration > 1"
+            )
             await page.screenshot(path=str(shots / "web-voice.png"))
             assert violations == []
 
@@ -200,8 +219,9 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
 
             # Where the browser gives no microphone API (plain http beyond localhost), the button says why.
             bare = await browser.new_context()
-            await bare.add_init_script("Object.defineProperty(Navigator.prototype, 'mediaDevices', "
-                                       "{get: () => undefined})")
+            await bare.add_init_script(
+                "Object.defineProperty(Navigator.prototype, 'mediaDevices', {get: () => undefined})"
+            )
             other = await bare.new_page()
             await other.goto(channel.url)
             await other.wait_for_selector("#mic[data-state=unavailable]")

@@ -85,9 +85,18 @@ async def _no_emit(event: AgentEvent) -> None:
 
 
 class Agent:
-    def __init__(self, llm: LLM, tools: ToolRegistry, context: ContextBuilder, *, hooks: Hooks | None = None,
-                 max_iterations: int = 20, context_tokens: int = 128_000, reply_reserve_tokens: int = 4_096,
-                 limits: StreamLimits | None = None) -> None:
+    def __init__(
+        self,
+        llm: LLM,
+        tools: ToolRegistry,
+        context: ContextBuilder,
+        *,
+        hooks: Hooks | None = None,
+        max_iterations: int = 20,
+        context_tokens: int = 128_000,
+        reply_reserve_tokens: int = 4_096,
+        limits: StreamLimits | None = None,
+    ) -> None:
         # Every call is bounded, so a stream that never ends cannot hold the turn and its slot.
         self.llm = with_limits(llm, limits or StreamLimits())
         self.tools = tools
@@ -97,16 +106,29 @@ class Agent:
         self.context_tokens = context_tokens
         self.reply_reserve_tokens = reply_reserve_tokens
 
-    async def run(self, ctx: TurnContext, history: list[HistoryMessage], message: HumanMessage, *,
-                  emit: Emit = _no_emit, persist: Persist | None = None) -> TurnResult:
+    async def run(
+        self,
+        ctx: TurnContext,
+        history: list[HistoryMessage],
+        message: HumanMessage,
+        *,
+        emit: Emit = _no_emit,
+        persist: Persist | None = None,
+    ) -> TurnResult:
         token = current_turn.set(ctx)
         try:
             return await self._run(ctx, history, message, emit, persist)
         finally:
             current_turn.reset(token)
 
-    async def _run(self, ctx: TurnContext, history: list[HistoryMessage], message: HumanMessage,
-                   emit: Emit, persist: Persist | None) -> TurnResult:
+    async def _run(
+        self,
+        ctx: TurnContext,
+        history: list[HistoryMessage],
+        message: HumanMessage,
+        emit: Emit,
+        persist: Persist | None,
+    ) -> TurnResult:
         turn: list[HistoryMessage] = [message]
         pending: list[HistoryMessage] = [message]  # not yet persisted
 

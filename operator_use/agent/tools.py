@@ -37,8 +37,16 @@ class ToolResult:
 class Tool:
     """A named, described function with a pydantic parameter model."""
 
-    def __init__(self, name: str, description: str, params: type[BaseModel], func: ToolFunc, *,
-                 risk: str = "low", max_output: int = 16_000) -> None:
+    def __init__(
+        self,
+        name: str,
+        description: str,
+        params: type[BaseModel],
+        func: ToolFunc,
+        *,
+        risk: str = "low",
+        max_output: int = 16_000,
+    ) -> None:
         self.name = name
         self.description = description
         self.params = params

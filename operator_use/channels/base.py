@@ -137,9 +137,13 @@ class ChannelConfig(BaseModel):
                 for entry in getattr(self, key):
                     group = key == "allow_from" and (entry == "*" or ":" in entry)
                     if not group and not _NUMERIC_ID.fullmatch(entry):
-                        log.warning("channels.%s.%s: %r is not a user id (a number) and matches nobody; "
-                                    "put names in %s", type(self).__name__.removesuffix("Config").lower(), key,
-                                    entry, "allow_names" if key == "allow_from" else "admin_names")
+                        log.warning(
+                            "channels.%s.%s: %r is not a user id (a number) and matches nobody; put names in %s",
+                            type(self).__name__.removesuffix("Config").lower(),
+                            key,
+                            entry,
+                            "allow_names" if key == "allow_from" else "admin_names",
+                        )
         return self
 
     def allows(self, user_id: str, user_name: str | None = None, groups: list[str] | tuple[str, ...] = ()) -> bool:

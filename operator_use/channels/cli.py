@@ -40,8 +40,14 @@ class TerminalChannel(Channel):
     name = "cli"
     capabilities = Capabilities(can_edit=True, max_length=1_000_000, edit_interval=0.05, formatting="markdown")
 
-    def __init__(self, config: CLIConfig | None = None, *, stdin: IO[str] | None = None,
-                 stdout: IO[str] | None = None, on_eof: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: CLIConfig | None = None,
+        *,
+        stdin: IO[str] | None = None,
+        stdout: IO[str] | None = None,
+        on_eof: Callable[[], None] | None = None,
+    ) -> None:
         self.cli_config = config or CLIConfig()
         super().__init__(self.cli_config)
         self._stdin = stdin or sys.stdin
@@ -82,8 +88,15 @@ class TerminalChannel(Channel):
             if not text.strip():
                 continue
             self._at_line_start = True
-            await self.emit(IncomingMessage(channel=self.name, chat_id=CHAT_ID, user_id=LOCAL_USER,
-                                            user_name=os.environ.get("USER"), parts=[TextPart(text=text)]))
+            await self.emit(
+                IncomingMessage(
+                    channel=self.name,
+                    chat_id=CHAT_ID,
+                    user_id=LOCAL_USER,
+                    user_name=os.environ.get("USER"),
+                    parts=[TextPart(text=text)],
+                )
+            )
         if self._on_eof:
             self._on_eof()
 
@@ -115,7 +128,7 @@ class TerminalChannel(Channel):
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         before = self._printed.get(message_id, "")
         if text.startswith(before):
-            self._write(text[len(before):])
+            self._write(text[len(before) :])
         else:  # the text changed above the cursor: show the new version whole
             self._write("\n" + self.cli_config.reply_prefix + text)
         self._printed[message_id] = text

@@ -20,8 +20,9 @@ def safe_filename(name: str | None, default: str = "file") -> str:
     return cleaned[-100:]  # the end keeps the extension
 
 
-def save_to_inbox(inbox: Path, name: str | None, *, data: bytes | None = None, source: Path | None = None,
-                  prefix: str | None = None) -> Path:
+def save_to_inbox(
+    inbox: Path, name: str | None, *, data: bytes | None = None, source: Path | None = None, prefix: str | None = None
+) -> Path:
     """Write `data` (or copy the file `source`, never held in memory) as `<prefix>-<safe name>`."""
     inbox.mkdir(parents=True, exist_ok=True)
     safe = safe_filename(name)

@@ -28,8 +28,9 @@ CHANNELS: dict[str, str] = {
 }
 
 
-def build_channels(config: Config, *, on_eof: Callable[[], None] | None = None,
-                   only: list[str] | None = None) -> list[Channel]:
+def build_channels(
+    config: Config, *, on_eof: Callable[[], None] | None = None, only: list[str] | None = None
+) -> list[Channel]:
     channels: list[Channel] = []
     for name, target in CHANNELS.items():
         section = getattr(config.channels, name, None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Optional, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
@@ -108,9 +108,12 @@ def _check_role(config: Config, role: str) -> None:
 
 
 @user_app.command("add")
-def user_add(name: str, platform: Optional[str] = typer.Argument(None, help="Channel name, e.g. telegram."),
-             user_id: Optional[str] = typer.Argument(None, help="The user's id on that platform."),
-             role: str = typer.Option("user", "--role", help="A role from security.roles (admin, user, ...).")) -> None:
+def user_add(
+    name: str,
+    platform: str | None = typer.Argument(None, help="Channel name, e.g. telegram."),
+    user_id: str | None = typer.Argument(None, help="The user's id on that platform."),
+    role: str = typer.Option("user", "--role", help="A role from security.roles (admin, user, ...)."),
+) -> None:
     """Create a user, optionally with a first identity: `user add ada --role admin telegram 12345`."""
     from ..security.access import user_store
 

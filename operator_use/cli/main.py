@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -20,8 +20,11 @@ if TYPE_CHECKING:
     from ..app import App
     from ..config import Config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="operator-use: a self-hosted personal AI agent for chat apps and the terminal.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="operator-use: a self-hosted personal AI agent for chat apps and the terminal.",
+)
 sessions_app = typer.Typer(no_args_is_help=True, help="Inspect stored conversations.")
 app.add_typer(sessions_app, name="sessions")
 app.add_typer(pairing_app, name="pairing")
@@ -122,8 +125,11 @@ def init() -> None:
     except TemplateMissing as exc:
         typer.echo(f"Error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"Workspace {config.workspace}: {len(created)} file(s) added" if created
-               else f"Workspace {config.workspace} is complete")
+    typer.echo(
+        f"Workspace {config.workspace}: {len(created)} file(s) added"
+        if created
+        else f"Workspace {config.workspace} is complete"
+    )
 
 
 @app.command()
@@ -138,8 +144,11 @@ def chat() -> None:
     from ..channels.cli import stdin_is_terminal
 
     if not stdin_is_terminal():
-        typer.echo("operator-use chat needs a terminal, and stdin is not one. Without a terminal, "
-                   "`operator-use run` serves the other channels (the web chat, MQTT...).", err=True)
+        typer.echo(
+            "operator-use chat needs a terminal, and stdin is not one. Without a terminal, "
+            "`operator-use run` serves the other channels (the web chat, MQTT...).",
+            err=True,
+        )
         raise typer.Exit(1)
     _run(["cli"])
 
@@ -170,7 +179,7 @@ def sessions_list() -> None:
 
 
 @sessions_app.command("show")
-def sessions_show(key: str, last: Optional[int] = typer.Option(None, help="Only the last N messages.")) -> None:
+def sessions_show(key: str, last: int | None = typer.Option(None, help="Only the last N messages.")) -> None:
     """Print one conversation's history."""
     from ..session.store import SessionStore, history_to_text
 

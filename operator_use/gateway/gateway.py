@@ -18,7 +18,17 @@ from typing import Any
 
 from ..bus.base import Bus, OutboundItem
 from ..channels.base import Channel, ChannelError, FormattingRejected, Refused, RetryAfter, TooLong
-from ..messages import Address, OutgoingMessage, Part, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, TextPart, Typing
+from ..messages import (
+    Address,
+    OutgoingMessage,
+    Part,
+    StreamBlockEnd,
+    StreamDelta,
+    StreamDone,
+    StreamStart,
+    TextPart,
+    Typing,
+)
 from .clock import Clock, RealClock
 from .splitting import measure, split_markdown
 from .stream_editor import StreamEditor
@@ -62,7 +72,7 @@ class Gateway:
         self.typing_max = typing_max  # a refresher whose stop signal never comes still ends
         self.max_send_retries = max_send_retries
         self.start_wait = start_wait
-        self._state: dict[str, str] = {name: "down" for name in self.channels}
+        self._state: dict[str, str] = dict.fromkeys(self.channels, "down")
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._typing: dict[str, asyncio.Task[None]] = {}
         self._tasks = TaskSet("gateway")  # dispatcher, channel starters
@@ -76,7 +86,7 @@ class Gateway:
         """Start every channel concurrently and the outbound dispatcher. Returns once each channel has
         made its first attempt; failed ones keep retrying in the background."""
         first_attempts = [asyncio.Event() for _ in self.channels]
-        for ch, attempted in zip(self.channels.values(), first_attempts):
+        for ch, attempted in zip(self.channels.values(), first_attempts, strict=False):
             self._state[ch.name] = "starting"
             self._tasks.spawn(self._keep_starting(ch, attempted), name=f"start-{ch.name}")
         self._dispatcher = self._tasks.spawn(self._dispatch(), name="gateway-dispatch")
@@ -92,15 +102,15 @@ class Gateway:
         if any(state == "starting" for state in self._state.values()):
             log.warning("gateway started; still starting: %s", [n for n, st in self._state.items() if st == "starting"])
 
-    async def stop(self, timeout: float = 5.0) -> None:
-        """Stop dispatching, let lanes finish what is queued (up to `timeout` real seconds), cancel the
-        rest, then stop the channels (each given `timeout`). Real seconds, not the clock: shutdown must be
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop dispatching, let lanes finish what is queued (up to `grace` real seconds), cancel the
+        rest, then stop the channels (each given `grace`). Real seconds, not the clock: shutdown must be
         bounded even when nothing advances a fake clock."""
         await self._tasks.cancel_all()  # dispatcher and pending start retries
         self._dispatcher = None
         lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
         if lanes:
-            _, pending = await asyncio.wait(lanes, timeout=timeout)
+            _, pending = await asyncio.wait(lanes, timeout=grace)
             if pending:
                 log.warning("gateway stop: %d chat lane(s) still busy, cancelled", len(pending))
         await self._lane_tasks.cancel_all()
@@ -110,10 +120,8 @@ class Gateway:
         await self.editor.aclose()
         # "starting" too: a start cancelled half-way may hold a connection that disconnect() releases.
         live = [ch for ch in self.channels.values() if self._state[ch.name] in ("up", "starting")]
-        results = await asyncio.gather(
-            *(asyncio.wait_for(ch.stop(), timeout) for ch in live), return_exceptions=True
-        )
-        for ch, res in zip(live, results):
+        results = await asyncio.gather(*(asyncio.wait_for(ch.stop(), grace) for ch in live), return_exceptions=True)
+        for ch, res in zip(live, results, strict=False):
             if isinstance(res, BaseException):
                 log.error("channel %s failed to stop cleanly", ch.name, exc_info=res)
         for name in self.channels:
@@ -140,7 +148,7 @@ class Gateway:
                 await ch.start(self.bus.publish_incoming)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 — a platform library's own errors
                 self._state[ch.name] = "down"
                 attempted.set()
                 log.warning("channel %s failed to start (%r); retrying in %.1fs", ch.name, e, delay)
@@ -243,6 +251,7 @@ class Gateway:
                 log.error("%s: could not tell the user about undelivered text: %s", ch.name, e)
         others: list[Part] = [p for p in msg.parts if not isinstance(p, TextPart)]
         if others:
+
             async def send_parts() -> None:
                 await self.editor.limiter.acquire(ch, msg.address)
                 await ch.send_parts(msg.address, others, reply_to=reply_to)
@@ -268,8 +277,9 @@ class Gateway:
         what = f"{ch.name} send"
         try:
             try:
-                ok = await self._retrying(lambda: send(formatted, False), what=what,
-                                          reraise=(FormattingRejected, *refusals))
+                ok = await self._retrying(
+                    lambda: send(formatted, False), what=what, reraise=(FormattingRejected, *refusals)
+                )
             except FormattingRejected:
                 log.warning("%s rejected formatting; resending as plain text", ch.name)
                 plain = True
@@ -285,12 +295,13 @@ class Gateway:
                 # A whole message never changes after it is sent.
                 try:
                     await ch.finalize(address, sent[-1])
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 — a platform library's own errors
                     log.warning("%s: finalize of message %s failed: %r", ch.name, sent[-1], e)
         return ok
 
-    async def _retrying(self, call: Callable[[], Awaitable[Any]], *, what: str,
-                        reraise: tuple[type[ChannelError], ...] = ()) -> bool:
+    async def _retrying(
+        self, call: Callable[[], Awaitable[Any]], *, what: str, reraise: tuple[type[ChannelError], ...] = ()
+    ) -> bool:
         """Run a platform call, honouring RetryAfter; log (never raise) other channel errors, except
         the `reraise` ones the caller handles."""
         for _ in range(self.max_send_retries):
@@ -335,7 +346,7 @@ class Gateway:
                     await ch.typing(address)
                 except asyncio.CancelledError:
                     raise
-                except Exception as e:  # a lost typing indicator is not worth more than a debug line
+                except Exception as e:  # noqa: BLE001 — a lost typing indicator is not worth more than a debug line
                     log.debug("%s typing failed: %r", ch.name, e)
                 await self.clock.sleep(self.typing_interval)
         finally:

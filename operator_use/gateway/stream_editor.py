@@ -99,8 +99,14 @@ class _Stream:
 
 
 class StreamEditor:
-    def __init__(self, clock: Clock | None = None, *, min_chars: int = 1, max_failures: int = 3,
-                 limiter: SendLimiter | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        *,
+        min_chars: int = 1,
+        max_failures: int = 3,
+        limiter: SendLimiter | None = None,
+    ) -> None:
         self.clock: Clock = clock or RealClock()
         # Per-chat send rate limits; the gateway shares it for whole messages.
         self.limiter = limiter or SendLimiter(self.clock)
@@ -156,8 +162,9 @@ class StreamEditor:
     # --- internals ---
 
     def _open(self, channel: Channel, address: Address, sid: str, reply_to: str | None) -> _Stream:
-        s = _Stream(channel=channel, address=address, stream_id=sid, reply_to=reply_to,
-                    limit=channel.capabilities.max_length)
+        s = _Stream(
+            channel=channel, address=address, stream_id=sid, reply_to=reply_to, limit=channel.capabilities.max_length
+        )
         self._streams[sid] = s
         self.stats.streams += 1
         s.task = self._tasks.spawn(self._run(s), name=f"stream-{sid}")
@@ -263,7 +270,7 @@ class StreamEditor:
         end = len(snapshot) if s.force else s.paragraphs.update(snapshot)
         if end == len(snapshot) and measure(snapshot, unit) <= s.limit:
             head, tail = snapshot, ""
-        elif 0 < end and measure(snapshot[:end], unit) <= s.limit:
+        elif end > 0 and measure(snapshot[:end], unit) <= s.limit:
             head, tail = snapshot[:end].rstrip(), trim_tail(snapshot[end:])
         else:  # more than one message's worth: the best cut within the limit
             head, tail = split_first(snapshot, s.limit, unit)
@@ -282,8 +289,9 @@ class StreamEditor:
         s.undelivered += len(text)
         s.reasons.append(s.refusal)
         self.stats.undelivered_chars += len(text)
-        log.warning("%s refused %d characters of stream %s; going on with the rest", s.channel.name,
-                    len(text), s.stream_id)
+        log.warning(
+            "%s refused %d characters of stream %s; going on with the rest", s.channel.name, len(text), s.stream_id
+        )
 
     async def _queue_notice(self, s: _Stream) -> bool:
         """Once everything else is out, one more message: what the platform refused, and why."""
@@ -310,8 +318,7 @@ class StreamEditor:
             return _Outcome.SHOWN
         return await self._call(s, text, out, new_message=new_message)
 
-    async def _call(self, s: _Stream, text: str, out: str, *, new_message: bool,
-                    reworded: bool = False) -> _Outcome:
+    async def _call(self, s: _Stream, text: str, out: str, *, new_message: bool, reworded: bool = False) -> _Outcome:
         await self.limiter.acquire(s.channel, s.address)
         s.last_call = self.clock.now()
         self.stats.calls += 1
@@ -348,14 +355,15 @@ class StreamEditor:
         except Refused as e:
             self.stats.refused += 1
             if e.resend and not reworded:
-                log.info("%s refused a message of stream %s (%s); sending it reworded", s.channel.name,
-                         s.stream_id, e.reason)
+                log.info(
+                    "%s refused a message of stream %s (%s); sending it reworded", s.channel.name, s.stream_id, e.reason
+                )
                 return await self._call(s, text, e.resend, new_message=new_message, reworded=True)
             s.refusal = e.reason
             return _Outcome.REFUSED
         except ChannelError as e:
             return self._failed(s, e, permanent=e.permanent)
-        except Exception as e:  # a platform library's own error: treat as transient
+        except Exception as e:  # noqa: BLE001 — a platform library's own error: treat as transient
             return self._failed(s, e, permanent=False)
         s.final_call_at = self.clock.now()
         s.shown, s.shown_out = text, out
@@ -369,8 +377,14 @@ class StreamEditor:
         if smaller < max(1, caps.max_length // 16):  # not a counting difference any more: give this text up
             s.refusal = f"too long for {s.channel.name}"
             return _Outcome.REFUSED
-        log.warning("%s: %s (stream %s); cutting at %d %s from now on", s.channel.name, e, s.stream_id, smaller,
-                    caps.length_unit)
+        log.warning(
+            "%s: %s (stream %s); cutting at %d %s from now on",
+            s.channel.name,
+            e,
+            s.stream_id,
+            smaller,
+            caps.length_unit,
+        )
         s.limit = smaller
         return _Outcome.LATER
 
@@ -384,7 +398,7 @@ class StreamEditor:
             self.stats.finalized += 1
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 — a platform library's own errors
             log.warning("%s: finalize of message %s failed: %r", s.channel.name, message_id, e)
 
     def _failed(self, s: _Stream, exc: BaseException, *, permanent: bool) -> _Outcome:

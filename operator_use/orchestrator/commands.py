@@ -81,6 +81,9 @@ class CommandRegistry:
         return [(s.name, s.description) for s in self._specs.values() if not s.admin]
 
     def help_text(self, *, admin: bool = True) -> str:
-        lines = [f"/{s.name} - {s.description}" + (" (admins only)" if s.admin else "")
-                 for s in self._specs.values() if admin or not s.admin]
+        lines = [
+            f"/{s.name} - {s.description}" + (" (admins only)" if s.admin else "")
+            for s in self._specs.values()
+            if admin or not s.admin
+        ]
         return "Commands:\n" + "\n".join(lines)

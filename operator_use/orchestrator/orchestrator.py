@@ -55,17 +55,27 @@ Interceptor = Callable[[IncomingMessage], Awaitable[bool]]
 
 GENERIC_ERROR = "Sorry, something went wrong while answering. The details are in the agent's log."
 LLM_UNAVAILABLE = "The model is unavailable right now ({reason}). Please try again in a moment."
-HISTORY_UNREADABLE = ("This conversation's history could not be read, so I did not answer. "
-                      "The details are in the agent's log.")
+HISTORY_UNREADABLE = (
+    "This conversation's history could not be read, so I did not answer. The details are in the agent's log."
+)
 LLM_AUTH = "The model provider refused the agent's credentials; the owner needs to check the configuration."
 
 
 class Orchestrator:
-    def __init__(self, bus: Bus, agent: Agent, sessions: SessionStore, channel_configs: Mapping[str, ChannelConfig], *,
-                 workspace: Path, max_concurrent_turns: int = 8, transcribe: Transcribe | None = None,
-                 on_restart: Callable[[], Awaitable[None]] | None = None,
-                 status: Callable[[], Mapping[str, str]] | None = None,
-                 channels: Mapping[str, Channel] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        agent: Agent,
+        sessions: SessionStore,
+        channel_configs: Mapping[str, ChannelConfig],
+        *,
+        workspace: Path,
+        max_concurrent_turns: int = 8,
+        transcribe: Transcribe | None = None,
+        on_restart: Callable[[], Awaitable[None]] | None = None,
+        status: Callable[[], Mapping[str, str]] | None = None,
+        channels: Mapping[str, Channel] | None = None,
+    ) -> None:
         self.bus = bus
         self.agent = agent
         self.sessions = sessions
@@ -154,8 +164,7 @@ class Orchestrator:
                 return
         command = parse_command(message.text) if message.text else None
         if command is not None and not self._addressed_here(message.channel, command):
-            log.info("%s: /%s is addressed to @%s, another bot; ignored", message.channel, command.name,
-                     command.target)
+            log.info("%s: /%s is addressed to @%s, another bot; ignored", message.channel, command.name, command.target)
             return
         if command is not None:
             await self._command(message, command)
@@ -274,8 +283,10 @@ class Orchestrator:
                 images.append(part)
             elif isinstance(part, AudioPart):
                 if self.transcribe is None:
-                    await self.reply(message, "I can't listen to voice notes: speech-to-text is not set up "
-                                              "(install operator-use[voice]).")
+                    await self.reply(
+                        message,
+                        "I can't listen to voice notes: speech-to-text is not set up (install operator-use[voice]).",
+                    )
                     return None
                 heard = await self._transcribe(message, part)
                 if heard is None:
@@ -317,8 +328,9 @@ class Orchestrator:
             log.exception("could not speak the reply in %s", message.key)
             return
         if audio is not None:
-            await self.bus.publish_outgoing(OutgoingMessage(address=ctx.address, parts=[audio],
-                                                            reply_to=message.message_id))
+            await self.bus.publish_outgoing(
+                OutgoingMessage(address=ctx.address, parts=[audio], reply_to=message.message_id)
+            )
 
     async def _turn(self, message: IncomingMessage) -> None:
         address = message.address
@@ -337,8 +349,9 @@ class Orchestrator:
             if isinstance(event, TextDelta):
                 if not started:
                     started = True
-                    await self.bus.publish_outgoing(StreamStart(address=address, stream_id=stream_id,
-                                                                reply_to=message.message_id))
+                    await self.bus.publish_outgoing(
+                        StreamStart(address=address, stream_id=stream_id, reply_to=message.message_id)
+                    )
                 await self.bus.publish_outgoing(StreamDelta(address=address, stream_id=stream_id, delta=event.text))
             elif isinstance(event, BlockEnd) and started:
                 await self.bus.publish_outgoing(StreamBlockEnd(address=address, stream_id=stream_id))
@@ -346,9 +359,17 @@ class Orchestrator:
         async def send_text(text: str) -> None:
             await self.bus.publish_outgoing(OutgoingMessage.of_text(address, text))
 
-        ctx = TurnContext(address=address, user_id=message.user_id, user_name=message.user_name,
-                          session_key=message.key, workspace=self.workspace, is_admin=self.is_admin(message),
-                          turn_id=stream_id, send_text=send_text, spoken=spoken)
+        ctx = TurnContext(
+            address=address,
+            user_id=message.user_id,
+            user_name=message.user_name,
+            session_key=message.key,
+            workspace=self.workspace,
+            is_admin=self.is_admin(message),
+            turn_id=stream_id,
+            send_text=send_text,
+            spoken=spoken,
+        )
         try:
             session = await self.sessions.load(message.key)
         except Exception:
@@ -377,7 +398,9 @@ class Orchestrator:
             error = LLM_AUTH
         except LLMError as exc:
             log.warning("LLM failed in %s: %s", message.key, exc)
-            error = LLM_UNAVAILABLE.format(reason=type(exc).__name__.replace("Error", "").rstrip("_").lower() or "error")
+            error = LLM_UNAVAILABLE.format(
+                reason=type(exc).__name__.replace("Error", "").rstrip("_").lower() or "error"
+            )
         except SessionWriteError as exc:
             log.error("history of %s not saved: %s", message.key, exc.__cause__ or exc)
             error = str(exc)

@@ -25,8 +25,10 @@ from .users import User, UserStore
 
 log = logging.getLogger(__name__)
 
-PAIRING_REPLY = ("Hi! I don't know you yet. To get access, ask the owner of this agent to run:\n\n"
-                 "operator-use pairing approve {code}\n\nThe code expires in {minutes} minutes.")
+PAIRING_REPLY = (
+    "Hi! I don't know you yet. To get access, ask the owner of this agent to run:\n\n"
+    "operator-use pairing approve {code}\n\nThe code expires in {minutes} minutes."
+)
 
 
 def security_dir(home: Path) -> Path:
@@ -34,8 +36,9 @@ def security_dir(home: Path) -> Path:
 
 
 def pairing_store(home: Path, config: SecurityConfig) -> PairingStore:
-    return PairingStore(security_dir(home) / "pairing.json", ttl=config.pairing_ttl,
-                        max_pending=config.pairing_max_pending)
+    return PairingStore(
+        security_dir(home) / "pairing.json", ttl=config.pairing_ttl, max_pending=config.pairing_max_pending
+    )
 
 
 def user_store(home: Path) -> UserStore:
@@ -49,8 +52,9 @@ def grants(patterns: list[str] | str, name: str) -> bool:
 
 
 class Access:
-    def __init__(self, home: Path, config: SecurityConfig, agent_name: str,
-                 channel_configs: Mapping[str, ChannelConfig]) -> None:
+    def __init__(
+        self, home: Path, config: SecurityConfig, agent_name: str, channel_configs: Mapping[str, ChannelConfig]
+    ) -> None:
         self.config = config
         self.agent_name = agent_name
         self.channel_configs = channel_configs
@@ -144,16 +148,28 @@ class Access:
             return None
         try:
             request, created = await asyncio.to_thread(
-                self.pairing.request, message.channel, message.user_id, message.user_name)
+                self.pairing.request, message.channel, message.user_id, message.user_name
+            )
         except (StoreCorrupt, OSError) as exc:
             log.error("cannot issue a pairing code: %s", exc)
             return None
         if request is None:
-            log.warning("pairing request from %s:%s refused: %d codes already pending on %s", message.channel,
-                        message.user_id, self.pairing.max_pending, message.channel)
+            log.warning(
+                "pairing request from %s:%s refused: %d codes already pending on %s",
+                message.channel,
+                message.user_id,
+                self.pairing.max_pending,
+                message.channel,
+            )
             return None
         if not created:
             return None  # the code was sent already; repeating it on every message would spam
-        log.warning("pairing request %s from %s:%s (%s); approve with `operator-use pairing approve %s`",
-                    request.code, message.channel, message.user_id, message.user_name, request.code)
+        log.warning(
+            "pairing request %s from %s:%s (%s); approve with `operator-use pairing approve %s`",
+            request.code,
+            message.channel,
+            message.user_id,
+            message.user_name,
+            request.code,
+        )
         return PAIRING_REPLY.format(code=request.code, minutes=max(1, round(self.pairing.ttl / 60)))

@@ -78,10 +78,15 @@ class ApprovalGate:
     """The hook (`__call__`) plus the /approve and /deny command handlers. `multiline(channel)`: whether that
     channel shows line breaks and runs of spaces as sent (`Capabilities.multiline`); None: every channel does."""
 
-    def __init__(self, config: ApprovalsConfig, registry: ToolRegistry, *,
-                 is_admin: Callable[[IncomingMessage], bool],
-                 tools_for: Callable[[str, str], list[str] | str] | None = None,
-                 multiline: Callable[[str], bool] | None = None) -> None:
+    def __init__(
+        self,
+        config: ApprovalsConfig,
+        registry: ToolRegistry,
+        *,
+        is_admin: Callable[[IncomingMessage], bool],
+        tools_for: Callable[[str, str], list[str] | str] | None = None,
+        multiline: Callable[[str], bool] | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.is_admin = is_admin
@@ -99,23 +104,28 @@ class ApprovalGate:
         if self.tools_for is not None:
             granted = self.tools_for(ctx.channel, ctx.user_id)
             if granted != "*" and not _matches(list(granted), call.name):
-                log.warning("tool %s refused for %s:%s: not granted by the user's role", call.name, ctx.channel,
-                            ctx.user_id)
+                log.warning(
+                    "tool %s refused for %s:%s: not granted by the user's role", call.name, ctx.channel, ctx.user_id
+                )
                 return ToolResult(f"Error: {call.name} is not available to this user (role).", is_error=True)
         verdict = verdict_for(self.config, call.name, tool.risk)
         if verdict == "deny":
             log.warning("tool %s denied by policy in %s", call.name, ctx.session_key)
             return ToolResult(f"Error: {call.name} is not allowed by this agent's policy.", is_error=True)
-        guarded = (call.name in WRITES_PATH and bool(self.prompt_files.patterns)
-                   and self.config.prompt_file_writes != "allow")
+        guarded = (
+            call.name in WRITES_PATH and bool(self.prompt_files.patterns) and self.config.prompt_file_writes != "allow"
+        )
         target = await self._prompt_target(ctx, call) if guarded else None
         reason = ""
         if target is not None:
-            path, name = target
+            _path, name = target
             if self.config.prompt_file_writes == "deny":
                 log.warning("tool %s denied in %s: it writes the prompt file %s", call.name, ctx.session_key, name)
-                return ToolResult(f"Error: {call.name} would change {name}, part of the system prompt; this agent's "
-                                  "policy does not allow that.", is_error=True)
+                return ToolResult(
+                    f"Error: {call.name} would change {name}, part of the system prompt; this agent's "
+                    "policy does not allow that.",
+                    is_error=True,
+                )
             verdict = max(verdict, self.config.prompt_file_writes, key=_STRICTNESS.__getitem__)
             reason = f"It writes {name}, which is part of the agent's system prompt for every later turn."
         if verdict == "ask":
@@ -155,29 +165,49 @@ class ApprovalGate:
             return ToolResult(f"Error: {call.name} needs approval and there is no chat to ask in.", is_error=True)
         one_line = self.multiline is not None and not self.multiline(ctx.channel)
         shown = preview(call, self.registry.redact, one_line=one_line)  # the chat sees the call: secrets masked
-        request = PendingApproval(self._new_id(), call.name, shown, ctx.channel, ctx.user_id,
-                                  ctx.session_key, asyncio.get_running_loop().create_future())
+        request = PendingApproval(
+            self._new_id(),
+            call.name,
+            shown,
+            ctx.channel,
+            ctx.user_id,
+            ctx.session_key,
+            asyncio.get_running_loop().create_future(),
+        )
         self.pending[request.id] = request
         minutes = self.config.timeout / 60
         expires = f"{minutes:.0f} min" if minutes >= 1 else f"{self.config.timeout:.0f} s"
-        log.info("approval %s requested in %s by %s:%s for %s: %r", request.id, ctx.session_key, ctx.channel,
-                 ctx.user_id, call.name, request.preview)
+        log.info(
+            "approval %s requested in %s by %s:%s for %s: %r",
+            request.id,
+            ctx.session_key,
+            ctx.channel,
+            ctx.user_id,
+            call.name,
+            request.preview,
+        )
         try:
-            await ctx.send_text(f"Approve {call.name}?" + (f" {reason}" if reason else "") + f"\n{request.preview}\n"
-                                f"Reply /approve {request.id} or /deny {request.id} (expires in {expires}).")
+            await ctx.send_text(
+                f"Approve {call.name}?" + (f" {reason}" if reason else "") + f"\n{request.preview}\n"
+                f"Reply /approve {request.id} or /deny {request.id} (expires in {expires})."
+            )
             try:
                 approved, _who = await asyncio.wait_for(asyncio.shield(request.decided), self.config.timeout)
             except TimeoutError:
                 log.info("approval %s for %s expired after %.0f s: denied", request.id, call.name, self.config.timeout)
                 await ctx.send_text(f"Approval {request.id} expired: {call.name} was not run.")
-                return ToolResult(f"Error: {call.name} was not approved in time, so it did not run. Do not retry "
-                                  "it unless the user asks.", is_error=True)
+                return ToolResult(
+                    f"Error: {call.name} was not approved in time, so it did not run. Do not retry "
+                    "it unless the user asks.",
+                    is_error=True,
+                )
         finally:
             self.pending.pop(request.id, None)
         if approved:
             return None
-        return ToolResult(f"Error: the user denied {call.name}; it did not run. Ask what they want instead.",
-                          is_error=True)
+        return ToolResult(
+            f"Error: the user denied {call.name}; it did not run. Ask what they want instead.", is_error=True
+        )
 
     # --- the commands ---
 
@@ -189,8 +219,11 @@ class ApprovalGate:
         here = [r for r in self.pending.values() if r.session_key == message.key]
         if len(here) == 1:
             return here[0]
-        return "Nothing is waiting for approval here." if not here else \
-            "Several requests are waiting: " + ", ".join(r.id for r in here) + ". Name one."
+        return (
+            "Nothing is waiting for approval here."
+            if not here
+            else "Several requests are waiting: " + ", ".join(r.id for r in here) + ". Name one."
+        )
 
     async def _decide(self, message: IncomingMessage, command: Command, approve: bool) -> str:
         found = self._find(message, command.args)
@@ -199,15 +232,24 @@ class ApprovalGate:
         owner = message.channel == found.channel and message.user_id == found.user_id
         admin = self.is_admin(message)
         if not owner and not admin:
-            log.warning("approval %s: %s:%s tried to %s it but is neither the requester nor an admin", found.id,
-                        message.channel, message.user_id, "approve" if approve else "deny")
+            log.warning(
+                "approval %s: %s:%s tried to %s it but is neither the requester nor an admin",
+                found.id,
+                message.channel,
+                message.user_id,
+                "approve" if approve else "deny",
+            )
             return "Only the person who asked, or an admin, can answer this request."
         who = f"{message.channel}:{message.user_id}" + ("" if owner else " (admin)")
         if found.decided.done():
             return f"Request {found.id} was already answered."
         found.decided.set_result((approve, who))
         log.info("approval %s for %s %s by %s", found.id, found.tool, "APPROVED" if approve else "DENIED", who)
-        return f"Approved {found.id}: running {found.tool}." if approve else f"Denied {found.id}: {found.tool} will not run."
+        return (
+            f"Approved {found.id}: running {found.tool}."
+            if approve
+            else f"Denied {found.id}: {found.tool} will not run."
+        )
 
     async def approve(self, message: IncomingMessage, command: Command) -> str:
         return await self._decide(message, command, True)

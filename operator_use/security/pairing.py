@@ -46,12 +46,24 @@ class PairingRequest:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PairingRequest:
-        return cls(str(d["code"]), str(d["channel"]), str(d["user_id"]), d.get("user_name"),
-                   float(d["created_at"]), float(d["expires_at"]))
+        return cls(
+            str(d["code"]),
+            str(d["channel"]),
+            str(d["user_id"]),
+            d.get("user_name"),
+            float(d["created_at"]),
+            float(d["expires_at"]),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "channel": self.channel, "user_id": self.user_id, "user_name": self.user_name,
-                "created_at": self.created_at, "expires_at": self.expires_at}
+        return {
+            "code": self.code,
+            "channel": self.channel,
+            "user_id": self.user_id,
+            "user_name": self.user_name,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+        }
 
 
 class PairingError(Exception):
@@ -69,8 +81,9 @@ class PairingStore:
         live = [PairingRequest.from_json(d) for d in data.get("pending", [])]
         return [r for r in live if r.expires_at > now]
 
-    def _existing(self, data: dict[str, Any], pending: list[PairingRequest], channel: str,
-                  user_id: str) -> tuple[PairingRequest | None, bool] | None:
+    def _existing(
+        self, data: dict[str, Any], pending: list[PairingRequest], channel: str, user_id: str
+    ) -> tuple[PairingRequest | None, bool] | None:
         """The answer when no new code is due (approved, pending already, channel full), else None."""
         if identity(channel, user_id) in data.get("approved", {}):
             return None, False
@@ -81,8 +94,9 @@ class PairingStore:
             return None, False
         return None
 
-    def request(self, channel: str, user_id: str, user_name: str | None = None, *,
-                now: float | None = None) -> tuple[PairingRequest | None, bool]:
+    def request(
+        self, channel: str, user_id: str, user_name: str | None = None, *, now: float | None = None
+    ) -> tuple[PairingRequest | None, bool]:
         """(request, created): the sender's live request, a new one, or (None, False) when the channel
         already has `max_pending` requests waiting (or the sender is approved already)."""
         now = time.time() if now is None else now
@@ -123,12 +137,15 @@ class PairingStore:
             if match is None:
                 raise PairingError(f"no pairing request with code {code}")
             if match.expires_at <= now:
-                raise PairingError(f"pairing code {code} has expired; the sender can message the agent again "
-                                   "for a new one")
+                raise PairingError(
+                    f"pairing code {code} has expired; the sender can message the agent again for a new one"
+                )
             data["pending"] = [r.to_json() for r in everything if r.code != code and r.expires_at > now]
             if approve:
                 data.setdefault("approved", {})[identity(match.channel, match.user_id)] = {
-                    "user_name": match.user_name, "approved_at": now}
+                    "user_name": match.user_name,
+                    "approved_at": now,
+                }
             return match
 
         return self.store.update(change)

@@ -36,10 +36,25 @@ LONG_CHARS = 300
 
 # Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 16.0): what renderers
 # show as nothing, whatever its category, with the code points reserved for more of the same.
-_DEFAULT_IGNORABLE = ((0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160), (0x17B4, 0x17B5),
-                      (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x206F), (0x3164, 0x3164),
-                      (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3),
-                      (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))
+_DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
 # Blank glyphs outside it: BRAILLE PATTERN BLANK, KHITAN SMALL SCRIPT FILLER, MUSICAL SYMBOL NULL NOTEHEAD.
 _BLANK = (0x2800, 0x16FE4, 0x1D159)
 _INVISIBLE = frozenset({*(n for lo, hi in _DEFAULT_IGNORABLE for n in range(lo, hi + 1)), *_BLANK})
@@ -50,8 +65,17 @@ _UNNAMED = {"Cc": "control character", "Cn": "unassigned", "Co": "private use", 
 # The marks of a one-line chat: whitespace it would collapse, and the mark for a space itself.
 VISIBLE_SPACE = "\u2423"  # ␣ OPEN BOX
 _ONE_LINE = {"\n": "\\n", "\t": "\\t", " ": VISIBLE_SPACE, VISIBLE_SPACE: "\\u2423"}
-_CONTROL_NAMES = {0x00: "NUL", 0x07: "BELL", 0x08: "BACKSPACE", 0x0B: "VERTICAL TAB", 0x0C: "FORM FEED",
-                  0x0D: "CARRIAGE RETURN", 0x1B: "ESCAPE", 0x7F: "DELETE", 0x85: "NEXT LINE"}
+_CONTROL_NAMES = {
+    0x00: "NUL",
+    0x07: "BELL",
+    0x08: "BACKSPACE",
+    0x0B: "VERTICAL TAB",
+    0x0C: "FORM FEED",
+    0x0D: "CARRIAGE RETURN",
+    0x1B: "ESCAPE",
+    0x7F: "DELETE",
+    0x85: "NEXT LINE",
+}
 _BACKTICK_RUN = re.compile(r"`{3,}")
 _SUBSTITUTION = re.compile(r"\$\(|`|[<>]\(")
 _MAX_NAMED = 6  # kinds of hidden characters named in the warning
@@ -66,8 +90,7 @@ def is_hidden(ch: str) -> bool:
 
 
 def _name(ch: str) -> str:
-    return unicodedata.name(ch, "") or _CONTROL_NAMES.get(ord(ch)) or _UNNAMED.get(unicodedata.category(ch),
-                                                                                   "unnamed")
+    return unicodedata.name(ch, "") or _CONTROL_NAMES.get(ord(ch)) or _UNNAMED.get(unicodedata.category(ch), "unnamed")
 
 
 def _escape(ch: str) -> str:
@@ -153,10 +176,16 @@ def _redact_all(value: Any, redact: Callable[[str], str]) -> Any:
 
 
 def _one_line_warning(texts: list[str], where: str) -> list[str]:
-    shown = [f"{what} as `{mark}`" for ch, what, mark in (("\n", "newlines", "\\n"), ("\t", "tabs", "\\t"),
-                                                           (" ", "spaces", VISIBLE_SPACE),
-                                                           (VISIBLE_SPACE, f"its own {VISIBLE_SPACE}", "\\u2423"))
-             if any(ch in t for t in texts)]
+    shown = [
+        f"{what} as `{mark}`"
+        for ch, what, mark in (
+            ("\n", "newlines", "\\n"),
+            ("\t", "tabs", "\\t"),
+            (" ", "spaces", VISIBLE_SPACE),
+            (VISIBLE_SPACE, f"its own {VISIBLE_SPACE}", "\\u2423"),
+        )
+        if any(ch in t for t in texts)
+    ]
     return [f"⚠ This chat shows a message on one line: in {where}, " + ", ".join(shown) + "."] if shown else []
 
 
@@ -168,8 +197,10 @@ def _hidden_warnings(texts: list[str], escape: Callable[[str], str] = _escape) -
                 counts[ch] = counts.get(ch, 0) + 1
     lines = []
     if counts:
-        kinds = [f"U+{ord(ch):04X} {_name(ch)}" + (f" ×{n}" if n > 1 else "") + f" as `{escape(ch)}`"
-                 for ch, n in counts.items()]
+        kinds = [
+            f"U+{ord(ch):04X} {_name(ch)}" + (f" ×{n}" if n > 1 else "") + f" as `{escape(ch)}`"
+            for ch, n in counts.items()
+        ]
         more = len(kinds) - _MAX_NAMED
         named = ", ".join(kinds[:_MAX_NAMED]) + (f" and {more} more kinds" if more > 0 else "")
         lines.append(f"⚠ Hidden or control characters, shown escaped: {named}.")
@@ -193,8 +224,9 @@ def render(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_li
         shown = escape_command(command, one_line)
         body_lines = command.rstrip("\n").count("\n") + 1
         if body_lines > 1:
-            lines.append(f"⚠ {body_lines} lines: a newline starts another command, even after a # comment. "
-                         "Read every line.")
+            lines.append(
+                f"⚠ {body_lines} lines: a newline starts another command, even after a # comment. Read every line."
+            )
         if _SUBSTITUTION.search(command):
             lines.append("⚠ Command substitution ($(…), backticks or <(…)): the commands inside run too.")
         if one_line:
@@ -203,17 +235,24 @@ def render(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_li
         if shown != command and "\\" in command:
             lines.append("Backslashes of the command are shown doubled (`\\\\`).")
         if len(command) > LONG_CHARS:
-            lines.append(f"⚠ Long command: {len(command)} characters, shown whole; the chat may split it "
-                         "over several messages. Read to the end.")
+            lines.append(
+                f"⚠ Long command: {len(command)} characters, shown whole; the chat may split it "
+                "over several messages. Read to the end."
+            )
         blocks.append(code_block(shown))
-        if args and all(v is None or isinstance(v, (bool, int, float)) for v in args.values()) \
-                and all(re.fullmatch(r"\w+", k) for k in args):
+        if (
+            args
+            and all(v is None or isinstance(v, (bool, int, float)) for v in args.values())
+            and all(re.fullmatch(r"\w+", k) for k in args)
+        ):
             blocks.append("Other arguments: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in args.items()))
         elif args:
             blocks.append("Other arguments:\n" + code_block(escape_json(args, indent=None, one_line=one_line)))
             lines += _one_line_warning(_strings(args), "the other arguments") if one_line else []
-            lines += [w.replace("⚠ ", "⚠ In the other arguments: ", 1)
-                      for w in _hidden_warnings(_strings(args), escape=_json_escape)]
+            lines += [
+                w.replace("⚠ ", "⚠ In the other arguments: ", 1)
+                for w in _hidden_warnings(_strings(args), escape=_json_escape)
+            ]
     else:
         if command is not None:
             args = {"command": command, **args}
@@ -221,8 +260,10 @@ def render(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_li
         lines += _one_line_warning(_strings(args), "the arguments' strings") if one_line else []
         lines += _hidden_warnings(_strings(args), escape=_json_escape)
         if len(shown) > LONG_CHARS:
-            lines.append(f"⚠ Long arguments: {len(shown)} characters, shown whole; the chat may split them "
-                         "over several messages. Read to the end.")
+            lines.append(
+                f"⚠ Long arguments: {len(shown)} characters, shown whole; the chat may split them "
+                "over several messages. Read to the end."
+            )
         blocks.append(code_block(shown))
     if masked:
         lines.append("Configured secrets are shown as [REDACTED].")

@@ -63,5 +63,7 @@ def check_write(workspace: Path, path: Path, shown: str) -> None:
         return
     name = grant.files.match(workspace, path)
     if name is not None:
-        raise ToolError(f"{shown!r} is now the prompt file {name}, which this call was not approved to write "
-                        "(the path changed after the approval check); nothing was written")
+        raise ToolError(
+            f"{shown!r} is now the prompt file {name}, which this call was not approved to write "
+            "(the path changed after the approval check); nothing was written"
+        )

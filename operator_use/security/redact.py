@@ -71,7 +71,7 @@ _installed = False
 def _scrub(record: logging.LogRecord) -> logging.LogRecord:
     try:
         message = record.getMessage()
-    except Exception:  # a bad format string: let logging report it as usual
+    except (TypeError, ValueError, KeyError):  # a bad format string: let logging report it as usual
         return record
     clean = _redactor(message)
     if clean != message:

@@ -72,11 +72,14 @@ class JsonStore:
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise StoreCorrupt(f"{self.path} ({self.kind}) is corrupt and was left untouched: {exc}. "
-                               "Fix or remove it by hand; nothing was changed.") from None
+            raise StoreCorrupt(
+                f"{self.path} ({self.kind}) is corrupt and was left untouched: {exc}. "
+                "Fix or remove it by hand; nothing was changed."
+            ) from None
         if not isinstance(data, dict):
-            raise StoreCorrupt(f"{self.path} ({self.kind}) must hold a JSON object, not {type(data).__name__}; "
-                               "nothing was changed.")
+            raise StoreCorrupt(
+                f"{self.path} ({self.kind}) must hold a JSON object, not {type(data).__name__}; nothing was changed."
+            )
         return raw, data
 
     @staticmethod

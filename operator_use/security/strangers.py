@@ -66,8 +66,15 @@ class Buckets:
 
 
 class Strangers:
-    def __init__(self, config: StrangersConfig, channel_configs: Mapping[str, ChannelConfig], reply: Reply,
-                 access: Access | None = None, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: StrangersConfig,
+        channel_configs: Mapping[str, ChannelConfig],
+        reply: Reply,
+        access: Access | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.channel_configs = channel_configs
         self.reply = reply
@@ -128,9 +135,14 @@ class Strangers:
 
     def _log_ignored(self) -> None:
         if self._unreported_limited or self._unreported_dropped:
-            log.warning("ignored %d messages from unknown senders over their rate limit and %d on a full "
-                        "queue (totals %d and %d)", self._unreported_limited, self._unreported_dropped,
-                        self.limited, self.dropped)
+            log.warning(
+                "ignored %d messages from unknown senders over their rate limit and %d on a full "
+                "queue (totals %d and %d)",
+                self._unreported_limited,
+                self._unreported_dropped,
+                self.limited,
+                self.dropped,
+            )
         self._unreported_limited = self._unreported_dropped = 0
 
     # --- the worker ---

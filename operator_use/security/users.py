@@ -53,8 +53,10 @@ class UserStore:
 
     @staticmethod
     def parse(data: dict[str, Any]) -> list[User]:
-        return [User(name, str(u.get("role", "user")), tuple(u.get("identities", [])))
-                for name, u in sorted(data.get("users", {}).items())]
+        return [
+            User(name, str(u.get("role", "user")), tuple(u.get("identities", [])))
+            for name, u in sorted(data.get("users", {}).items())
+        ]
 
     def list(self) -> list[User]:
         return self.parse(self.store.snapshot())

@@ -188,7 +188,7 @@ def _append(path: Path, payload: bytes, fsync: bool, key: str) -> None:
         try:
             view = memoryview(payload)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             if fsync:
                 os.fsync(fd)
         except OSError as exc:

@@ -30,14 +30,22 @@ class ToolRuntime:
     messenger: Messenger | None = None
 
 
-def builtin_tools(sandbox: bool = True, shell_timeout: int = 60, *, config: ToolsConfig | None = None,
-                  runtime: ToolRuntime | None = None) -> list[Tool]:
+def builtin_tools(
+    sandbox: bool = True,
+    shell_timeout: int = 60,
+    *,
+    config: ToolsConfig | None = None,
+    runtime: ToolRuntime | None = None,
+) -> list[Tool]:
     from .web import web_tools  # lazy: httpx and the search client are not needed for --help
 
     config = config or ToolsConfig()
     isolation = runtime.isolation if runtime is not None else Isolation(config.shell)
-    tools = [*filesystem_tools(sandbox), *shell_tools(shell_timeout, isolation),
-             *web_tools(config.web_fetch, config.web_search)]
+    tools = [
+        *filesystem_tools(sandbox),
+        *shell_tools(shell_timeout, isolation),
+        *web_tools(config.web_fetch, config.web_search),
+    ]
     if runtime is not None:
         for part in (runtime.processes, runtime.asks, runtime.messenger):
             if part is not None:

@@ -46,8 +46,10 @@ class AskUser:
             return False
         if message.text and parse_command(message.text) is not None:
             return False
-        parts = [p.text if isinstance(p, TextPart) else f"[{p.type}" + (f" {p.name}]" if p.type == "file" else "]")
-                 for p in message.parts]
+        parts = [
+            p.text if isinstance(p, TextPart) else f"[{p.type}" + (f" {p.name}]" if p.type == "file" else "]")
+            for p in message.parts
+        ]
         question.answer.set_result("\n".join(x for x in parts if x) or "(an empty message)")
         return True
 
@@ -70,5 +72,13 @@ class AskUser:
         return f"The user answered: {answer}"
 
     def tools(self) -> list[Tool]:
-        return [Tool("ask_user", "Ask the user a question in the chat and wait for the answer. Use it when you "
-                     "need a decision or information only the user has.", AskUserParams, self.ask, risk="low")]
+        return [
+            Tool(
+                "ask_user",
+                "Ask the user a question in the chat and wait for the answer. Use it when you "
+                "need a decision or information only the user has.",
+                AskUserParams,
+                self.ask,
+                risk="low",
+            )
+        ]

@@ -76,7 +76,7 @@ def atomic_write(workspace: Path, path: Path, data: bytes, *, sandbox: bool = Tr
                     os.fchmod(fd, stat.S_IMODE(old.st_mode))
                 view = memoryview(data)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -118,8 +118,10 @@ def _read_file(ctx: TurnContext, p: ReadFileParams, sandbox: bool) -> str:
     fd, st = open_regular_file(ctx.workspace, path, sandbox=sandbox, shown=shown)
     with os.fdopen(fd, "rb") as f:
         if _is_binary(f.read(_SNIFF)):
-            raise ToolError(f"{shown!r} looks binary or is not UTF-8 text ({st.st_size} bytes); "
-                            "inspect it with run_shell (e.g. `file`, `xxd | head`)")
+            raise ToolError(
+                f"{shown!r} looks binary or is not UTF-8 text ({st.st_size} bytes); "
+                "inspect it with run_shell (e.g. `file`, `xxd | head`)"
+            )
         f.seek(0)
         buf = bytearray()
         lineno, more, cut, ended_nl = 1, False, False, True
@@ -202,15 +204,19 @@ def _edit_file(ctx: TurnContext, p: EditFileParams, sandbox: bool) -> str:
         old, new = old.replace("\r\n", "\n").replace("\n", "\r\n"), new.replace("\r\n", "\n").replace("\n", "\r\n")
         count = text.count(old)
     if count == 0:
-        raise ToolError(f"old_text was not found in {shown!r}; read the file and copy the text exactly "
-                        "(whitespace and indentation matter)")
+        raise ToolError(
+            f"old_text was not found in {shown!r}; read the file and copy the text exactly "
+            "(whitespace and indentation matter)"
+        )
     if count > 1:
-        raise ToolError(f"old_text occurs {count} times in {shown!r}; include more surrounding text so it "
-                        "matches exactly once")
+        raise ToolError(
+            f"old_text occurs {count} times in {shown!r}; include more surrounding text so it matches exactly once"
+        )
     at = text.index(old)
     check_write(ctx.workspace, path, shown)
-    atomic_write(ctx.workspace, path, (text[:at] + new + text[at + len(old):]).encode("utf-8"),
-                 sandbox=sandbox, shown=shown)
+    atomic_write(
+        ctx.workspace, path, (text[:at] + new + text[at + len(old) :]).encode("utf-8"), sandbox=sandbox, shown=shown
+    )
     return f"Edited {shown}: replaced 1 occurrence at line {text.count(chr(10), 0, at) + 1}"
 
 
@@ -220,8 +226,11 @@ def _edit_file(ctx: TurnContext, p: EditFileParams, sandbox: bool) -> str:
 class ListFilesParams(BaseModel):
     path: str = Field(".", description="Directory to list, relative to the workspace.")
     recursive: bool = Field(False, description="Also list subdirectories (skips .git, node_modules, ...).")
-    glob: str | None = Field(None, description="Only entries whose name matches, e.g. '*.py'; a pattern "
-                                               "containing '/' is matched against the relative path.")
+    glob: str | None = Field(
+        None,
+        description="Only entries whose name matches, e.g. '*.py'; a pattern "
+        "containing '/' is matched against the relative path.",
+    )
     limit: int = Field(LIST_DEFAULT, ge=1, le=LIST_MAX, description="Maximum number of entries.")
 
 
@@ -318,16 +327,37 @@ def filesystem_tools(sandbox: bool = True) -> list[Tool]:
     """The file tools; sandbox=False lets them reach the whole host (per-agent config)."""
     where = "relative to the workspace" if sandbox else "relative to the workspace, or absolute"
     return [
-        Tool("read_file", f"Read a UTF-8 text file ({where}). Returns up to {READ_CAP // 1024} KB; use "
-             "offset/limit (lines) for large files. Binary files are refused.", ReadFileParams,
-             _bind(_read_file, sandbox), risk="low", max_output=READ_CAP + 1024),
-        Tool("write_file", f"Create or overwrite a text file ({where}) with the given content. Parent "
-             "directories are created. The write is atomic.", WriteFileParams,
-             _bind(_write_file, sandbox), risk="medium"),
-        Tool("edit_file", "Replace exactly one occurrence of old_text with new_text in a text file. Fails if "
-             "old_text occurs zero or several times.", EditFileParams,
-             _bind(_edit_file, sandbox), risk="medium"),
-        Tool("list_files", f"List a directory ({where}): directories end with '/', files show their size, "
-             "symlinks their target.", ListFilesParams,
-             _bind(_list_files, sandbox), risk="low", max_output=64_000),
+        Tool(
+            "read_file",
+            f"Read a UTF-8 text file ({where}). Returns up to {READ_CAP // 1024} KB; use "
+            "offset/limit (lines) for large files. Binary files are refused.",
+            ReadFileParams,
+            _bind(_read_file, sandbox),
+            risk="low",
+            max_output=READ_CAP + 1024,
+        ),
+        Tool(
+            "write_file",
+            f"Create or overwrite a text file ({where}) with the given content. Parent "
+            "directories are created. The write is atomic.",
+            WriteFileParams,
+            _bind(_write_file, sandbox),
+            risk="medium",
+        ),
+        Tool(
+            "edit_file",
+            "Replace exactly one occurrence of old_text with new_text in a text file. Fails if "
+            "old_text occurs zero or several times.",
+            EditFileParams,
+            _bind(_edit_file, sandbox),
+            risk="medium",
+        ),
+        Tool(
+            "list_files",
+            f"List a directory ({where}): directories end with '/', files show their size, symlinks their target.",
+            ListFilesParams,
+            _bind(_list_files, sandbox),
+            risk="low",
+            max_output=64_000,
+        ),
     ]

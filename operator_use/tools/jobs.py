@@ -24,7 +24,7 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from ..security.hardening import make_undumpable
 
@@ -117,7 +117,8 @@ class Job:
             self.terminate()
             # The reaper escalates to SIGKILL itself after KILL_GRACE; SIGKILLing it would orphan the rest.
             deadline = loop.time() + KILL_GRACE + (REAPER_MARGIN if self.way == "reaper" else 0.0)
-            while self.alive() and loop.time() < deadline:
+            # The group's other members have no handle to await: their end is read from the OS.
+            while self.alive() and loop.time() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
         finally:
             # Also runs if we are cancelled while waiting: nothing survives this function.
@@ -140,24 +141,43 @@ class Job:
             self.report_fd = None
 
 
-async def start_job(argv_prefix: list[str], command: str, workspace: Path, env: dict[str, str], stdout: int, *,
-                    report: bool = False) -> Job:
+async def start_job(
+    argv_prefix: list[str], command: str, workspace: Path, env: dict[str, str], stdout: int, *, report: bool = False
+) -> Job:
     """Start `command` with /bin/sh; `argv_prefix` is the sandbox's (bwrap ... --) or empty.
 
     `report`: ask the reaper to say whether it stopped leftovers (see Job.stopped_leftovers)."""
     make_undumpable()  # before any command can look at us (App.start does it too; this covers embedders)
-    common = {"stdin": asyncio.subprocess.DEVNULL, "stdout": stdout, "stderr": stdout, "cwd": workspace,
-              "env": env, "start_new_session": True}
+    common: dict[str, Any] = {
+        "stdin": asyncio.subprocess.DEVNULL,
+        "stdout": stdout,
+        "stderr": stdout,
+        "cwd": workspace,
+        "env": env,
+        "start_new_session": True,
+    }
     if argv_prefix:
-        proc = await asyncio.create_subprocess_exec(*argv_prefix, "/bin/sh", "-c", command, **common)  # type: ignore[arg-type]
+        proc = await asyncio.create_subprocess_exec(*argv_prefix, "/bin/sh", "-c", command, **common)
         return Job(proc, "sandbox")
     if not sys.platform.startswith("linux") or not sys.executable or getattr(sys, "frozen", False):
-        return Job(await asyncio.create_subprocess_shell(command, **common), "group")  # type: ignore[arg-type]
+        return Job(await asyncio.create_subprocess_shell(command, **common), "group")
     rfd, wfd = os.pipe() if report else (-1, -1)
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", str(REAPER), repr(KILL_GRACE), str(wfd), str(os.getpid()), "--",
-            "/bin/sh", "-c", command, pass_fds=(wfd,) if report else (), **common)  # type: ignore[arg-type]
+            sys.executable,
+            "-I",
+            "-S",
+            str(REAPER),
+            repr(KILL_GRACE),
+            str(wfd),
+            str(os.getpid()),
+            "--",
+            "/bin/sh",
+            "-c",
+            command,
+            pass_fds=(wfd,) if report else (),
+            **common,
+        )
     except BaseException:
         if report:
             os.close(rfd)

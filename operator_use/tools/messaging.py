@@ -41,8 +41,15 @@ class SendFileParams(BaseModel):
 
 
 class Messenger:
-    def __init__(self, bus: Bus, channel_configs: Mapping[str, ChannelConfig], sessions: SessionStore, *,
-                 sandbox: bool = True, max_file_bytes: int = 20 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        channel_configs: Mapping[str, ChannelConfig],
+        sessions: SessionStore,
+        *,
+        sandbox: bool = True,
+        max_file_bytes: int = 20 * 1024 * 1024,
+    ) -> None:
         self.bus = bus
         self.channel_configs = channel_configs
         self.sessions = sessions
@@ -65,8 +72,10 @@ class Messenger:
         named = chat_id in config.allow_from or chat_id in config.admins
         known = await asyncio.to_thread(lambda: self.sessions.path_for(address.key).exists())
         if not (named or known):
-            raise ToolError(f"{to!r} is not a chat this agent knows; it can only post where it has talked before "
-                            "or to ids listed in the channel's allow_from/admins")
+            raise ToolError(
+                f"{to!r} is not a chat this agent knows; it can only post where it has talked before "
+                "or to ids listed in the channel's allow_from/admins"
+            )
         log.info("%s:%s sends from %s to %s", ctx.channel, ctx.user_id, ctx.session_key, address.key)
         return address
 
@@ -101,8 +110,19 @@ class Messenger:
 
     def tools(self) -> list[Tool]:
         return [
-            Tool("send_message", "Post a separate message to this chat now (your reply still follows), or, for "
-                 "admins, to another chat the agent knows.", SendMessageParams, self.send_message, risk="low"),
-            Tool("send_file", "Send a file from the workspace to this chat (or, for admins, another known chat).",
-                 SendFileParams, self.send_file, risk="low"),
+            Tool(
+                "send_message",
+                "Post a separate message to this chat now (your reply still follows), or, for "
+                "admins, to another chat the agent knows.",
+                SendMessageParams,
+                self.send_message,
+                risk="low",
+            ),
+            Tool(
+                "send_file",
+                "Send a file from the workspace to this chat (or, for admins, another known chat).",
+                SendFileParams,
+                self.send_file,
+                risk="low",
+            ),
         ]

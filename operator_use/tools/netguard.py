@@ -103,6 +103,8 @@ async def check_url(url: str, config: WebFetchConfig) -> Target:
         blocked = [str(ip) for ip in addresses if not is_public(ip)]
         if blocked:
             # Every address must pass: an attacker's name may return one public and one private address.
-            raise BlockedAddress(f"{host} resolves to a private, loopback or link-local address ({blocked[0]}); "
-                                 "such addresses are not fetched")
+            raise BlockedAddress(
+                f"{host} resolves to a private, loopback or link-local address ({blocked[0]}); "
+                "such addresses are not fetched"
+            )
     return Target(scheme, host, port, tuple(str(ip) for ip in addresses))

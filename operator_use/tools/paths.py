@@ -143,8 +143,9 @@ def _parts_under(root: Path, path: Path, shown: str) -> tuple[str, ...]:
 
 
 @contextmanager
-def open_dir(workspace: Path, directory: Path, *, create: bool = False, sandbox: bool = True,
-             shown: str | None = None) -> Iterator[int]:
+def open_dir(
+    workspace: Path, directory: Path, *, create: bool = False, sandbox: bool = True, shown: str | None = None
+) -> Iterator[int]:
     """An fd for `directory` (already resolved), reached without following any symlink when sandboxed.
 
     With create=True missing directories are made, each one inside the fd of its parent.
@@ -187,8 +188,9 @@ def _step(fd: int, name: str, create: bool) -> int:
     return child
 
 
-def open_file(workspace: Path, path: Path, flags: int, mode: int = 0o666, *, sandbox: bool = True,
-              shown: str | None = None) -> int:
+def open_file(
+    workspace: Path, path: Path, flags: int, mode: int = 0o666, *, sandbox: bool = True, shown: str | None = None
+) -> int:
     """os.open for a resolved path, with O_NOFOLLOW on the final component when sandboxed."""
     shown = shown or str(path)
     if sandbox and path == workspace_root(workspace):
@@ -201,8 +203,9 @@ def open_file(workspace: Path, path: Path, flags: int, mode: int = 0o666, *, san
             raise _os_error(exc, shown) from None
 
 
-def open_regular_file(workspace: Path, path: Path, *, sandbox: bool = True,
-                      shown: str | None = None) -> tuple[int, os.stat_result]:
+def open_regular_file(
+    workspace: Path, path: Path, *, sandbox: bool = True, shown: str | None = None
+) -> tuple[int, os.stat_result]:
     """Open a resolved path for reading; refuse anything but a regular file with a single name.
 
     O_NONBLOCK so that a FIFO planted in the workspace cannot hang the open; the checks use fstat on

@@ -56,10 +56,10 @@ class RingBuffer(asyncio.Protocol):
 
     def since(self, offset: int, limit: int = READ_MAX) -> tuple[bytes, int, int]:
         """(bytes from `offset`, the new offset, bytes lost because the buffer had moved past offset)."""
-        kept = self.data[-self.size:]
+        kept = self.data[-self.size :]
         start = self.total - len(kept)
         lost = max(0, start - offset)
-        chunk = bytes(kept[max(0, offset - start):])
+        chunk = bytes(kept[max(0, offset - start) :])
         if len(chunk) > limit:  # keep the newest part
             lost += len(chunk) - limit
             chunk = chunk[-limit:]
@@ -123,8 +123,9 @@ class ProcessManager:
     async def start(self, ctx: TurnContext, command: str) -> BackgroundProcess:
         mine = self.of(ctx.session_key)
         if sum(1 for p in mine.values() if p.proc.returncode is None) >= self.config.max_per_session:
-            raise ToolError(f"this conversation already runs {self.config.max_per_session} background processes; "
-                            "stop one first")
+            raise ToolError(
+                f"this conversation already runs {self.config.max_per_session} background processes; stop one first"
+            )
         loop = asyncio.get_running_loop()
         job, rfd = await spawn_piped(command, ctx.workspace, self.isolation)
         buffer = RingBuffer(self.config.buffer_bytes)
@@ -197,8 +198,10 @@ class ProcessManager:
     def tools(self) -> list[Tool]:
         async def start(ctx: TurnContext, p: StartProcessParams) -> str:
             bp = await self.start(ctx, p.command)
-            return (f"Started {bp.id} (process group {bp.pgid}). Read its output with read_process, stop it with "
-                    "stop_process. It is stopped when the conversation is reset or /stop is sent.")
+            return (
+                f"Started {bp.id} (process group {bp.pgid}). Read its output with read_process, stop it with "
+                "stop_process. It is stopped when the conversation is reset or /stop is sent."
+            )
 
         def read(ctx: TurnContext, p: ProcessIdParams) -> str:
             return self.read(ctx, p.id)
@@ -213,17 +216,38 @@ class ProcessManager:
             return "\n".join(f"{bp.id}: {bp.status()}: {bp.command}" for bp in mine.values())
 
         return [
-            Tool("start_process", "Start a long-running shell command in the background (a server, a watcher, a "
-                 "long build) in the workspace. Returns an id at once; the output is kept "
-                 f"(last {self.config.buffer_bytes // 1024} KB). Run the program in the foreground (no `&`, no "
-                 "daemon mode): whatever it leaves running when its shell exits is stopped.",
-                 StartProcessParams, start, risk="high"),
-            Tool("read_process", "Read the new output of a background process since the last read, and its status.",
-                 ProcessIdParams, _sync_to_async(read), risk="low", max_output=READ_MAX + 512),
-            Tool("stop_process", "Stop a background process and everything it started.", ProcessIdParams, stop,
-                 risk="low"),
-            Tool("list_processes", "List this conversation's background processes.", NoParams,
-                 _sync_to_async(listing), risk="low"),
+            Tool(
+                "start_process",
+                "Start a long-running shell command in the background (a server, a watcher, a "
+                "long build) in the workspace. Returns an id at once; the output is kept "
+                f"(last {self.config.buffer_bytes // 1024} KB). Run the program in the foreground (no `&`, no "
+                "daemon mode): whatever it leaves running when its shell exits is stopped.",
+                StartProcessParams,
+                start,
+                risk="high",
+            ),
+            Tool(
+                "read_process",
+                "Read the new output of a background process since the last read, and its status.",
+                ProcessIdParams,
+                _sync_to_async(read),
+                risk="low",
+                max_output=READ_MAX + 512,
+            ),
+            Tool(
+                "stop_process",
+                "Stop a background process and everything it started.",
+                ProcessIdParams,
+                stop,
+                risk="low",
+            ),
+            Tool(
+                "list_processes",
+                "List this conversation's background processes.",
+                NoParams,
+                _sync_to_async(listing),
+                risk="low",
+            ),
         ]
 
 

@@ -142,8 +142,15 @@ def signal_namespace(sig: int) -> None:
             pass
 
 
-def contain(grace: float, report_fd: int, agent: int | None, command: list[str], mask: set[int | signal.Signals],
-            libc: ctypes.CDLL, signal_all: Callable[[int], None]) -> int:
+def contain(
+    grace: float,
+    report_fd: int,
+    agent: int | None,
+    command: list[str],
+    mask: set[int | signal.Signals],
+    libc: ctypes.CDLL,
+    signal_all: Callable[[int], None],
+) -> int:
     """Run the command and end everything below us as described above; return the command's wait status.
     `signal_all` signals everything below us; `agent` is None when our parent watches the agent."""
     main = os.fork()
@@ -203,8 +210,15 @@ def new_pid_namespace(libc: ctypes.CDLL) -> tuple[bool, bool]:
     return True, private
 
 
-def run_namespace(grace: float, report_fd: int, agent: int, command: list[str], mask: set[int | signal.Signals],
-                  libc: ctypes.CDLL, own_proc: bool) -> int:
+def run_namespace(
+    grace: float,
+    report_fd: int,
+    agent: int,
+    command: list[str],
+    mask: set[int | signal.Signals],
+    libc: ctypes.CDLL,
+    own_proc: bool,
+) -> int:
     """Fork the namespace's init, which contains the command; relay the agent's signals to it, and return
     the command's wait status once the namespace is empty."""
     alive_r, alive_w = os.pipe()  # EOF for the init: we are gone

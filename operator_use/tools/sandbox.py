@@ -61,12 +61,22 @@ def _unenterable(targets: list[str], fresh: list[str]) -> list[str]:
 # git refuses a repository its user does not own, and the workspace's are root's: trust them all (the
 # sandbox is what protects us here). The command's environment has no GIT_CONFIG_KEY_* of its own to keep:
 # shell.scrubbed_env drops every variable named *KEY*.
-GIT_TRUSTS_EVERYTHING = ["--setenv", "GIT_CONFIG_COUNT", "1", "--setenv", "GIT_CONFIG_KEY_0", "safe.directory",
-                         "--setenv", "GIT_CONFIG_VALUE_0", "*"]
+GIT_TRUSTS_EVERYTHING = [
+    "--setenv",
+    "GIT_CONFIG_COUNT",
+    "1",
+    "--setenv",
+    "GIT_CONFIG_KEY_0",
+    "safe.directory",
+    "--setenv",
+    "GIT_CONFIG_VALUE_0",
+    "*",
+]
 
 
-def bwrap_argv(bwrap: str, workspace: Path, config: ShellConfig, hide: tuple[Path, ...] = (),
-               setpriv: str | None = None) -> list[str]:
+def bwrap_argv(
+    bwrap: str, workspace: Path, config: ShellConfig, hide: tuple[Path, ...] = (), setpriv: str | None = None
+) -> list[str]:
     """The argv to put before `/bin/sh -c COMMAND`. As root, `setpriv` (its path) is required."""
     root = os.geteuid() == 0
     ws = os.path.realpath(workspace)
@@ -104,10 +114,31 @@ def bwrap_argv(bwrap: str, workspace: Path, config: ShellConfig, hide: tuple[Pat
         return [*argv, "--"]
     if setpriv is None:
         raise ValueError("as root, sandboxed commands run as an unprivileged user: setpriv is needed")
-    argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID", "--cap-add", "CAP_SETPCAP",
-             "--setenv", "HOME", "/tmp", *GIT_TRUSTS_EVERYTHING]
-    return [*argv, "--", setpriv, f"--reuid={SANDBOX_UID}", f"--regid={SANDBOX_GID}", "--clear-groups",
-            "--inh-caps=-all", "--bounding-set=-all", "--"]
+    argv += [
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "CAP_SETUID",
+        "--cap-add",
+        "CAP_SETGID",
+        "--cap-add",
+        "CAP_SETPCAP",
+        "--setenv",
+        "HOME",
+        "/tmp",
+        *GIT_TRUSTS_EVERYTHING,
+    ]
+    return [
+        *argv,
+        "--",
+        setpriv,
+        f"--reuid={SANDBOX_UID}",
+        f"--regid={SANDBOX_GID}",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+        "--",
+    ]
 
 
 class Isolation:
@@ -120,23 +151,32 @@ class Isolation:
         self._granted: set[str] = set()
         self._lock = asyncio.Lock()
         if config is not None and config.isolation == "off" and os.geteuid() == 0:
-            log.warning("the agent runs as root with tools.shell.isolation: off: shell commands are NOT confined. "
-                        "Without capabilities, uid 0 can still write the host's kernel settings (/proc/sys) and "
-                        "root's files, this data home's config.yaml included. Use isolation: auto with bubblewrap "
-                        "installed, or run the agent as its own user")
+            log.warning(
+                "the agent runs as root with tools.shell.isolation: off: shell commands are NOT confined. "
+                "Without capabilities, uid 0 can still write the host's kernel settings (/proc/sys) and "
+                "root's files, this data home's config.yaml included. Use isolation: auto with bubblewrap "
+                "installed, or run the agent as its own user"
+            )
 
     async def _probe(self, argv: list[str], workspace: Path) -> bool:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *argv, "/bin/true",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+                *argv,
+                "/bin/true",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
             _, err = await asyncio.wait_for(proc.communicate(), 10)
         except (OSError, TimeoutError) as exc:
             log.warning("bubblewrap cannot start: %s", exc)
             return False
         if proc.returncode != 0:
-            log.warning("bubblewrap does not work here (exit %s): %s", proc.returncode,
-                        err.decode(errors="replace").strip()[:300])
+            log.warning(
+                "bubblewrap does not work here (exit %s): %s",
+                proc.returncode,
+                err.decode(errors="replace").strip()[:300],
+            )
             return False
         return True
 
@@ -146,8 +186,10 @@ class Isolation:
             return None
         if os.geteuid() == 0 and setpriv is None:
             if self._usable is None:  # said once, when deciding
-                log.warning("`setpriv` (util-linux) is missing: as root, sandboxed commands must run as an "
-                            "unprivileged user and it is what switches to it")
+                log.warning(
+                    "`setpriv` (util-linux) is missing: as root, sandboxed commands must run as an "
+                    "unprivileged user and it is what switches to it"
+                )
             return None
         return bwrap_argv(bwrap, workspace, self.config, self.hide, setpriv)
 
@@ -159,18 +201,24 @@ class Isolation:
         try:
             failed = grant_workspace(ws)
         except OSError as exc:
-            raise ToolError(f"cannot let the sandbox's user (uid {SANDBOX_UID}) write the workspace {ws}: {exc}. "
-                            "Its file system needs POSIX ACLs; or set tools.shell.isolation: off. The command was "
-                            "not run") from None
+            raise ToolError(
+                f"cannot let the sandbox's user (uid {SANDBOX_UID}) write the workspace {ws}: {exc}. "
+                "Its file system needs POSIX ACLs; or set tools.shell.isolation: off. The command was "
+                "not run"
+            ) from None
         if failed:
             log.warning("%d entries of the workspace %s stay read-only in the sandbox", failed, ws)
         self._granted.add(ws)
         for extra in self.config.writable:
             path = os.path.realpath(os.path.expanduser(extra))
             if os.path.exists(path) and not permits(path, _WRITE | _ENTER if os.path.isdir(path) else _WRITE):
-                log.warning("tools.shell.writable: %s is not writable by uid %d, which sandboxed commands run as "
-                            "when the agent is root (grant it, e.g. setfacl -R -m u:%d:rwX)", path, SANDBOX_UID,
-                            SANDBOX_UID)
+                log.warning(
+                    "tools.shell.writable: %s is not writable by uid %d, which sandboxed commands run as "
+                    "when the agent is root (grant it, e.g. setfacl -R -m u:%d:rwX)",
+                    path,
+                    SANDBOX_UID,
+                    SANDBOX_UID,
+                )
 
     async def prefix(self, workspace: Path) -> list[str]:
         mode = self.config.isolation
@@ -181,17 +229,23 @@ class Isolation:
             if self._usable is None:
                 self._usable = argv is not None and await self._probe(argv, workspace)
                 if self._usable:
-                    log.info("shell commands run under bubblewrap (network %s%s)",
-                             "allowed" if self.config.network else "blocked",
-                             f", as uid {SANDBOX_UID}" if os.geteuid() == 0 else "")
+                    log.info(
+                        "shell commands run under bubblewrap (network %s%s)",
+                        "allowed" if self.config.network else "blocked",
+                        f", as uid {SANDBOX_UID}" if os.geteuid() == 0 else "",
+                    )
                 elif mode == "auto":
-                    log.warning("bubblewrap is not available: shell commands run WITHOUT isolation%s "
-                                "(install the bubblewrap package, or set tools.shell.isolation: off to silence this)",
-                                ", as root" if os.geteuid() == 0 else "")
+                    log.warning(
+                        "bubblewrap is not available: shell commands run WITHOUT isolation%s "
+                        "(install the bubblewrap package, or set tools.shell.isolation: off to silence this)",
+                        ", as root" if os.geteuid() == 0 else "",
+                    )
             if self._usable and argv is not None:
                 await asyncio.to_thread(self._give_access, workspace)
                 return argv
         if mode == "bwrap":
-            raise ToolError("the shell requires bubblewrap isolation (tools.shell.isolation: bwrap) but `bwrap` is "
-                            "missing or does not work on this host; the command was not run")
+            raise ToolError(
+                "the shell requires bubblewrap isolation (tools.shell.isolation: bwrap) but `bwrap` is "
+                "missing or does not work on this host; the command was not run"
+            )
         return []

@@ -109,12 +109,14 @@ def grant_workspace(workspace: str, uid: int = SANDBOX_UID) -> int:
                 st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
                 if not (stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
                     continue
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
-                             dir_fd=dirfd)
+                fd = os.open(
+                    name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dirfd
+                )
                 try:
                     now = os.fstat(fd)
                     if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) and (
-                            stat.S_ISDIR(now.st_mode) or now.st_nlink == 1):
+                        stat.S_ISDIR(now.st_mode) or now.st_nlink == 1
+                    ):
                         _grant(fd, now, uid)
                 finally:
                     os.close(fd)

@@ -63,7 +63,7 @@ class DuckDuckGo:
     async def search(self, query: str, max_results: int) -> list[SearchResult]:
         try:
             results = await asyncio.wait_for(asyncio.to_thread(self._search_sync, query), self.timeout + 5)
-        except Exception as exc:  # ddgs wraps network errors in its own exception family
+        except Exception as exc:  # noqa: BLE001 — ddgs wraps network errors in its own exception family
             log.warning("DuckDuckGo search failed: %r", exc)
             raise ToolError(f"the search failed ({type(exc).__name__}); try again or rephrase") from None
         return results[:max_results]
@@ -85,8 +85,11 @@ class SearXNG:
         except (httpx.HTTPError, ValueError) as exc:
             log.warning("SearXNG search failed: %r", exc)
             raise ToolError(f"the search failed ({type(exc).__name__}); try again or rephrase") from None
-        return [SearchResult(str(r.get("title", "")), str(r.get("url", "")), str(r.get("content", "")))
-                for r in data.get("results", [])[:max_results] if r.get("url")]
+        return [
+            SearchResult(str(r.get("title", "")), str(r.get("url", "")), str(r.get("content", "")))
+            for r in data.get("results", [])[:max_results]
+            if r.get("url")
+        ]
 
 
 def make_provider(config: WebSearchConfig) -> SearchProvider:

@@ -38,15 +38,28 @@ OUTPUT_HEAD = OUTPUT_TAIL = 16 * 1024
 DEFAULT_TIMEOUT, MAX_TIMEOUT = 60, 600
 DRAIN_GRACE = 0.5  # after the shell exits, how long background writers may keep the pipe open
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "PASSPHRASE", "CREDENTIAL", "AUTH", "COOKIE",
-                 "SESSION")
+_SECRET_WORDS = (
+    "KEY",
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+)
 _URL_WITH_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")  # DATABASE_URL=postgres://user:pw@host
 
 
 def _looks_secret(name: str, value: str) -> bool:
     upper = name.upper()
-    return (upper.startswith("OPERATOR_") or any(w in upper for w in _SECRET_WORDS)
-            or bool(_URL_WITH_PASSWORD.search(value)))
+    return (
+        upper.startswith("OPERATOR_")
+        or any(w in upper for w in _SECRET_WORDS)
+        or bool(_URL_WITH_PASSWORD.search(value))
+    )
 
 
 def scrubbed_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -92,20 +105,22 @@ class RunShellParams(BaseModel):
     timeout: int = Field(DEFAULT_TIMEOUT, ge=1, le=MAX_TIMEOUT, description="Seconds before the command is killed.")
 
 
-async def spawn(command: str, workspace: Path, isolation: Isolation | None, stdout: int, *,
-                report: bool = False) -> Job:
+async def spawn(
+    command: str, workspace: Path, isolation: Isolation | None, stdout: int, *, report: bool = False
+) -> Job:
     """Start `command` with /bin/sh, contained (jobs.py), under bwrap when configured."""
     prefix = await isolation.prefix(workspace) if isolation is not None else []
     return await start_job(prefix, command, workspace, scrubbed_env(os.environ), stdout, report=report)
 
 
-async def spawn_piped(command: str, workspace: Path, isolation: Isolation | None, *,
-                      report: bool = False) -> tuple[Job, int]:
+async def spawn_piped(
+    command: str, workspace: Path, isolation: Isolation | None, *, report: bool = False
+) -> tuple[Job, int]:
     """`spawn` with stdout+stderr on a pipe of our own; returns the job and the pipe's read end.
 
     Our own pipe, not asyncio's: Process.wait() would otherwise also wait for background children
     that keep the pipe open."""
-    if not os.path.isdir(workspace):
+    if not await asyncio.to_thread(os.path.isdir, workspace):
         raise ToolError(f"workspace {workspace} does not exist")
     rfd, wfd = os.pipe()
     try:
@@ -176,16 +191,29 @@ def shell_tools(default_timeout: int = DEFAULT_TIMEOUT, isolation: Isolation | N
     if default_timeout != DEFAULT_TIMEOUT:
         # The configured default (agent.shell_timeout) is what the model sees in the schema.
         default_timeout = min(max(1, default_timeout), MAX_TIMEOUT)
-        params = create_model("RunShellParams", __base__=RunShellParams,
-                              timeout=(int, Field(default_timeout, ge=1, le=MAX_TIMEOUT,
-                                                  description="Seconds before the command is killed.")))
+        params = create_model(
+            "RunShellParams",
+            __base__=RunShellParams,
+            timeout=(
+                int,
+                Field(default_timeout, ge=1, le=MAX_TIMEOUT, description="Seconds before the command is killed."),
+            ),
+        )
     return [
-        Tool("run_shell", "Run a shell command (/bin/sh) in the workspace directory. Returns combined "
-             f"stdout/stderr (first and last {OUTPUT_HEAD // 1024} KB) and the exit code. There is no stdin. "
-             f"Timeout defaults to {default_timeout} s (max {MAX_TIMEOUT}); processes left running in the "
-             "background are stopped when the command returns."
-             + (" It may run in a sandbox: read-only outside the workspace, no network unless configured."
-                if isolation is not None and isolation.config.isolation != "off" else ""),
-             params, functools.partial(_run_shell, isolation=isolation),
-             risk="high", max_output=OUTPUT_HEAD + OUTPUT_TAIL + 1024),
+        Tool(
+            "run_shell",
+            "Run a shell command (/bin/sh) in the workspace directory. Returns combined "
+            f"stdout/stderr (first and last {OUTPUT_HEAD // 1024} KB) and the exit code. There is no stdin. "
+            f"Timeout defaults to {default_timeout} s (max {MAX_TIMEOUT}); processes left running in the "
+            "background are stopped when the command returns."
+            + (
+                " It may run in a sandbox: read-only outside the workspace, no network unless configured."
+                if isolation is not None and isolation.config.isolation != "off"
+                else ""
+            ),
+            params,
+            functools.partial(_run_shell, isolation=isolation),
+            risk="high",
+            max_output=OUTPUT_HEAD + OUTPUT_TAIL + 1024,
+        ),
     ]

@@ -28,8 +28,16 @@ from .search import SearchProvider, make_provider
 log = logging.getLogger(__name__)
 
 REDIRECTS = (301, 302, 303, 307, 308)
-_TEXTUAL = ("text/", "application/json", "application/xml", "application/xhtml", "application/javascript",
-            "application/ld+json", "application/rss", "application/atom")
+_TEXTUAL = (
+    "text/",
+    "application/json",
+    "application/xml",
+    "application/xhtml",
+    "application/javascript",
+    "application/ld+json",
+    "application/rss",
+    "application/atom",
+)
 
 
 class WebFetchParams(BaseModel):
@@ -68,15 +76,17 @@ def _extract(body: bytes, content_type: str, encoding: str | None, url: str) -> 
         return text
     import trafilatura  # lazy: lxml and friends load only when a page is fetched
 
-    extracted = trafilatura.extract(text, url=url, output_format="markdown", include_links=True,
-                                    include_tables=True, favor_recall=True)
+    extracted = trafilatura.extract(
+        text, url=url, output_format="markdown", include_links=True, include_tables=True, favor_recall=True
+    )
     if extracted:
         return extracted
-    from lxml import html as lxml_html  # trafilatura found no main content: fall back to all the text
+    from lxml import etree  # trafilatura found no main content: fall back to all the text
+    from lxml import html as lxml_html
 
     try:
         return " ".join(lxml_html.fromstring(text).text_content().split())
-    except Exception:  # unparsable markup
+    except (ValueError, etree.LxmlError):  # unparsable markup ("Document is empty", an encoding declaration)
         return text
 
 
@@ -96,9 +106,13 @@ class WebFetcher:
 
     async def _fetch(self, url: str) -> str:
         current = httpx.URL(url.strip())
-        async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=self.config.timeout,
-                                     headers={"User-Agent": self.config.user_agent},
-                                     verify=_verify(self.config.ca_file)) as client:
+        async with httpx.AsyncClient(
+            trust_env=False,
+            follow_redirects=False,
+            timeout=self.config.timeout,
+            headers={"User-Agent": self.config.user_agent},
+            verify=_verify(self.config.ca_file),
+        ) as client:
             for _ in range(self.config.max_redirects + 1):
                 target = await check_url(str(current), self.config)
                 response = await self._send(client, current, target)
@@ -147,8 +161,9 @@ class WebFetcher:
         return head + "\n\n" + (text.strip() or "(no readable text)")
 
 
-def web_tools(fetch: WebFetchConfig | None = None, search: WebSearchConfig | None = None,
-              provider: SearchProvider | None = None) -> list[Tool]:
+def web_tools(
+    fetch: WebFetchConfig | None = None, search: WebSearchConfig | None = None, provider: SearchProvider | None = None
+) -> list[Tool]:
     fetcher = WebFetcher(fetch)
     search = search or WebSearchConfig()
     engine = provider or make_provider(search)
@@ -165,9 +180,20 @@ def web_tools(fetch: WebFetchConfig | None = None, search: WebSearchConfig | Non
         return "\n\n".join(f"{i}. {r.title}\n{r.url}\n{r.snippet}".rstrip() for i, r in enumerate(results, 1))
 
     return [
-        Tool("web_fetch", "Fetch a web page (http/https) and return its readable text as markdown. Private and "
-             "local network addresses are refused.", WebFetchParams, web_fetch, risk="medium",
-             max_output=fetcher.config.max_chars + 1024),
-        Tool("web_search", f"Search the web ({engine.name}); returns titles, URLs and snippets.", WebSearchParams,
-             web_search, risk="low"),
+        Tool(
+            "web_fetch",
+            "Fetch a web page (http/https) and return its readable text as markdown. Private and "
+            "local network addresses are refused.",
+            WebFetchParams,
+            web_fetch,
+            risk="medium",
+            max_output=fetcher.config.max_chars + 1024,
+        ),
+        Tool(
+            "web_search",
+            f"Search the web ({engine.name}); returns titles, URLs and snippets.",
+            WebSearchParams,
+            web_search,
+            risk="low",
+        ),
     ]

@@ -28,9 +28,17 @@ log = logging.getLogger(__name__)
 MODES_FILE = "voice_modes.json"
 
 _ALIASES: dict[str, VoiceMode] = {
-    "off": "off", "no": "off", "none": "off", "false": "off", "text": "off",
-    "auto": "when_spoken", "on": "when_spoken", "when_spoken": "when_spoken", "spoken": "when_spoken",
-    "always": "always", "all": "always",
+    "off": "off",
+    "no": "off",
+    "none": "off",
+    "false": "off",
+    "text": "off",
+    "auto": "when_spoken",
+    "on": "when_spoken",
+    "when_spoken": "when_spoken",
+    "spoken": "when_spoken",
+    "always": "always",
+    "all": "always",
 }
 _DESCRIBE: dict[str, str] = {
     "off": "off (text only)",
@@ -41,8 +49,15 @@ USAGE = "Use /voice off, /voice auto (answer voice notes with voice) or /voice a
 
 
 class VoiceService:
-    def __init__(self, config: VoiceConfig, home: Path, *, transcriber: Transcriber | None,
-                 synthesizer: Synthesizer | None, can_speak: Callable[[str], bool] = lambda channel: True) -> None:
+    def __init__(
+        self,
+        config: VoiceConfig,
+        home: Path,
+        *,
+        transcriber: Transcriber | None,
+        synthesizer: Synthesizer | None,
+        can_speak: Callable[[str], bool] = lambda channel: True,
+    ) -> None:
         self.config = config
         self.transcriber = transcriber
         self.synthesizer = synthesizer
@@ -53,8 +68,7 @@ class VoiceService:
         if self.transcriber is not None:
             orchestrator.transcribe = self.transcribe
         orchestrator.speak = self.speak
-        orchestrator.commands.register("voice", "voice replies: off, auto (when you speak) or always",
-                                       self._cmd_voice)
+        orchestrator.commands.register("voice", "voice replies: off, auto (when you speak) or always", self._cmd_voice)
 
     async def aclose(self) -> None:
         for provider in (self.transcriber, self.synthesizer):
@@ -71,8 +85,10 @@ class VoiceService:
         if self.transcriber is None:
             raise TranscriptionError("I can't listen to voice notes: speech-to-text is off.")
         if len(audio.data) > self.config.max_audio_bytes:
-            raise TranscriptionError(f"That voice note is too big ({len(audio.data) / 1e6:.1f} MB; the limit is "
-                                     f"{self.config.max_audio_bytes / 1e6:.0f} MB). Please send a shorter one.")
+            raise TranscriptionError(
+                f"That voice note is too big ({len(audio.data) / 1e6:.1f} MB; the limit is "
+                f"{self.config.max_audio_bytes / 1e6:.0f} MB). Please send a shorter one."
+            )
         # The platform's own duration, when it gives one, spares decoding a note we would refuse anyway.
         if audio.duration_s is not None and audio.duration_s > self.config.max_audio_seconds:
             raise too_long(self.config.max_audio_seconds)
@@ -112,8 +128,10 @@ class VoiceService:
         if mode == "off":
             return ""
         if self.synthesizer is None:
-            return (" Note: no text-to-speech is set up, so replies stay text (install operator-use[piper] "
-                    "or espeak-ng, or configure voice.tts).")
+            return (
+                " Note: no text-to-speech is set up, so replies stay text (install operator-use[piper] "
+                "or espeak-ng, or configure voice.tts)."
+            )
         if not self.can_speak(message.channel):
             return " Note: this channel cannot send voice notes, so replies stay text."
         return ""

@@ -52,5 +52,5 @@ def for_speech(markdown: str, max_chars: int, policy: str = "summary") -> str:
         used += len(sentence) + 1
     if not kept:
         # One endless first sentence: cut at a word boundary.
-        kept = [text[:max(0, budget - 3)].rsplit(" ", 1)[0].rstrip(",;:") + "..."]
+        kept = [text[: max(0, budget - 3)].rsplit(" ", 1)[0].rstrip(",;:") + "..."]
     return " ".join(kept) + " " + FULL_TEXT_NOTE

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
 from ..support.serve import serve
 
 
@@ -27,8 +28,9 @@ class Upload:
 
 
 class FakeAudioServer:
-    def __init__(self, *, transcript: str = "", speech: bytes = b"", speech_type: str = "audio/ogg",
-                 status: int = 200) -> None:
+    def __init__(
+        self, *, transcript: str = "", speech: bytes = b"", speech_type: str = "audio/ogg", status: int = 200
+    ) -> None:
         self.transcript = transcript
         self.speech = speech
         self.speech_type = speech_type
@@ -55,14 +57,16 @@ class FakeAudioServer:
             await self._runner.cleanup()
 
     def _error(self) -> web.Response:
-        return web.json_response({"error": {"message": "fake failure", "type": "server_error", "code": None}},
-                                 status=self.status)
+        return web.json_response(
+            {"error": {"message": "fake failure", "type": "server_error", "code": None}}, status=self.status
+        )
 
     async def _transcriptions(self, request: web.Request) -> web.Response:
         if self.status != 200:
             return self._error()
-        upload = Upload(model="", filename="", content_type="", data=b"",
-                        authorization=request.headers.get("Authorization", ""))
+        upload = Upload(
+            model="", filename="", content_type="", data=b"", authorization=request.headers.get("Authorization", "")
+        )
         reader = await request.multipart()
         async for part in reader:
             if part.name == "file":

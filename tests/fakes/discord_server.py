@@ -10,7 +10,8 @@ is then discovered at `/gateway/bot`, or given as `gateway_url=fake.gateway_url`
 
 Gateway: HELLO (op 10), an ACK (op 11) for every heartbeat, IDENTIFY -> READY (with a local
 `resume_gateway_url` and a session id) + one GUILD_CREATE per guild, dispatches with increasing sequence
-numbers, RECONNECT (op 7) or a dropped connection on demand, RESUME -> replay of the events the client missed, then RESUMED.
+numbers, RECONNECT (op 7) or a dropped connection on demand, RESUME -> replay of the events the client missed,
+then RESUMED.
 REST: `/users/@me`, `/oauth2/applications/@me`, `/gateway(/bot)`, messages (JSON or multipart with
 `payload_json`), edits, typing, threads from a message, attachment downloads (`/cdn/...`), and a 429
 (with `Retry-After`, `X-RateLimit-*` and, unless told otherwise, the `Via` header discord.py insists on)
@@ -31,8 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
-from ..support.waiting import Observable
+
 from ..support.serve import serve
+from ..support.waiting import Observable
 
 BOT_ID = "1000"
 APP_ID = "1001"
@@ -60,8 +62,9 @@ def _now() -> str:
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     # `json_response` would add "; charset=utf-8": discord.py compares the content type exactly.
-    return web.Response(body=json.dumps(data).encode(), status=status,
-                        headers={"Content-Type": "application/json", **(headers or {})})
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json", **(headers or {})}
+    )
 
 
 @dataclass
@@ -163,8 +166,9 @@ class FakeDiscord(Observable):
         """Answer the next `times` message requests with this method (POST/PATCH) with a 429."""
         self._limits.append(RateLimit(method.upper(), times, retry_after, via))
 
-    def block_when(self, matches: Any, code: int = 200000,
-                   message: str = "Message was blocked by automatic moderation") -> None:
+    def block_when(
+        self, matches: Any, code: int = 200000, message: str = "Message was blocked by automatic moderation"
+    ) -> None:
         """Refuse messages and edits whose content `matches` (a predicate) with a 400 of this JSON error code."""
         self._block_rules.append((matches, code, message))
 
@@ -173,28 +177,55 @@ class FakeDiscord(Observable):
         self.files[key] = (data, content_type)
         return f"{self.base}/cdn/{key}/{quote(name, safe='')}"
 
-    def attachment(self, name: str, data: bytes, content_type: str, *, voice: bool = False,
-                   duration: float = 1.0) -> dict[str, Any]:
+    def attachment(
+        self, name: str, data: bytes, content_type: str, *, voice: bool = False, duration: float = 1.0
+    ) -> dict[str, Any]:
         url = self.add_file(name, data, content_type)
-        att: dict[str, Any] = {"id": self._id(), "filename": name, "size": len(data), "url": url,
-                               "proxy_url": url, "content_type": content_type}
+        att: dict[str, Any] = {
+            "id": self._id(),
+            "filename": name,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
         if voice:
             att.update(duration_secs=duration, waveform=base64.b64encode(bytes(range(0, 256, 4))).decode())
         return att
 
-    async def user_message(self, channel_id: str, content: str, *, author: dict[str, Any] = ALICE,
-                           guild_id: str | None = None, roles: list[str] | None = None,
-                           mention_bot: bool = False, reply_to: str | None = None,
-                           attachments: list[dict[str, Any]] | None = None, voice: bool = False) -> dict[str, Any]:
+    async def user_message(
+        self,
+        channel_id: str,
+        content: str,
+        *,
+        author: dict[str, Any] = ALICE,
+        guild_id: str | None = None,
+        roles: list[str] | None = None,
+        mention_bot: bool = False,
+        reply_to: str | None = None,
+        attachments: list[dict[str, Any]] | None = None,
+        voice: bool = False,
+    ) -> dict[str, Any]:
         """Dispatch MESSAGE_CREATE for a message a user wrote; returns its payload."""
         mid = self._id()
         if mention_bot:
             content = f"<@{BOT_ID}> {content}"
         data: dict[str, Any] = {
-            "id": mid, "channel_id": channel_id, "author": author, "content": content, "timestamp": _now(),
-            "edited_timestamp": None, "tts": False, "mention_everyone": False,
-            "mentions": [BOT] if mention_bot else [], "mention_roles": [], "attachments": attachments or [],
-            "embeds": [], "pinned": False, "type": 0, "flags": (1 << 13) if voice else 0,
+            "id": mid,
+            "channel_id": channel_id,
+            "author": author,
+            "content": content,
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [BOT] if mention_bot else [],
+            "mention_roles": [],
+            "attachments": attachments or [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": (1 << 13) if voice else 0,
         }
         if guild_id is not None:
             data["guild_id"] = guild_id
@@ -202,8 +233,11 @@ class FakeDiscord(Observable):
         if reply_to is not None:
             ref = self.messages[reply_to]
             data["type"] = 19
-            data["message_reference"] = {"message_id": reply_to, "channel_id": ref["channel_id"],
-                                         **({"guild_id": guild_id} if guild_id else {})}
+            data["message_reference"] = {
+                "message_id": reply_to,
+                "channel_id": ref["channel_id"],
+                **({"guild_id": guild_id} if guild_id else {}),
+            }
             data["referenced_message"] = ref
         self.messages[mid] = data
         await self.dispatch("MESSAGE_CREATE", data)
@@ -279,12 +313,18 @@ class FakeDiscord(Observable):
         s = _Session(id=f"session-{self.identifies}")
         self.sessions[s.id] = s
         self.session, s.ws = s, ws
-        await self.dispatch("READY", {
-            "v": 10, "user": BOT, "session_id": s.id, "session_type": "normal",
-            "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway-resume",
-            "guilds": [{"id": g["id"], "unavailable": True} for g in self.guilds],
-            "application": {"id": APP_ID, "flags": 0},
-        })
+        await self.dispatch(
+            "READY",
+            {
+                "v": 10,
+                "user": BOT,
+                "session_id": s.id,
+                "session_type": "normal",
+                "resume_gateway_url": f"ws://127.0.0.1:{self.port}/gateway-resume",
+                "guilds": [{"id": g["id"], "unavailable": True} for g in self.guilds],
+                "application": {"id": APP_ID, "flags": 0},
+            },
+        )
         for g in self.guilds:
             await self.dispatch("GUILD_CREATE", g)
         self.ready = True
@@ -327,9 +367,18 @@ class FakeDiscord(Observable):
             if request.method == "GET" and path == "/oauth2/applications/@me":
                 return _json(app_info())
             if request.method == "GET" and path in ("/gateway", "/gateway/bot"):
-                return _json({"url": f"ws://127.0.0.1:{self.port}/gateway", "shards": 1,
-                              "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0,
-                                                      "max_concurrency": 1}})
+                return _json(
+                    {
+                        "url": f"ws://127.0.0.1:{self.port}/gateway",
+                        "shards": 1,
+                        "session_start_limit": {
+                            "total": 1000,
+                            "remaining": 999,
+                            "reset_after": 0,
+                            "max_concurrency": 1,
+                        },
+                    }
+                )
             if parts[0] == "channels" and len(parts) >= 3 and parts[2] == "messages":
                 limited = self._limited(request.method, path)
                 if limited is not None:
@@ -353,9 +402,14 @@ class FakeDiscord(Observable):
             if limit.method == method and limit.times > 0:
                 limit.times -= 1
                 self.rate_limited.append((method, path))
-                headers = {"Retry-After": str(limit.retry_after), "X-RateLimit-Limit": "5",
-                           "X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": str(limit.retry_after),
-                           "X-RateLimit-Bucket": "fake-bucket", "X-RateLimit-Scope": "user"}
+                headers = {
+                    "Retry-After": str(limit.retry_after),
+                    "X-RateLimit-Limit": "5",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset-After": str(limit.retry_after),
+                    "X-RateLimit-Bucket": "fake-bucket",
+                    "X-RateLimit-Scope": "user",
+                }
                 if limit.via:
                     headers["Via"] = "1.1 google"
                 body = {"message": "You are being rate limited.", "retry_after": limit.retry_after, "global": False}
@@ -371,8 +425,13 @@ class FakeDiscord(Observable):
                 if part.name == "payload_json":
                     payload = json.loads(await part.text())
                 else:
-                    files.append({"name": part.filename, "content_type": part.headers.get("Content-Type"),
-                                  "data": bytes(await part.read())})
+                    files.append(
+                        {
+                            "name": part.filename,
+                            "content_type": part.headers.get("Content-Type"),
+                            "data": bytes(await part.read()),
+                        }
+                    )
         elif request.content_type == "application/json":
             payload = await request.json()
         else:
@@ -389,8 +448,13 @@ class FakeDiscord(Observable):
             message["type"] = 19
             message["message_reference"] = {"message_id": str(ref["message_id"]), "channel_id": channel_id}
         message["attachments"] = [
-            {"id": self._id(), "filename": f["name"], "size": len(f["data"]), "content_type": f["content_type"],
-             "url": self.add_file(f["name"], f["data"], f["content_type"] or "application/octet-stream")}
+            {
+                "id": self._id(),
+                "filename": f["name"],
+                "size": len(f["data"]),
+                "content_type": f["content_type"],
+                "url": self.add_file(f["name"], f["data"], f["content_type"] or "application/octet-stream"),
+            }
             for f in files
         ]
         self.messages[mid] = message
@@ -421,8 +485,9 @@ class FakeDiscord(Observable):
             self.too_long.append((method, len(content)))
             await self._notify()
             error = {"code": "BASE_TYPE_MAX_LENGTH", "message": f"Must be {self.max_content} or fewer in length."}
-            return _json({"message": "Invalid Form Body", "code": 50035,
-                          "errors": {"content": {"_errors": [error]}}}, 400)
+            return _json(
+                {"message": "Invalid Form Body", "code": 50035, "errors": {"content": {"_errors": [error]}}}, 400
+            )
         for matches, code, text in self._block_rules:
             if matches(content):
                 self.blocked.append(Blocked(method, content, len(self.posted)))
@@ -445,44 +510,121 @@ class FakeDiscord(Observable):
         return str(next(self._ids))
 
     def _bot_message(self, mid: str, channel_id: str, content: str) -> dict[str, Any]:
-        return {"id": mid, "channel_id": channel_id, "author": BOT, "content": content, "timestamp": _now(),
-                "edited_timestamp": None, "tts": False, "mention_everyone": False, "mentions": [],
-                "mention_roles": [], "attachments": [], "embeds": [], "pinned": False, "type": 0, "flags": 0}
+        return {
+            "id": mid,
+            "channel_id": channel_id,
+            "author": BOT,
+            "content": content,
+            "timestamp": _now(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
 
 
 def app_info() -> dict[str, Any]:
-    return {"id": APP_ID, "name": "operator", "description": "", "icon": None, "bot_public": False,
-            "bot_require_code_grant": False, "owner": user("10", "owner"), "verify_key": "0" * 64,
-            "flags": 0, "team": None, "summary": ""}
+    return {
+        "id": APP_ID,
+        "name": "operator",
+        "description": "",
+        "icon": None,
+        "bot_public": False,
+        "bot_require_code_grant": False,
+        "owner": user("10", "owner"),
+        "verify_key": "0" * 64,
+        "flags": 0,
+        "team": None,
+        "summary": "",
+    }
 
 
 def text_channel(cid: str, guild_id: str, name: str) -> dict[str, Any]:
-    return {"id": cid, "type": 0, "guild_id": guild_id, "name": name, "position": 0, "permission_overwrites": [],
-            "topic": None, "nsfw": False, "last_message_id": None, "rate_limit_per_user": 0, "parent_id": None}
+    return {
+        "id": cid,
+        "type": 0,
+        "guild_id": guild_id,
+        "name": name,
+        "position": 0,
+        "permission_overwrites": [],
+        "topic": None,
+        "nsfw": False,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "parent_id": None,
+    }
 
 
 def thread_payload(tid: str, parent_id: str, guild_id: str, name: str, owner: str = "11") -> dict[str, Any]:
-    return {"id": tid, "type": 11, "guild_id": guild_id, "parent_id": parent_id, "owner_id": owner, "name": name,
-            "last_message_id": None, "rate_limit_per_user": 0, "message_count": 0, "member_count": 1,
-            "flags": 0, "thread_metadata": {"archived": False, "auto_archive_duration": 1440,
-                                            "archive_timestamp": _now(), "locked": False}}
+    return {
+        "id": tid,
+        "type": 11,
+        "guild_id": guild_id,
+        "parent_id": parent_id,
+        "owner_id": owner,
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": _now(),
+            "locked": False,
+        },
+    }
 
 
 def role(rid: str, name: str, position: int) -> dict[str, Any]:
-    return {"id": rid, "name": name, "permissions": "0", "position": position, "color": 0, "hoist": False,
-            "managed": False, "mentionable": False, "flags": 0}
+    return {
+        "id": rid,
+        "name": name,
+        "permissions": "0",
+        "position": position,
+        "color": 0,
+        "hoist": False,
+        "managed": False,
+        "mentionable": False,
+        "flags": 0,
+    }
 
 
 def default_guild(gid: str = GUILD_ID) -> dict[str, Any]:
     return {
-        "id": gid, "name": "test guild", "icon": None, "owner_id": "10", "unavailable": False, "large": False,
-        "member_count": 4, "mfa_level": 0, "verification_level": 0, "explicit_content_filter": 0,
-        "default_message_notifications": 0, "premium_tier": 0, "preferred_locale": "en-US", "nsfw_level": 0,
-        "system_channel_flags": 0, "afk_timeout": 300, "features": [], "emojis": [], "stickers": [],
+        "id": gid,
+        "name": "test guild",
+        "icon": None,
+        "owner_id": "10",
+        "unavailable": False,
+        "large": False,
+        "member_count": 4,
+        "mfa_level": 0,
+        "verification_level": 0,
+        "explicit_content_filter": 0,
+        "default_message_notifications": 0,
+        "premium_tier": 0,
+        "preferred_locale": "en-US",
+        "nsfw_level": 0,
+        "system_channel_flags": 0,
+        "afk_timeout": 300,
+        "features": [],
+        "emojis": [],
+        "stickers": [],
         "roles": [role(gid, "@everyone", 0), role(ROLE_ID, "helpers", 1)],
         "members": [{"user": BOT, "roles": [], "joined_at": _now(), "deaf": False, "mute": False, "flags": 0}],
         "channels": [text_channel(CHANNEL_ID, gid, "general")],
         "threads": [thread_payload(THREAD_ID, CHANNEL_ID, gid, "a thread")],
-        "presences": [], "voice_states": [], "stage_instances": [], "guild_scheduled_events": [],
+        "presences": [],
+        "voice_states": [],
+        "stage_instances": [],
+        "guild_scheduled_events": [],
         "soundboard_sounds": [],
     }

@@ -24,11 +24,11 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from aiohttp import web
-from ..support.serve import serve
 
+from ..support.serve import serve
 
 # --- script ----------------------------------------------------------------------------------
 
@@ -79,8 +79,8 @@ class Endless:
     new_calls: bool = False
 
 
-Turn = Union[Reply, ErrorTurn, Endless]
-TurnLike = Union[Reply, ErrorTurn, Endless, dict, str]
+Turn = Reply | ErrorTurn | Endless
+TurnLike = Reply | ErrorTurn | Endless | dict | str
 
 
 def to_turn(spec: TurnLike) -> Turn:
@@ -92,7 +92,11 @@ def to_turn(spec: TurnLike) -> Turn:
     if isinstance(spec, dict):
         if "error" in spec:
             err = spec["error"]
-            return ErrorTurn(**err) if isinstance(err, dict) else ErrorTurn(message=str(err), status=spec.get("status", 500))
+            return (
+                ErrorTurn(**err)
+                if isinstance(err, dict)
+                else ErrorTurn(message=str(err), status=spec.get("status", 500))
+            )
         if "status" in spec:
             return ErrorTurn(**spec)
         return Reply(**spec)
@@ -160,13 +164,14 @@ def _text_of(content: Any, skip_tool_results: bool = False) -> str:
     return ""
 
 
-Responder = Callable[[FakeRequest], Union[TurnLike, Awaitable[TurnLike]]]
+Responder = Callable[[FakeRequest], TurnLike | Awaitable[TurnLike]]
 
 
 def echo_responder(chunk_size: int = 3, delay_per_chunk: float = 0.0) -> Responder:
     def respond(request: FakeRequest) -> Reply:
-        return Reply(text=f"You said: {request.last_user_text()}", chunk_size=chunk_size,
-                     delay_per_chunk=delay_per_chunk)
+        return Reply(
+            text=f"You said: {request.last_user_text()}", chunk_size=chunk_size, delay_per_chunk=delay_per_chunk
+        )
 
     return respond
 
@@ -183,9 +188,16 @@ class RecordedCall:
 
 
 class FakeLLMServer:
-    def __init__(self, script: Iterable[TurnLike] = (), *, responder: Responder | None = None,
-                 models: Iterable[str] = ("fake-model",), instant: bool = False,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        script: Iterable[TurnLike] = (),
+        *,
+        responder: Responder | None = None,
+        models: Iterable[str] = ("fake-model",),
+        instant: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.script: deque[Turn] = deque(to_turn(t) for t in script)
         self.responder = responder
         self.models = list(models)
@@ -279,11 +291,27 @@ class FakeLLMServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         self.calls.append(RecordedCall(request.method, request.path, dict(request.headers), None))
-        data = [{"id": m, "object": "model", "type": "model", "created": 0, "owned_by": "fake",
-                 "display_name": m, "created_at": "2024-01-01T00:00:00Z"} for m in self.models]
-        return web.json_response({"object": "list", "data": data, "has_more": False,
-                                  "first_id": self.models[0] if self.models else None,
-                                  "last_id": self.models[-1] if self.models else None})
+        data = [
+            {
+                "id": m,
+                "object": "model",
+                "type": "model",
+                "created": 0,
+                "owned_by": "fake",
+                "display_name": m,
+                "created_at": "2024-01-01T00:00:00Z",
+            }
+            for m in self.models
+        ]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "has_more": False,
+                "first_id": self.models[0] if self.models else None,
+                "last_id": self.models[-1] if self.models else None,
+            }
+        )
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         req = await self._record(request, "openai")
@@ -333,7 +361,7 @@ class FakeLLMServer:
         if self.instant:
             return [text]
         size = max(1, size)
-        return [text[i:i + size] for i in range(0, len(text), size)]
+        return [text[i : i + size] for i in range(0, len(text), size)]
 
     async def _pace(self, reply: Reply, index: int) -> None:
         if self.instant:
@@ -349,10 +377,15 @@ class FakeLLMServer:
         created = int(time.time())
 
         async def send(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> None:
-            chunk: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created,
-                                     "model": req.model,
-                                     "choices": [] if delta is None else
-                                     [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            chunk: dict[str, Any] = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.model,
+                "choices": []
+                if delta is None
+                else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
             chunk.update(extra)
             await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
 
@@ -361,16 +394,36 @@ class FakeLLMServer:
             for piece in self._pieces(turn.text, 4):
                 await send({"content": piece})
             if turn.tool_call:
-                await send({"tool_calls": [{"index": 0, "id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                                            "function": {"name": turn.tool_call, "arguments": '{"text": "'}}]})
+                await send(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": 0,
+                                "id": f"call_{uuid.uuid4().hex[:12]}",
+                                "type": "function",
+                                "function": {"name": turn.tool_call, "arguments": '{"text": "'},
+                            }
+                        ]
+                    }
+                )
             calls = 1
             while True:  # until the client hangs up: the next write then raises ConnectionResetError
                 await asyncio.sleep(turn.interval)
                 if turn.keepalive:
                     await response.write(b": keep-alive\n\n")
                 elif turn.tool_call and turn.new_calls:
-                    await send({"tool_calls": [{"index": calls, "id": f"call_{calls}", "type": "function",
-                                                "function": {"name": turn.tool_call, "arguments": turn.piece}}]})
+                    await send(
+                        {
+                            "tool_calls": [
+                                {
+                                    "index": calls,
+                                    "id": f"call_{calls}",
+                                    "type": "function",
+                                    "function": {"name": turn.tool_call, "arguments": turn.piece},
+                                }
+                            ]
+                        }
+                    )
                     calls += 1
                 elif turn.tool_call:
                     await send({"tool_calls": [{"index": 0, "function": {"arguments": turn.piece}}]})
@@ -392,8 +445,18 @@ class FakeLLMServer:
             await send({"content": piece})
         for i, call in enumerate(reply.tool_calls):
             args = _args_text(call)
-            await send({"tool_calls": [{"index": i, "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
-                                        "type": "function", "function": {"name": call["name"], "arguments": ""}}]})
+            await send(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
             # Split the arguments so clients must accumulate them across chunks, as with real servers.
             for piece in self._pieces(args, max(1, reply.chunk_size)):
                 n += 1
@@ -405,8 +468,15 @@ class FakeLLMServer:
         await send({}, finish)
         if (req.body.get("stream_options") or {}).get("include_usage"):
             inp, out, cached = _usage(req, reply)
-            await send(None, usage={"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out,
-                                    "prompt_tokens_details": {"cached_tokens": cached}})
+            await send(
+                None,
+                usage={
+                    "prompt_tokens": inp,
+                    "completion_tokens": out,
+                    "total_tokens": inp + out,
+                    "prompt_tokens_details": {"cached_tokens": cached},
+                },
+            )
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -421,22 +491,42 @@ class FakeLLMServer:
             return await self._anthropic_endless(response, event, turn)
         reply = turn if isinstance(turn, Reply) else Reply(text=turn.after_text or "")
         inp, out, cached = _usage(req, reply)
-        await event("message_start", {"type": "message_start", "message": {
-            "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": req.model,
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": inp - cached, "output_tokens": 1, "cache_read_input_tokens": cached,
-                      "cache_creation_input_tokens": 0}}})
+        await event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_{uuid.uuid4().hex[:12]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": req.model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": inp - cached,
+                        "output_tokens": 1,
+                        "cache_read_input_tokens": cached,
+                        "cache_creation_input_tokens": 0,
+                    },
+                },
+            },
+        )
         await event("ping", {"type": "ping"})
         index = 0
         n = 0
         if reply.text:
-            await event("content_block_start", {"type": "content_block_start", "index": index,
-                                                "content_block": {"type": "text", "text": ""}})
+            await event(
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+            )
             for piece in self._pieces(reply.text, reply.chunk_size if isinstance(turn, Reply) else 4):
                 n += 1
                 await self._pace(reply, n)
-                await event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "text_delta", "text": piece}})
+                await event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}},
+                )
             if isinstance(turn, ErrorTurn):
                 await event("error", _anthropic_error_body(turn))
                 await response.write_eof()
@@ -448,45 +538,98 @@ class FakeLLMServer:
             await response.write_eof()
             return response
         for call in reply.tool_calls:
-            await event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                "type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:12]}", "name": call["name"],
-                "input": {}}})
+            await event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:12]}",
+                        "name": call["name"],
+                        "input": {},
+                    },
+                },
+            )
             for piece in self._pieces(_args_text(call), max(1, reply.chunk_size)):
                 n += 1
                 await self._pace(reply, n)
-                await event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                    "delta": {"type": "input_json_delta", "partial_json": piece}})
+                await event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
             await event("content_block_stop", {"type": "content_block_stop", "index": index})
             index += 1
         if reply.unfinished:
             return await _end_unfinished(request, response, reply.unfinished)
         stop = _anthropic_stop(reply)
-        await event("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": stop, "stop_sequence": None},
-                                      "usage": {"output_tokens": out}})
+        await event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": out},
+            },
+        )
         await event("message_stop", {"type": "message_stop"})
         await response.write_eof()
         return response
 
-
-    async def _anthropic_endless(self, response: web.StreamResponse,
-                                 event: Callable[[str, dict[str, Any]], Awaitable[None]],
-                                 turn: Endless) -> web.StreamResponse:
-        await event("message_start", {"type": "message_start", "message": {
-            "id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": "fake-model",
-            "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": 1, "output_tokens": 1}}})
-        await event("content_block_start", {"type": "content_block_start", "index": 0,
-                                            "content_block": {"type": "text", "text": ""}})
+    async def _anthropic_endless(
+        self, response: web.StreamResponse, event: Callable[[str, dict[str, Any]], Awaitable[None]], turn: Endless
+    ) -> web.StreamResponse:
+        await event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": f"msg_{uuid.uuid4().hex[:12]}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "fake-model",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 1, "output_tokens": 1},
+                },
+            },
+        )
+        await event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         for piece in self._pieces(turn.text, 4):
-            await event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                "delta": {"type": "text_delta", "text": piece}})
+            await event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
         if turn.tool_call:
             await event("content_block_stop", {"type": "content_block_stop", "index": 0})
-            await event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
-                "type": "tool_use", "id": f"toolu_{uuid.uuid4().hex[:12]}", "name": turn.tool_call, "input": {}}})
-            await event("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                                "delta": {"type": "input_json_delta", "partial_json": '{"text": "'}})
+            await event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 1,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": f"toolu_{uuid.uuid4().hex[:12]}",
+                        "name": turn.tool_call,
+                        "input": {},
+                    },
+                },
+            )
+            await event(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 1,
+                    "delta": {"type": "input_json_delta", "partial_json": '{"text": "'},
+                },
+            )
         index = 2
         while True:  # until the client hangs up: the next write then raises ConnectionResetError
             await asyncio.sleep(turn.interval)
@@ -494,20 +637,44 @@ class FakeLLMServer:
                 await response.write(b": keep-alive\n\n")
                 await event("ping", {"type": "ping"})
             elif turn.tool_call and turn.new_calls:
-                await event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
-                    "type": "tool_use", "id": f"toolu_{index}", "name": turn.tool_call, "input": {}}})
+                await event(
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {
+                            "type": "tool_use",
+                            "id": f"toolu_{index}",
+                            "name": turn.tool_call,
+                            "input": {},
+                        },
+                    },
+                )
                 if turn.piece:
-                    await event("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                        "delta": {"type": "input_json_delta",
-                                                                  "partial_json": turn.piece}})
+                    await event(
+                        "content_block_delta",
+                        {
+                            "type": "content_block_delta",
+                            "index": index,
+                            "delta": {"type": "input_json_delta", "partial_json": turn.piece},
+                        },
+                    )
                 await event("content_block_stop", {"type": "content_block_stop", "index": index})
                 index += 1
             elif turn.tool_call:
-                await event("content_block_delta", {"type": "content_block_delta", "index": 1,
-                                                    "delta": {"type": "input_json_delta", "partial_json": turn.piece}})
+                await event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 1,
+                        "delta": {"type": "input_json_delta", "partial_json": turn.piece},
+                    },
+                )
             else:
-                await event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                    "delta": {"type": "text_delta", "text": turn.piece}})
+                await event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": turn.piece}},
+                )
 
 
 async def _end_unfinished(request: web.Request, response: web.StreamResponse, how: str) -> web.StreamResponse:
@@ -522,16 +689,36 @@ async def _end_unfinished(request: web.Request, response: web.StreamResponse, ho
 
 # --- wire formats ----------------------------------------------------------------------------
 
-_OPENAI_TYPES = {400: ("invalid_request_error", None), 401: ("invalid_request_error", "invalid_api_key"),
-                 403: ("insufficient_permissions", None), 404: ("invalid_request_error", "model_not_found"),
-                 429: ("requests", "rate_limit_exceeded"), 500: ("server_error", None),
-                 503: ("server_error", "overloaded"), 529: ("overloaded_error", "overloaded")}
-_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                    503: "overloaded_error", 529: "overloaded_error"}
-_DEFAULT_MESSAGES = {401: "Invalid API key", 403: "Permission denied", 404: "Model not found",
-                     429: "Rate limit reached", 500: "Internal server error", 503: "Service unavailable",
-                     529: "Overloaded"}
+_OPENAI_TYPES = {
+    400: ("invalid_request_error", None),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("insufficient_permissions", None),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+    500: ("server_error", None),
+    503: ("server_error", "overloaded"),
+    529: ("overloaded_error", "overloaded"),
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+_DEFAULT_MESSAGES = {
+    401: "Invalid API key",
+    403: "Permission denied",
+    404: "Model not found",
+    429: "Rate limit reached",
+    500: "Internal server error",
+    503: "Service unavailable",
+    529: "Overloaded",
+}
 
 
 def _default_message(turn: ErrorTurn) -> str:
@@ -543,17 +730,21 @@ def _default_message(turn: ErrorTurn) -> str:
 
 
 def _openai_error_body(turn: ErrorTurn) -> dict[str, Any]:
-    etype, code = _OPENAI_TYPES.get(turn.status, ("server_error" if turn.status >= 500 else "invalid_request_error",
-                                                  None))
-    return {"error": {"message": _default_message(turn),
-                      "type": turn.type or etype, "param": None, "code": code}}
+    etype, code = _OPENAI_TYPES.get(
+        turn.status, ("server_error" if turn.status >= 500 else "invalid_request_error", None)
+    )
+    return {"error": {"message": _default_message(turn), "type": turn.type or etype, "param": None, "code": code}}
 
 
 def _anthropic_error_body(turn: ErrorTurn) -> dict[str, Any]:
-    etype = turn.type or _ANTHROPIC_TYPES.get(turn.status, "api_error" if turn.status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": etype,
-                                       "message": _default_message(turn)},
-            "request_id": f"req_{uuid.uuid4().hex[:12]}"}
+    etype = turn.type or _ANTHROPIC_TYPES.get(
+        turn.status, "api_error" if turn.status >= 500 else "invalid_request_error"
+    )
+    return {
+        "type": "error",
+        "error": {"type": etype, "message": _default_message(turn)},
+        "request_id": f"req_{uuid.uuid4().hex[:12]}",
+    }
 
 
 def _error_response(turn: ErrorTurn, api: str) -> web.Response:
@@ -588,8 +779,9 @@ def _usage(req: FakeRequest, reply: Reply) -> tuple[int, int, int]:
 
 def _anthropic_stop(reply: Reply) -> str:
     if reply.finish_reason:
-        return {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}.get(reply.finish_reason,
-                                                                                          reply.finish_reason)
+        return {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}.get(
+            reply.finish_reason, reply.finish_reason
+        )
     return "tool_use" if reply.tool_calls else "end_turn"
 
 
@@ -597,15 +789,34 @@ def _openai_completion(req: FakeRequest, reply: Reply) -> dict[str, Any]:
     inp, out, cached = _usage(req, reply)
     message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
     if reply.tool_calls:
-        message["tool_calls"] = [{"id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                                  "function": {"name": c["name"], "arguments": _args_text(c)}}
-                                 for c in reply.tool_calls]
-    return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": req.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop")}],
-            "usage": {"prompt_tokens": inp, "completion_tokens": out, "total_tokens": inp + out,
-                      "prompt_tokens_details": {"cached_tokens": cached}}}
+        message["tool_calls"] = [
+            {
+                "id": c.get("id") or f"call_{uuid.uuid4().hex[:12]}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": _args_text(c)},
+            }
+            for c in reply.tool_calls
+        ]
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": reply.finish_reason or ("tool_calls" if reply.tool_calls else "stop"),
+            }
+        ],
+        "usage": {
+            "prompt_tokens": inp,
+            "completion_tokens": out,
+            "total_tokens": inp + out,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        },
+    }
 
 
 def _anthropic_message(req: FakeRequest, reply: Reply) -> dict[str, Any]:
@@ -613,12 +824,29 @@ def _anthropic_message(req: FakeRequest, reply: Reply) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": reply.text}] if reply.text else []
     for c in reply.tool_calls:
         args = c.get("arguments", {})
-        content.append({"type": "tool_use", "id": c.get("id") or f"toolu_{uuid.uuid4().hex[:12]}",
-                        "name": c["name"], "input": json.loads(args) if isinstance(args, str) else args})
-    return {"id": f"msg_{uuid.uuid4().hex[:12]}", "type": "message", "role": "assistant", "model": req.model,
-            "content": content, "stop_reason": _anthropic_stop(reply), "stop_sequence": None,
-            "usage": {"input_tokens": inp - cached, "output_tokens": out, "cache_read_input_tokens": cached,
-                      "cache_creation_input_tokens": 0}}
+        content.append(
+            {
+                "type": "tool_use",
+                "id": c.get("id") or f"toolu_{uuid.uuid4().hex[:12]}",
+                "name": c["name"],
+                "input": json.loads(args) if isinstance(args, str) else args,
+            }
+        )
+    return {
+        "id": f"msg_{uuid.uuid4().hex[:12]}",
+        "type": "message",
+        "role": "assistant",
+        "model": req.model,
+        "content": content,
+        "stop_reason": _anthropic_stop(reply),
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": inp - cached,
+            "output_tokens": out,
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0,
+        },
+    }
 
 
 # --- standalone ------------------------------------------------------------------------------
@@ -632,8 +860,14 @@ async def _serve(args: argparse.Namespace) -> None:
     responder = echo_responder(chunk_size=args.chunk_size, delay_per_chunk=args.delay)
     if args.script and not args.echo:
         responder = None
-    server = FakeLLMServer(script, responder=responder, instant=args.instant, host=args.host, port=args.port,
-                           models=args.model or ["fake-model"])
+    server = FakeLLMServer(
+        script,
+        responder=responder,
+        instant=args.instant,
+        host=args.host,
+        port=args.port,
+        models=args.model or ["fake-model"],
+    )
     await server.start()
     print(f"fake LLM server listening on {server.base_url} (OpenAI: {server.openai_base_url})", flush=True)
     stop = asyncio.Event()
@@ -651,8 +885,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
     parser.add_argument("--script", help="JSON list of turns; after it runs out, --echo answers if given")
-    parser.add_argument("--echo", action="store_true",
-                        help="answer 'You said: <last user text>' (the default without --script)")
+    parser.add_argument(
+        "--echo", action="store_true", help="answer 'You said: <last user text>' (the default without --script)"
+    )
     parser.add_argument("--instant", action="store_true", help="no delays, one chunk per reply")
     parser.add_argument("--chunk-size", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between echo chunks")

@@ -32,8 +32,9 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
-from ..support.waiting import Observable
+
 from ..support.serve import serve
+from ..support.waiting import Observable
 
 
 @dataclass
@@ -82,9 +83,16 @@ class Envelope:
 
 
 class FakeSlackServer(Observable):
-    def __init__(self, *, bot_token: str = "xoxb-fake-bot-token", app_token: str = "xapp-fake-app-token",
-                 bot_user_id: str = "UBOT", bot_id: str = "BBOT", team_id: str = "T0001",
-                 echo_bot_messages: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-fake-bot-token",
+        app_token: str = "xapp-fake-app-token",
+        bot_user_id: str = "UBOT",
+        bot_id: str = "BBOT",
+        team_id: str = "T0001",
+        echo_bot_messages: bool = True,
+    ) -> None:
         self.bot_token, self.app_token = bot_token, app_token
         self.bot_user_id, self.bot_id, self.team_id = bot_user_id, bot_id, team_id
         self.echo_bot_messages = echo_bot_messages
@@ -139,7 +147,6 @@ class FakeSlackServer(Observable):
 
     # --- test helpers ---
 
-
     def rate_limit(self, method: str, times: int = 1, retry_after: float = 1) -> None:
         self._limits.setdefault(method, []).extend([retry_after] * times)
 
@@ -161,17 +168,42 @@ class FakeSlackServer(Observable):
         file_id = f"F{next(self._ids):06d}"
         self.files[file_id] = (data, mime)
         url = f"{self.base_url}/files/{file_id}/{quote(name, safe='')}"
-        return {"id": file_id, "name": name, "title": name, "mimetype": mime, "size": len(data), "mode": "hosted",
-                "url_private": url, "url_private_download": url + "?download=1", **extra}
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mime,
+            "size": len(data),
+            "mode": "hosted",
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+            **extra,
+        }
 
     def new_ts(self) -> str:
         n = next(self._ids)
         return f"{1_700_000_000 + n}.{n:06d}"
 
-    def message(self, text: str, *, user: str = "U1", channel: str = "D1", thread_ts: str | None = None,
-                ts: str | None = None, **extra: Any) -> dict[str, Any]:
-        event = {"type": "message", "user": user, "text": text, "channel": channel, "ts": ts or self.new_ts(),
-                 "channel_type": "im" if channel.startswith("D") else "channel", "team": self.team_id, **extra}
+    def message(
+        self,
+        text: str,
+        *,
+        user: str = "U1",
+        channel: str = "D1",
+        thread_ts: str | None = None,
+        ts: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        event = {
+            "type": "message",
+            "user": user,
+            "text": text,
+            "channel": channel,
+            "ts": ts or self.new_ts(),
+            "channel_type": "im" if channel.startswith("D") else "channel",
+            "team": self.team_id,
+            **extra,
+        }
         if thread_ts:
             event["thread_ts"] = thread_ts
         return event
@@ -193,18 +225,26 @@ class FakeSlackServer(Observable):
 
     # --- socket mode ---
 
-    async def send_event(self, event: dict[str, Any], *, event_id: str | None = None,
-                         lose_ack: bool = False) -> str:
+    async def send_event(self, event: dict[str, Any], *, event_id: str | None = None, lose_ack: bool = False) -> str:
         """Deliver an events_api envelope now (or on the next connection); returns its envelope id."""
         n = next(self._ids)
         env = Envelope(envelope_id=f"env-{n}", event_id=event_id or f"Ev{n:08d}", body={}, lose_ack=lose_ack)
         env.body = {
-            "envelope_id": env.envelope_id, "type": "events_api", "accepts_response_payload": False,
-            "retry_attempt": 0, "retry_reason": "",
-            "payload": {"token": "verification-token", "team_id": self.team_id, "api_app_id": "A0001",
-                        "type": "event_callback", "event_id": env.event_id, "event_time": int(time.time()),
-                        "event": event, "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user_id,
-                                                             "is_bot": True}]},
+            "envelope_id": env.envelope_id,
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+            "payload": {
+                "token": "verification-token",
+                "team_id": self.team_id,
+                "api_app_id": "A0001",
+                "type": "event_callback",
+                "event_id": env.event_id,
+                "event_time": int(time.time()),
+                "event": event,
+                "authorizations": [{"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True}],
+            },
         }
         async with self._send_lock:
             self.envelopes.append(env)
@@ -215,8 +255,9 @@ class FakeSlackServer(Observable):
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
         async with self._send_lock:
             assert self._ws is not None
-            await self._ws.send_str(json.dumps({"type": "disconnect", "reason": reason,
-                                                "debug_info": {"host": "fake-slack"}}))
+            await self._ws.send_str(
+                json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "fake-slack"}})
+            )
 
     async def drop_socket(self) -> None:
         """Cut the connection without a close frame (a network failure)."""
@@ -243,9 +284,16 @@ class FakeSlackServer(Observable):
             self.connections += 1
             self._ws_number = number = self.connections
             self._ws, self._ws_request = ws, request
-            await ws.send_str(json.dumps({"type": "hello", "num_connections": 1,
-                                          "debug_info": {"host": "fake-slack", "approximate_connection_time": 3600},
-                                          "connection_info": {"app_id": "A0001"}}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "num_connections": 1,
+                        "debug_info": {"host": "fake-slack", "approximate_connection_time": 3600},
+                        "connection_info": {"app_id": "A0001"},
+                    }
+                )
+            )
             for env in self.envelopes:
                 if not env.acked:
                     await self._deliver(ws, env)
@@ -294,8 +342,9 @@ class FakeSlackServer(Observable):
             limits = self._limits.get(method)
             if limits:
                 call.status = 429
-                return web.json_response({"ok": False, "error": "ratelimited"}, status=429,
-                                         headers={"Retry-After": str(int(limits.pop(0)))})
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(int(limits.pop(0)))}
+                )
             handler = getattr(self, "_m_" + method.replace(".", "_"), None)
             if handler is None:
                 return web.json_response({"ok": False, "error": "unknown_method"})
@@ -318,9 +367,16 @@ class FakeSlackServer(Observable):
         return next((error for matches, error in self._text_rules if matches(text)), None)
 
     async def _m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://fake.slack.com/", "team": "Fake", "user": "operator",
-                "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": self.bot_id,
-                "is_enterprise_install": False}
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "operator",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
 
     async def _m_apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
         self.opens += 1
@@ -337,8 +393,9 @@ class FakeSlackServer(Observable):
         message = {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id, "text": text, "ts": posted.ts}
         if posted.thread_ts:
             message["thread_ts"] = posted.thread_ts
-        await self._echo({**message, "channel": channel,
-                          "channel_type": "im" if channel.startswith("D") else "channel"})
+        await self._echo(
+            {**message, "channel": channel, "channel_type": "im" if channel.startswith("D") else "channel"}
+        )
         return {"ok": True, "channel": channel, "ts": posted.ts, "message": message}
 
     async def _m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -346,10 +403,22 @@ class FakeSlackServer(Observable):
         if posted is None:
             return {"ok": False, "error": "message_not_found"}
         posted.updates.append(p.get("text", ""))
-        await self._echo({"type": "message", "subtype": "message_changed", "channel": posted.channel,
-                          "hidden": True, "ts": self.new_ts(),
-                          "message": {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id,
-                                      "text": posted.final_text, "ts": posted.ts}})
+        await self._echo(
+            {
+                "type": "message",
+                "subtype": "message_changed",
+                "channel": posted.channel,
+                "hidden": True,
+                "ts": self.new_ts(),
+                "message": {
+                    "type": "message",
+                    "user": self.bot_user_id,
+                    "bot_id": self.bot_id,
+                    "text": posted.final_text,
+                    "ts": posted.ts,
+                },
+            }
+        )
         return {"ok": True, "channel": posted.channel, "ts": posted.ts, "text": posted.final_text}
 
     async def _m_files_getUploadURLExternal(self, p: dict[str, Any]) -> dict[str, Any]:

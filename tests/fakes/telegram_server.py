@@ -37,16 +37,19 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from ..support.waiting import Observable
+
 from ..support.serve import serve
+from ..support.waiting import Observable
 
 TOKEN = "123456789:AAtest-token_SECRET_value"
 BOT_ID = 123456789
 MAX_TEXT = 4096
 MAX_DOWNLOAD = 20 * 1024 * 1024
 
-NOT_MODIFIED = ("Bad Request: message is not modified: specified new message content and reply markup are "
-                "exactly the same as a current content and reply markup of the message")
+NOT_MODIFIED = (
+    "Bad Request: message is not modified: specified new message content and reply markup are "
+    "exactly the same as a current content and reply markup of the message"
+)
 
 
 class ApiError(Exception):
@@ -84,8 +87,25 @@ class BotMessage:
 
 # --- HTML parse mode, as strict as Telegram's ------------------------------------------------
 
-_ALLOWED_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "span", "tg-spoiler", "a", "code",
-                 "pre", "blockquote", "tg-emoji", "br"}
+_ALLOWED_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "span",
+    "tg-spoiler",
+    "a",
+    "code",
+    "pre",
+    "blockquote",
+    "tg-emoji",
+    "br",
+}
 
 
 class _TelegramHTML(HTMLParser):
@@ -134,7 +154,7 @@ def auto_entities(text: str) -> list[dict[str, Any]]:
     if command:
         entities.append({"type": "bot_command", "offset": 0, "length": _utf16_len(command.group())})
     for m in re.finditer(r"(?<![\w/])@[A-Za-z][A-Za-z0-9_]{3,31}", text):
-        entities.append({"type": "mention", "offset": _utf16_len(text[:m.start()]), "length": _utf16_len(m.group())})
+        entities.append({"type": "mention", "offset": _utf16_len(text[: m.start()]), "length": _utf16_len(m.group())})
     return entities
 
 
@@ -142,13 +162,26 @@ def auto_entities(text: str) -> list[dict[str, Any]]:
 
 
 class FakeTelegram(Observable):
-    def __init__(self, *, token: str = TOKEN, bot_username: str = "operator_test_bot", host: str = "127.0.0.1",
-                 local_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token: str = TOKEN,
+        bot_username: str = "operator_test_bot",
+        host: str = "127.0.0.1",
+        local_dir: Path | None = None,
+    ) -> None:
         self.token = token
         # As a local Bot API server started with --local: files live on disk and getFile gives absolute paths.
         self.local_dir = local_dir
-        self.bot = {"id": BOT_ID, "is_bot": True, "first_name": "Operator", "username": bot_username,
-                    "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+        self.bot = {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "Operator",
+            "username": bot_username,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
         self.host = host
         self.port = 0
         self.calls: list[Call] = []
@@ -213,13 +246,15 @@ class FakeTelegram(Observable):
 
     # --- waiting and reading ---
 
-
     def calls_to(self, method: str, *, ok: bool | None = None) -> list[Call]:
         return [c for c in self.calls if c.method == method and (ok is None or (c.status == 200) == ok)]
 
     def messages_in(self, chat_id: int, thread_id: int | None = None, kind: str | None = None) -> list[BotMessage]:
-        return [m for m in self.sent if m.chat_id == chat_id and m.thread_id == thread_id
-                and (kind is None or m.kind == kind)]
+        return [
+            m
+            for m in self.sent
+            if m.chat_id == chat_id and m.thread_id == thread_id and (kind is None or m.kind == kind)
+        ]
 
     @property
     def pending_updates(self) -> int:
@@ -227,8 +262,9 @@ class FakeTelegram(Observable):
 
     # --- fault injection ---
 
-    def flood(self, count: int, retry_after: int = 1,
-              methods: tuple[str, ...] = ("sendMessage", "editMessageText")) -> None:
+    def flood(
+        self, count: int, retry_after: int = 1, methods: tuple[str, ...] = ("sendMessage", "editMessageText")
+    ) -> None:
         """The next `count` calls to `methods` get 429 Too Many Requests with parameters.retry_after."""
         self._flood.extend([(frozenset(methods), retry_after)] * count)
 
@@ -271,27 +307,65 @@ class FakeTelegram(Observable):
     def send_text(self, chat: dict[str, Any], user: dict[str, Any], text: str, **kw: Any) -> int:
         return self._user_message(chat, user, {"text": text, "entities": auto_entities(text)}, **kw)
 
-    def send_voice(self, chat: dict[str, Any], user: dict[str, Any], data: bytes, *, duration: int = 1,
-                   mime: str = "audio/ogg", **kw: Any) -> int:
+    def send_voice(
+        self,
+        chat: dict[str, Any],
+        user: dict[str, Any],
+        data: bytes,
+        *,
+        duration: int = 1,
+        mime: str = "audio/ogg",
+        **kw: Any,
+    ) -> int:
         voice = {**self._store_file(data, "voice", "oga"), "duration": duration, "mime_type": mime}
         return self._user_message(chat, user, {"voice": voice}, **kw)
 
-    def send_audio(self, chat: dict[str, Any], user: dict[str, Any], data: bytes, *, duration: int = 1,
-                   mime: str = "audio/mpeg", file_name: str = "song.mp3", **kw: Any) -> int:
-        audio = {**self._store_file(data, "music", "mp3"), "duration": duration, "mime_type": mime,
-                 "file_name": file_name}
+    def send_audio(
+        self,
+        chat: dict[str, Any],
+        user: dict[str, Any],
+        data: bytes,
+        *,
+        duration: int = 1,
+        mime: str = "audio/mpeg",
+        file_name: str = "song.mp3",
+        **kw: Any,
+    ) -> int:
+        audio = {
+            **self._store_file(data, "music", "mp3"),
+            "duration": duration,
+            "mime_type": mime,
+            "file_name": file_name,
+        }
         return self._user_message(chat, user, {"audio": audio}, **kw)
 
-    def send_photo(self, chat: dict[str, Any], user: dict[str, Any], sizes: list[tuple[int, bytes]],
-                   caption: str | None = None, **kw: Any) -> int:
+    def send_photo(
+        self,
+        chat: dict[str, Any],
+        user: dict[str, Any],
+        sizes: list[tuple[int, bytes]],
+        caption: str | None = None,
+        **kw: Any,
+    ) -> int:
         """`sizes`: (width, jpeg bytes) from smallest to largest, as Telegram lists them."""
         photo = [{**self._store_file(data, "photos", "jpg"), "width": w, "height": w} for w, data in sizes]
         return self._user_message(chat, user, {"photo": photo, **self._caption(caption)}, **kw)
 
-    def send_document(self, chat: dict[str, Any], user: dict[str, Any], data: bytes, file_name: str,
-                      mime: str = "application/octet-stream", caption: str | None = None, **kw: Any) -> int:
-        doc = {**self._store_file(data, "documents", file_name.rsplit(".", 1)[-1]), "file_name": file_name,
-               "mime_type": mime}
+    def send_document(
+        self,
+        chat: dict[str, Any],
+        user: dict[str, Any],
+        data: bytes,
+        file_name: str,
+        mime: str = "application/octet-stream",
+        caption: str | None = None,
+        **kw: Any,
+    ) -> int:
+        doc = {
+            **self._store_file(data, "documents", file_name.rsplit(".", 1)[-1]),
+            "file_name": file_name,
+            "mime_type": mime,
+        }
         return self._user_message(chat, user, {"document": doc, **self._caption(caption)}, **kw)
 
     def push_update(self, update: dict[str, Any]) -> int:
@@ -319,11 +393,23 @@ class FakeTelegram(Observable):
         self.files[file_id] = (data, f"{folder}/file_{n}.{ext}")
         return {"file_id": file_id, "file_unique_id": f"U{n:04d}", "file_size": len(data)}
 
-    def _user_message(self, chat: dict[str, Any], user: dict[str, Any], content: dict[str, Any], *,
-                      thread_id: int | None = None, reply_to: int | None = None) -> int:
+    def _user_message(
+        self,
+        chat: dict[str, Any],
+        user: dict[str, Any],
+        content: dict[str, Any],
+        *,
+        thread_id: int | None = None,
+        reply_to: int | None = None,
+    ) -> int:
         self._chats[chat["id"]] = chat
-        message: dict[str, Any] = {"message_id": self._next_message_id(chat["id"]), "date": int(time.time()),
-                                   "chat": chat, "from": user, **content}
+        message: dict[str, Any] = {
+            "message_id": self._next_message_id(chat["id"]),
+            "date": int(time.time()),
+            "chat": chat,
+            "from": user,
+            **content,
+        }
         if thread_id is not None:
             message["message_thread_id"] = thread_id
             message["is_topic_message"] = True
@@ -413,14 +499,20 @@ class FakeTelegram(Observable):
     async def _m_setWebhook(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
         if not p.get("url"):
             raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
-        self.webhook = {"url": p["url"], "secret_token": p.get("secret_token"),
-                        "allowed_updates": _json(p.get("allowed_updates"))}
+        self.webhook = {
+            "url": p["url"],
+            "secret_token": p.get("secret_token"),
+            "allowed_updates": _json(p.get("allowed_updates")),
+        }
         return True
 
     async def _m_getUpdates(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
         if self.webhook:
-            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active; "
-                                "use deleteWebhook to delete the webhook first")
+            raise ApiError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; "
+                "use deleteWebhook to delete the webhook first",
+            )
         offset, timeout, limit = int(p.get("offset") or 0), float(p.get("timeout") or 0), int(p.get("limit") or 100)
         allowed = _json(p.get("allowed_updates"))
         if offset:
@@ -452,8 +544,14 @@ class FakeTelegram(Observable):
 
     async def _m_editMessageText(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
         chat = self._chat(p)
-        msg = next((m for m in self.sent if m.chat_id == chat["id"] and m.message_id == int(p.get("message_id") or 0)
-                    and m.kind == "text"), None)
+        msg = next(
+            (
+                m
+                for m in self.sent
+                if m.chat_id == chat["id"] and m.message_id == int(p.get("message_id") or 0) and m.kind == "text"
+            ),
+            None,
+        )
         if msg is None:
             raise ApiError(400, "Bad Request: message to edit not found")
         text = p.get("text") or ""
@@ -470,8 +568,17 @@ class FakeTelegram(Observable):
 
     async def _m_sendChatAction(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
         self._chat(p)
-        if p.get("action") not in ("typing", "upload_photo", "record_voice", "upload_voice", "upload_document",
-                                   "record_video", "upload_video", "choose_sticker", "find_location"):
+        if p.get("action") not in (
+            "typing",
+            "upload_photo",
+            "record_voice",
+            "upload_voice",
+            "upload_document",
+            "record_video",
+            "upload_video",
+            "choose_sticker",
+            "find_location",
+        ):
             raise ApiError(400, "Bad Request: wrong parameter action in request")
         return True
 
@@ -484,7 +591,12 @@ class FakeTelegram(Observable):
             local = self.local_dir / path
             local.parent.mkdir(parents=True, exist_ok=True)
             local.write_bytes(data)
-            return {"file_id": file_id, "file_unique_id": "U" + file_id, "file_size": len(data), "file_path": str(local)}
+            return {
+                "file_id": file_id,
+                "file_unique_id": "U" + file_id,
+                "file_size": len(data),
+                "file_path": str(local),
+            }
         if len(data) > MAX_DOWNLOAD:
             raise ApiError(400, "Bad Request: file is too big")
         return {"file_id": file_id, "file_unique_id": "U" + file_id, "file_size": len(data), "file_path": path}
@@ -506,7 +618,10 @@ class FakeTelegram(Observable):
         if not isinstance(commands, list) or len(commands) > 100:
             raise ApiError(400, "Bad Request: BOT_COMMANDS_TOO_MUCH")
         for c in commands:
-            if not re.fullmatch(r"[a-z0-9_]{1,32}", str(c.get("command", ""))) or not 1 <= len(c.get("description", "")) <= 256:
+            if (
+                not re.fullmatch(r"[a-z0-9_]{1,32}", str(c.get("command", "")))
+                or not 1 <= len(c.get("description", "")) <= 256
+            ):
                 raise ApiError(400, "Bad Request: BOT_COMMAND_INVALID")
         self.commands = commands
         return True
@@ -528,20 +643,33 @@ class FakeTelegram(Observable):
     def _post(self, chat: dict[str, Any], p: dict[str, Any], kind: str, **fields: Any) -> BotMessage:
         reply = _json(p.get("reply_parameters"))
         reply_to = int(reply["message_id"]) if isinstance(reply, dict) else None
-        if reply_to is not None and (chat["id"], reply_to) not in self._messages \
-                and not reply.get("allow_sending_without_reply"):
+        if (
+            reply_to is not None
+            and (chat["id"], reply_to) not in self._messages
+            and not reply.get("allow_sending_without_reply")
+        ):
             raise ApiError(400, "Bad Request: message to be replied not found")
         thread = p.get("message_thread_id")
-        msg = BotMessage(chat_id=chat["id"], message_id=self._next_message_id(chat["id"]), kind=kind,
-                         thread_id=int(thread) if thread is not None else None, reply_to=reply_to,
-                         sent_at=time.monotonic(), **fields)
+        msg = BotMessage(
+            chat_id=chat["id"],
+            message_id=self._next_message_id(chat["id"]),
+            kind=kind,
+            thread_id=int(thread) if thread is not None else None,
+            reply_to=reply_to,
+            sent_at=time.monotonic(),
+            **fields,
+        )
         self.sent.append(msg)
         self._messages[(chat["id"], msg.message_id)] = self._message_json(msg)
         return msg
 
     def _message_json(self, msg: BotMessage) -> dict[str, Any]:
-        out: dict[str, Any] = {"message_id": msg.message_id, "date": int(time.time()), "chat": self._chats[msg.chat_id],
-                               "from": self.bot}
+        out: dict[str, Any] = {
+            "message_id": msg.message_id,
+            "date": int(time.time()),
+            "chat": self._chats[msg.chat_id],
+            "from": self.bot,
+        }
         if msg.thread_id is not None:
             out.update(message_thread_id=msg.thread_id, is_topic_message=True)
         if msg.kind == "text":
@@ -553,14 +681,15 @@ class FakeTelegram(Observable):
         value = p.get(kind)
         upload = f.get(kind)
         if isinstance(value, str) and value.startswith("attach://"):
-            upload = f.get(value[len("attach://"):])
+            upload = f.get(value[len("attach://") :])
         if upload is None:
             raise ApiError(400, f"Bad Request: there is no {kind} in the request")
         data = upload.file.read()
         if kind == "voice" and upload.content_type not in ("audio/ogg", "audio/mpeg", "audio/mp4", "audio/x-m4a"):
             raise ApiError(400, "Bad Request: wrong file type for a voice message")
-        msg = self._post(chat, p, kind, text=p.get("caption") or "", data=data, mime=upload.content_type,
-                         file_name=upload.filename)
+        msg = self._post(
+            chat, p, kind, text=p.get("caption") or "", data=data, mime=upload.content_type, file_name=upload.filename
+        )
         out = self._message_json(msg)
         stored = self._store_file(data, kind + "s", "bin")
         if kind in ("voice", "audio"):

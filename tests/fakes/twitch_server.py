@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from ..support.waiting import Observable
+
 from ..support.serve import serve
+from ..support.waiting import Observable
 
 CLIENT_ID = "fake-client-id"
 CLIENT_SECRET = "fake-client-secret"
@@ -94,8 +95,14 @@ def _now_rfc3339() -> str:
 
 
 class FakeTwitchServer(Observable):
-    def __init__(self, *, bot_login: str = "opbot", keepalive_interval: float = 0.5,
-                 echo_own_messages: bool = True, duplicate_window: float | None = 30.0) -> None:
+    def __init__(
+        self,
+        *,
+        bot_login: str = "opbot",
+        keepalive_interval: float = 0.5,
+        echo_own_messages: bool = True,
+        duplicate_window: float | None = 30.0,
+    ) -> None:
         self.keepalive_interval = keepalive_interval
         self.duplicate_window = duplicate_window
         self.max_message = 500  # characters
@@ -103,9 +110,12 @@ class FakeTwitchServer(Observable):
         self.port = 0
         self._ids = itertools.count(1000)
         self.users: dict[str, User] = {}
-        self.bot = self.add_user(bot_login, token="bot-access-token", refresh="bot-refresh-token",
-                                 scopes=["user:read:chat", "user:write:chat", "user:bot", "user:read:whispers",
-                                         "user:manage:whispers"])
+        self.bot = self.add_user(
+            bot_login,
+            token="bot-access-token",
+            refresh="bot-refresh-token",
+            scopes=["user:read:chat", "user:write:chat", "user:bot", "user:read:whispers", "user:manage:whispers"],
+        )
         self.app_tokens: set[str] = set()
         self.subscriptions: list[Subscription] = []  # live ones
         self.subscription_requests: list[dict[str, Any]] = []  # every POST, accepted or not
@@ -180,7 +190,6 @@ class FakeTwitchServer(Observable):
 
     # --- waiting (tests never sleep) ---
 
-
     def live(self) -> list[_Conn]:
         return [c for c in self.connections if not c.ws.closed and not c.closed.is_set()]
 
@@ -188,16 +197,26 @@ class FakeTwitchServer(Observable):
         """Chat messages Twitch posted in the chat, in arrival order."""
         return [p for p in self.chat_posts if p.status == 200 and p.drop_code is None]
 
-    def drop_when(self, matches: Callable[[str], bool], code: str = "msg_rejected",
-                  message: str = "Your message wasn't posted due to conflicts with the channel's moderation "
-                                 "settings.") -> None:
+    def drop_when(
+        self,
+        matches: Callable[[str], bool],
+        code: str = "msg_rejected",
+        message: str = "Your message wasn't posted due to conflicts with the channel's moderation settings.",
+    ) -> None:
         """Messages whose text `matches` are taken but not posted (`is_sent: false`), as AutoMod does."""
         self.drop_rules.append((matches, code, message))
 
     # --- driving the websocket ---
 
-    async def chat(self, channel: str, sender: str, text: str, *, badges: list[str] = (),  # type: ignore[assignment]
-                   mention: str | None = None) -> str:
+    async def chat(
+        self,
+        channel: str,
+        sender: str,
+        text: str,
+        *,
+        badges: list[str] = (),  # type: ignore[assignment]
+        mention: str | None = None,
+    ) -> str:
         """A chat message from `sender` in `channel`'s chat; returns its message id."""
         broadcaster, chatter = self.user(channel), self.user(sender)
         return await self._chat_notification(broadcaster, chatter, text, badges=list(badges), mention=mention)
@@ -206,9 +225,14 @@ class FakeTwitchServer(Observable):
         frm = self.user(sender)
         whisper_id = uuid.uuid4().hex
         event = {
-            "from_user_id": frm.id, "from_user_login": frm.login, "from_user_name": frm.name,
-            "to_user_id": self.bot.id, "to_user_login": self.bot.login, "to_user_name": self.bot.name,
-            "whisper_id": whisper_id, "whisper": {"text": text},
+            "from_user_id": frm.id,
+            "from_user_login": frm.login,
+            "from_user_name": frm.name,
+            "to_user_id": self.bot.id,
+            "to_user_login": self.bot.login,
+            "to_user_name": self.bot.name,
+            "whisper_id": whisper_id,
+            "whisper": {"text": text},
         }
         await self._deliver("user.whisper.message", {"user_id": self.bot.id}, event)
         return whisper_id
@@ -217,8 +241,11 @@ class FakeTwitchServer(Observable):
         """Ask the client to move to a new connection; the session and its subscriptions carry over."""
         conn = conn or self.live()[-1]
         session = {
-            "id": conn.session_id, "status": "reconnecting", "keepalive_timeout_seconds": None,
-            "reconnect_url": f"{self.ws_url}?reconnect={conn.session_id}", "connected_at": _now_rfc3339(),
+            "id": conn.session_id,
+            "status": "reconnecting",
+            "keepalive_timeout_seconds": None,
+            "reconnect_url": f"{self.ws_url}?reconnect={conn.session_id}",
+            "connected_at": _now_rfc3339(),
         }
         await conn.ws.send_str(json.dumps(self._message("session_reconnect", {"session": session})))
         return conn
@@ -237,7 +264,7 @@ class FakeTwitchServer(Observable):
     def _record(self, request: web.Request) -> None:
         self.requests.append((request.method, request.path))
 
-    def _bearer_user(self, request: web.Request) -> User | None | str:
+    def _bearer_user(self, request: web.Request) -> User | str | None:
         """The user a Bearer token belongs to, "app" for an app token, None when invalid."""
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").removeprefix("OAuth ").strip()
@@ -247,10 +274,16 @@ class FakeTwitchServer(Observable):
 
     @staticmethod
     def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-        reason = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 409: "Conflict",
-                  429: "Too Many Requests"}.get(status, "Error")
-        return web.json_response({"error": reason, "status": status, "message": message}, status=status,
-                                 headers=headers)
+        reason = {
+            400: "Bad Request",
+            401: "Unauthorized",
+            403: "Forbidden",
+            409: "Conflict",
+            429: "Too Many Requests",
+        }.get(status, "Error")
+        return web.json_response(
+            {"error": reason, "status": status, "message": message}, status=status, headers=headers
+        )
 
     def _check_client(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Client-Id") != CLIENT_ID:
@@ -272,8 +305,15 @@ class FakeTwitchServer(Observable):
             if user is None:
                 return self._error(400, "Invalid refresh token")
             user.token = f"user-{uuid.uuid4().hex}"
-            return web.json_response({"access_token": user.token, "refresh_token": user.refresh,
-                                      "expires_in": 14_000, "scope": user.scopes, "token_type": "bearer"})
+            return web.json_response(
+                {
+                    "access_token": user.token,
+                    "refresh_token": user.refresh,
+                    "expires_in": 14_000,
+                    "scope": user.scopes,
+                    "token_type": "bearer",
+                }
+            )
         return self._error(400, "unsupported grant type")
 
     async def _validate(self, request: web.Request) -> web.Response:
@@ -284,8 +324,9 @@ class FakeTwitchServer(Observable):
         if who == "app":
             return web.json_response({"client_id": CLIENT_ID, "scopes": [], "expires_in": 5_000_000})
         assert isinstance(who, User)
-        return web.json_response({"client_id": CLIENT_ID, "login": who.login, "scopes": who.scopes,
-                                  "user_id": who.id, "expires_in": 14_000})
+        return web.json_response(
+            {"client_id": CLIENT_ID, "login": who.login, "scopes": who.scopes, "user_id": who.id, "expires_in": 14_000}
+        )
 
     async def _users(self, request: web.Request) -> web.Response:
         self._record(request)
@@ -293,11 +334,25 @@ class FakeTwitchServer(Observable):
             return bad or self._error(401, "invalid access token")
         ids, logins = request.query.getall("id", []), [s.lower() for s in request.query.getall("login", [])]
         found = [u for u in self.users.values() if u.id in ids or u.login in logins]
-        return web.json_response({"data": [{
-            "id": u.id, "login": u.login, "display_name": u.name, "type": "", "broadcaster_type": "",
-            "description": "", "profile_image_url": "https://static-cdn.jtvnw.net/p.png", "offline_image_url": "",
-            "view_count": 0, "created_at": "2020-01-01T00:00:00Z",
-        } for u in found]})
+        return web.json_response(
+            {
+                "data": [
+                    {
+                        "id": u.id,
+                        "login": u.login,
+                        "display_name": u.name,
+                        "type": "",
+                        "broadcaster_type": "",
+                        "description": "",
+                        "profile_image_url": "https://static-cdn.jtvnw.net/p.png",
+                        "offline_image_url": "",
+                        "view_count": 0,
+                        "created_at": "2020-01-01T00:00:00Z",
+                    }
+                    for u in found
+                ]
+            }
+        )
 
     async def _subscribe(self, request: web.Request) -> web.Response:
         self._record(request)
@@ -312,21 +367,42 @@ class FakeTwitchServer(Observable):
         condition = body.get("condition", {})
         if condition.get("user_id") != who.id:
             return self._error(403, "condition user_id does not match the token")
-        if any(s.type == body["type"] and s.condition == condition and s.session_id == session_id
-               for s in self.subscriptions):
+        if any(
+            s.type == body["type"] and s.condition == condition and s.session_id == session_id
+            for s in self.subscriptions
+        ):
             self.duplicate_subscriptions += 1
             return self._error(409, "subscription already exists")
-        sub = Subscription(id=uuid.uuid4().hex, type=body["type"], version=body["version"], condition=condition,
-                           session_id=session_id, user_id=who.id)
+        sub = Subscription(
+            id=uuid.uuid4().hex,
+            type=body["type"],
+            version=body["version"],
+            condition=condition,
+            session_id=session_id,
+            user_id=who.id,
+        )
         self.subscriptions.append(sub)
         await self._notify()
-        return web.json_response({
-            "data": [{"id": sub.id, "status": "enabled", "type": sub.type, "version": sub.version,
-                      "condition": condition, "created_at": _now_rfc3339(), "cost": 0,
-                      "transport": {"method": "websocket", "session_id": session_id,
-                                    "connected_at": _now_rfc3339()}}],
-            "total": len(self.subscriptions), "total_cost": 0, "max_total_cost": 10,
-        }, status=202)
+        return web.json_response(
+            {
+                "data": [
+                    {
+                        "id": sub.id,
+                        "status": "enabled",
+                        "type": sub.type,
+                        "version": sub.version,
+                        "condition": condition,
+                        "created_at": _now_rfc3339(),
+                        "cost": 0,
+                        "transport": {"method": "websocket", "session_id": session_id, "connected_at": _now_rfc3339()},
+                    }
+                ],
+                "total": len(self.subscriptions),
+                "total_cost": 0,
+                "max_total_cost": 10,
+            },
+            status=202,
+        )
 
     async def _chat_message(self, request: web.Request) -> web.Response:
         self._record(request)
@@ -342,19 +418,24 @@ class FakeTwitchServer(Observable):
                 status, reset_in = self.chat_failures.pop(0)
                 post.status = status
                 post.reset = reset = int(time.time() + reset_in + 0.999)  # whole seconds, rounded up
-                return self._error(status, "rate limited", headers={
-                    "Ratelimit-Limit": "20", "Ratelimit-Remaining": "0", "Ratelimit-Reset": str(reset)})
+                return self._error(
+                    status,
+                    "rate limited",
+                    headers={"Ratelimit-Limit": "20", "Ratelimit-Remaining": "0", "Ratelimit-Reset": str(reset)},
+                )
             if body.get("sender_id") != who.id:
                 post.status = 403
                 return self._error(403, "sender_id does not match the token")
             text = str(body.get("message", ""))
             if not text.strip():
                 post.status = 400
-                return self._error(400, "Missing required parameter \"message\"")
+                return self._error(400, 'Missing required parameter "message"')
             if len(text) > self.max_message:  # documented as 422, answered as this 400 (twitchdev/issues#904)
                 post.status = 400
-                return self._error(400, "The request's input was not valid. Please see the endpoint's "
-                                        "documentation for possible reasons.")
+                return self._error(
+                    400,
+                    "The request's input was not valid. Please see the endpoint's documentation for possible reasons.",
+                )
             broadcaster = self.users.get(str(body.get("broadcaster_id")))
             if broadcaster is None:
                 post.status = 400
@@ -365,21 +446,27 @@ class FakeTwitchServer(Observable):
             self._last_posted[(who.id, broadcaster.id)] = (text, post.at)
             post.message_id = uuid.uuid4().hex
             if self.echo_own_messages:
-                task = asyncio.get_running_loop().create_task(self._chat_notification(
-                    broadcaster, who, text, badges=[], mention=None, message_id=post.message_id))
+                task = asyncio.get_running_loop().create_task(
+                    self._chat_notification(broadcaster, who, text, badges=[], mention=None, message_id=post.message_id)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            return web.json_response({"data": [{"message_id": post.message_id, "is_sent": True,
-                                                "drop_reason": None}]})
+            return web.json_response({"data": [{"message_id": post.message_id, "is_sent": True, "drop_reason": None}]})
         finally:
             await self._notify()
 
     def _drop_reason(self, sender: User, broadcaster: User, text: str, at: float) -> dict[str, str] | None:
         last = self._last_posted.get((sender.id, broadcaster.id))
-        if self.duplicate_window is not None and last is not None and last[0] == text \
-                and at - last[1] < self.duplicate_window:
-            return {"code": "msg_duplicate",
-                    "message": "Your message is identical to the one you sent less than 30 seconds ago."}
+        if (
+            self.duplicate_window is not None
+            and last is not None
+            and last[0] == text
+            and at - last[1] < self.duplicate_window
+        ):
+            return {
+                "code": "msg_duplicate",
+                "message": "Your message is identical to the one you sent less than 30 seconds ago.",
+            }
         for matches, code, message in self.drop_rules:
             if matches(text):
                 return {"code": code, "message": message}
@@ -400,8 +487,15 @@ class FakeTwitchServer(Observable):
     # --- websocket ---
 
     def _message(self, kind: str, payload: dict[str, Any], **meta: str) -> dict[str, Any]:
-        return {"metadata": {"message_id": uuid.uuid4().hex, "message_type": kind,
-                             "message_timestamp": _now_rfc3339(), **meta}, "payload": payload}
+        return {
+            "metadata": {
+                "message_id": uuid.uuid4().hex,
+                "message_type": kind,
+                "message_timestamp": _now_rfc3339(),
+                **meta,
+            },
+            "payload": payload,
+        }
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
         self._record(request)
@@ -411,8 +505,14 @@ class FakeTwitchServer(Observable):
         session_id = resumed if resumed else uuid.uuid4().hex
         conn = _Conn(ws=ws, session_id=session_id, number=len(self.connections) + 1)
         self.connections.append(conn)
-        session = {"id": session_id, "status": "connected", "connected_at": _now_rfc3339(),
-                   "keepalive_timeout_seconds": 10, "reconnect_url": None, "recovery_url": None}
+        session = {
+            "id": session_id,
+            "status": "connected",
+            "connected_at": _now_rfc3339(),
+            "keepalive_timeout_seconds": 10,
+            "reconnect_url": None,
+            "recovery_url": None,
+        }
         await ws.send_str(json.dumps(self._message("session_welcome", {"session": session})))
         if resumed:
             # The old connection of this session stops receiving once the new one is welcomed.
@@ -445,36 +545,68 @@ class FakeTwitchServer(Observable):
             if not conn.ws.closed and not conn.closed.is_set():
                 await conn.ws.send_str(json.dumps(self._message("session_keepalive", {})))
 
-    async def _chat_notification(self, broadcaster: User, chatter: User, text: str, *, badges: list[str],
-                                 mention: str | None, message_id: str | None = None) -> str:
+    async def _chat_notification(
+        self,
+        broadcaster: User,
+        chatter: User,
+        text: str,
+        *,
+        badges: list[str],
+        mention: str | None,
+        message_id: str | None = None,
+    ) -> str:
         message_id = message_id or uuid.uuid4().hex
         fragments: list[dict[str, Any]] = []
         if mention:
             target = self.user(mention)
-            fragments.append({"type": "mention", "text": f"@{target.login}", "cheermote": None, "emote": None,
-                              "mention": {"user_id": target.id, "user_login": target.login,
-                                          "user_name": target.name}})
+            fragments.append(
+                {
+                    "type": "mention",
+                    "text": f"@{target.login}",
+                    "cheermote": None,
+                    "emote": None,
+                    "mention": {"user_id": target.id, "user_login": target.login, "user_name": target.name},
+                }
+            )
             rest = text.removeprefix(f"@{target.login}")
             if rest:
                 fragments.append({"type": "text", "text": rest, "cheermote": None, "emote": None, "mention": None})
         else:
             fragments.append({"type": "text", "text": text, "cheermote": None, "emote": None, "mention": None})
         event = {
-            "broadcaster_user_id": broadcaster.id, "broadcaster_user_login": broadcaster.login,
+            "broadcaster_user_id": broadcaster.id,
+            "broadcaster_user_login": broadcaster.login,
             "broadcaster_user_name": broadcaster.name,
-            "chatter_user_id": chatter.id, "chatter_user_login": chatter.login, "chatter_user_name": chatter.name,
-            "message_id": message_id, "message": {"text": text, "fragments": fragments},
-            "color": "#1E90FF", "badges": [{"set_id": b, "id": "1", "info": ""} for b in badges],
-            "message_type": "text", "cheer": None, "reply": None, "channel_points_custom_reward_id": None,
-            "channel_points_animation_id": None, "source_broadcaster_user_id": None,
-            "source_broadcaster_user_login": None, "source_broadcaster_user_name": None, "source_message_id": None,
-            "source_badges": None, "is_source_only": None,
+            "chatter_user_id": chatter.id,
+            "chatter_user_login": chatter.login,
+            "chatter_user_name": chatter.name,
+            "message_id": message_id,
+            "message": {"text": text, "fragments": fragments},
+            "color": "#1E90FF",
+            "badges": [{"set_id": b, "id": "1", "info": ""} for b in badges],
+            "message_type": "text",
+            "cheer": None,
+            "reply": None,
+            "channel_points_custom_reward_id": None,
+            "channel_points_animation_id": None,
+            "source_broadcaster_user_id": None,
+            "source_broadcaster_user_login": None,
+            "source_broadcaster_user_name": None,
+            "source_message_id": None,
+            "source_badges": None,
+            "is_source_only": None,
         }
         await self._deliver("channel.chat.message", None, event, broadcaster_id=broadcaster.id)
         return message_id
 
-    async def _deliver(self, sub_type: str, condition: dict[str, str] | None, event: dict[str, Any], *,
-                       broadcaster_id: str | None = None) -> None:
+    async def _deliver(
+        self,
+        sub_type: str,
+        condition: dict[str, str] | None,
+        event: dict[str, Any],
+        *,
+        broadcaster_id: str | None = None,
+    ) -> None:
         """Send a notification once per matching subscription, on its session's current connection."""
         for sub in list(self.subscriptions):
             if sub.type != sub_type:
@@ -483,14 +615,31 @@ class FakeTwitchServer(Observable):
                 continue
             if condition is not None and any(sub.condition.get(k) != v for k, v in condition.items()):
                 continue
-            conn = next((c for c in reversed(self.connections)
-                         if c.session_id == sub.session_id and not c.closed.is_set() and not c.ws.closed), None)
+            conn = next(
+                (
+                    c
+                    for c in reversed(self.connections)
+                    if c.session_id == sub.session_id and not c.closed.is_set() and not c.ws.closed
+                ),
+                None,
+            )
             if conn is None:
                 continue
-            payload = {"subscription": {"id": sub.id, "status": "enabled", "type": sub.type, "version": sub.version,
-                                        "cost": 0, "condition": sub.condition,
-                                        "transport": {"method": "websocket", "session_id": sub.session_id},
-                                        "created_at": _now_rfc3339()},
-                       "event": event}
-            await conn.ws.send_str(json.dumps(self._message(
-                "notification", payload, subscription_type=sub_type, subscription_version=sub.version)))
+            payload = {
+                "subscription": {
+                    "id": sub.id,
+                    "status": "enabled",
+                    "type": sub.type,
+                    "version": sub.version,
+                    "cost": 0,
+                    "condition": sub.condition,
+                    "transport": {"method": "websocket", "session_id": sub.session_id},
+                    "created_at": _now_rfc3339(),
+                },
+                "event": event,
+            }
+            await conn.ws.send_str(
+                json.dumps(
+                    self._message("notification", payload, subscription_type=sub_type, subscription_version=sub.version)
+                )
+            )

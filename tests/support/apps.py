@@ -16,8 +16,9 @@ from .chat import ChatChannel
 from .pipeline import TappedBus
 
 
-def build_app(home: Path, channel: ChatChannel, llm: Any, *, given_tools: list[Tool] | None = None,
-              **sections: Any) -> App:
+def build_app(
+    home: Path, channel: ChatChannel, llm: Any, *, given_tools: list[Tool] | None = None, **sections: Any
+) -> App:
     """`sections` are configuration sections (agent=, tools=, security=...); `given_tools` replaces the
     built-in tools like App(tools=...) does."""
     agent = {"workspace": home / "workspace", **sections.pop("agent", {})}

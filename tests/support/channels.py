@@ -146,9 +146,17 @@ class PickyChannel(RecordingChannel):
     answers TooLong (whatever the channel declares), and a text that `refuse` matches it answers Refused
     with `reason`, offering `reword(text)` (when given) as a rewording."""
 
-    def __init__(self, name: str = "picky", *, platform_limit: int, platform_unit: str = "utf16",
-                 refuse: Callable[[str], bool] | None = None, reason: str = "not allowed here",
-                 reword: Callable[[str], str] | None = None, **kw: object) -> None:
+    def __init__(
+        self,
+        name: str = "picky",
+        *,
+        platform_limit: int,
+        platform_unit: str = "utf16",
+        refuse: Callable[[str], bool] | None = None,
+        reason: str = "not allowed here",
+        reword: Callable[[str], str] | None = None,
+        **kw: object,
+    ) -> None:
         super().__init__(name, **kw)  # type: ignore[arg-type]
         self.platform_limit, self.platform_unit = platform_limit, platform_unit
         self.refuse, self.reason, self.reword = refuse, reason, reword

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from operator_use.channels.base import Capabilities, Channel, ChannelConfig
 from operator_use.messages import Address, AudioPart, IncomingMessage, Part, TextPart
+
 from .waiting import Observable
 
 
@@ -29,8 +30,9 @@ class ChatChannel(Observable, Channel):
     capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0, formatting="markdown")
 
     def __init__(self, config: ChannelConfig | None = None, *, name: str = "test", voice: bool = False) -> None:
-        super().__init__(config or ChannelConfig(enabled=True, allow_from=["alice", "bob"], admins=["alice"]),
-                         name=name)
+        super().__init__(
+            config or ChannelConfig(enabled=True, allow_from=["alice", "bob"], admins=["alice"]), name=name
+        )
         if voice:
             self.capabilities = self.capabilities.model_copy(update={"voice": True})
         self.posted: list[Posted] = []
@@ -45,15 +47,27 @@ class ChatChannel(Observable, Channel):
 
     # --- driving ---
 
-    async def say(self, text: str, *, user: str = "alice", chat: str = "c1", thread: str | None = None,
-                  parts: list[Part] | None = None) -> IncomingMessage:
+    async def say(
+        self,
+        text: str,
+        *,
+        user: str = "alice",
+        chat: str = "c1",
+        thread: str | None = None,
+        parts: list[Part] | None = None,
+    ) -> IncomingMessage:
         self._seq += 1
-        message = IncomingMessage(channel=self.name, chat_id=chat, thread_id=thread, user_id=user, user_name=user,
-                                  parts=parts if parts is not None else [TextPart(text=text)],
-                                  message_id=f"in{self._seq}")
+        message = IncomingMessage(
+            channel=self.name,
+            chat_id=chat,
+            thread_id=thread,
+            user_id=user,
+            user_name=user,
+            parts=parts if parts is not None else [TextPart(text=text)],
+            message_id=f"in{self._seq}",
+        )
         await self.emit(message)
         return message
-
 
     # --- observing ---
 

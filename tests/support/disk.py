@@ -69,8 +69,12 @@ def tiny_tmpfs(where: Path, size: str = "256k") -> Iterator[TinyDisk]:
     """Mount a tmpfs of `size` (needs root; skips the test otherwise) and unmount it afterwards."""
     where.mkdir(parents=True, exist_ok=True)
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-                                 capture_output=True, text=True, check=False)
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     except FileNotFoundError:
         pytest.skip("no mount command here")
     if mounted.returncode != 0:

@@ -31,8 +31,11 @@ class Mosquitto:
 
     def __init__(self, workdir: Path, *, port: int | None = None, anonymous: bool = True, extra_conf: str = "") -> None:
         # Debian installs the broker in /usr/sbin, which a non-root PATH may lack.
-        self.binary = (shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
-                       or require_binary("mosquitto"))
+        self.binary = (
+            shutil.which("mosquitto")
+            or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+            or require_binary("mosquitto")
+        )
         self.workdir = workdir
         self.port = port or free_port()
         self.anonymous = anonymous
@@ -56,9 +59,9 @@ class Mosquitto:
 
     async def start(self, timeout: float = 10.0) -> None:
         self._write_conf()
-        self.proc = await asyncio.create_subprocess_exec(self.binary, "-c", str(self.conf),
-                                                         stdout=asyncio.subprocess.DEVNULL,
-                                                         stderr=asyncio.subprocess.PIPE)
+        self.proc = await asyncio.create_subprocess_exec(
+            self.binary, "-c", str(self.conf), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:  # until the port accepts connections (or the broker died, or the deadline passed)
@@ -90,11 +93,35 @@ class Mosquitto:
 class Subscriber:
     """`mosquitto_sub -d` on one topic filter, collecting (topic, payload) lines as they arrive."""
 
-    def __init__(self, port: int, topic: str | list[str], *, client_id: str | None = None, persistent: bool = False,
-                 protocol: str = "5", timeout: int = 90) -> None:
+    def __init__(
+        self,
+        port: int,
+        topic: str | list[str],
+        *,
+        client_id: str | None = None,
+        persistent: bool = False,
+        protocol: str = "5",
+        timeout: int = 90,
+    ) -> None:
         # stdbuf: mosquitto_sub does not flush its "Subscribed" line when stdout is a pipe.
-        self.args = ["stdbuf", "-oL", require_binary("mosquitto_sub"), "-h", "127.0.0.1", "-p", str(port), "-q", "1",
-                     "-d", "-F", "MSG %t %p", "-W", str(timeout), "-V", _version(protocol)]
+        self.args = [
+            "stdbuf",
+            "-oL",
+            require_binary("mosquitto_sub"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-q",
+            "1",
+            "-d",
+            "-F",
+            "MSG %t %p",
+            "-W",
+            str(timeout),
+            "-V",
+            _version(protocol),
+        ]
         for t in [topic] if isinstance(topic, str) else topic:
             self.args += ["-t", t]
         if client_id:
@@ -108,8 +135,9 @@ class Subscriber:
         self._changed = asyncio.Condition()
 
     async def start(self, timeout: float = 10.0) -> Subscriber:
-        self.proc = await asyncio.create_subprocess_exec(*self.args, stdout=asyncio.subprocess.PIPE,
-                                                         stderr=asyncio.subprocess.STDOUT)
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         self._reader = asyncio.create_task(self._read())
         await asyncio.wait_for(self._subscribed.wait(), timeout)
         return self
@@ -171,9 +199,22 @@ async def publish(port: int, topic: str, payload: bytes | str, *, qos: int = 1, 
     """One message with the real mosquitto_pub (payload from stdin, so any bytes go through)."""
     data = payload.encode() if isinstance(payload, str) else payload
     proc = await asyncio.create_subprocess_exec(
-        require_binary("mosquitto_pub"), "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-q", str(qos),
-        "-V", _version(protocol), "-s", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
+        require_binary("mosquitto_pub"),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-t",
+        topic,
+        "-q",
+        str(qos),
+        "-V",
+        _version(protocol),
+        "-s",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(data), 20)
     if proc.returncode != 0:
         raise RuntimeError(f"mosquitto_pub failed ({proc.returncode}): {out.decode(errors='replace')}")

@@ -74,7 +74,7 @@ class Gates:
 
 
 def scripted_responder(request: FakeRequest) -> Reply:
-    """"block X" -> call the gate tool X; a tool result -> "done: <result>"; anything else is echoed."""
+    """ "block X" -> call the gate tool X; a tool result -> "done: <result>"; anything else is echoed."""
     result = request.last_tool_result()
     if result is not None:
         return Reply(text=f"done: {result}", chunk_size=5)
@@ -84,7 +84,14 @@ def scripted_responder(request: FakeRequest) -> Reply:
     return Reply(text=f"You said: {text}", chunk_size=3)
 
 
-def make_app(home: Path, channel: ChatChannel, llm: Any, *, tools: list[Tool] | None = None,
-             bus: MemoryBus | None = None, **agent: Any) -> App:
+def make_app(
+    home: Path,
+    channel: ChatChannel,
+    llm: Any,
+    *,
+    tools: list[Tool] | None = None,
+    bus: MemoryBus | None = None,
+    **agent: Any,
+) -> App:
     config = load_config(home=home, agent={"workspace": home / "workspace", **agent})
     return App(config, channels=[channel], llm=llm, tools=tools or [], bus=bus or TappedBus())

@@ -11,8 +11,9 @@ from typing import Any
 from aiohttp import web
 
 
-async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
-                **runner_options: Any) -> tuple[web.AppRunner, int]:
+async def serve(
+    app: web.Application, host: str = "127.0.0.1", port: int = 0, **runner_options: Any
+) -> tuple[web.AppRunner, int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -58,10 +58,12 @@ def encode_as(pcm: Any, fmt: str) -> tuple[bytes, str]:
     with av.open(out, mode="w", format=container) as c:
         stream = c.add_stream(codec, rate=rate, layout="mono")
         fmt_name = stream.codec_context.codec.audio_formats[0].name
-        resampler = av.AudioResampler(format=fmt_name, layout="mono", rate=rate,
-                                      frame_size=stream.codec_context.frame_size or None)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1),
-                                           format="flt", layout="mono")
+        resampler = av.AudioResampler(
+            format=fmt_name, layout="mono", rate=rate, frame_size=stream.codec_context.frame_size or None
+        )
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm, dtype=np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
         frame.sample_rate = RATE
         for chunk in list(resampler.resample(frame)) + list(resampler.resample(None)):
             chunk.pts = None

@@ -24,8 +24,9 @@ TOKEN = "test-token-0123456789"
 
 
 @asynccontextmanager
-async def web_app(home: Path, server: FakeLLMServer, *, tools: list[Tool] | None = None,
-                  **config: Any) -> AsyncIterator[tuple[App, WebChannel]]:
+async def web_app(
+    home: Path, server: FakeLLMServer, *, tools: list[Tool] | None = None, **config: Any
+) -> AsyncIterator[tuple[App, WebChannel]]:
     """The whole agent with only the web channel, on a free port, its token known to the test."""
     announced: list[str] = []
     channel = WebChannel(WebConfig(**{"port": 0, "token": TOKEN, **config}), announce=announced.append)
@@ -65,8 +66,9 @@ class Tab:
 
 
 @asynccontextmanager
-async def open_tab(channel: WebChannel, *, chat: str = "c1", token: str | None = TOKEN,
-                   headers: dict[str, str] | None = None) -> AsyncIterator[Tab]:
+async def open_tab(
+    channel: WebChannel, *, chat: str = "c1", token: str | None = TOKEN, headers: dict[str, str] | None = None
+) -> AsyncIterator[Tab]:
     all_headers = {"Authorization": f"Bearer {token}"} if token else {}
     all_headers.update(headers or {})
     async with aiohttp.ClientSession() as session:

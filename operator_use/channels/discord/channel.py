@@ -30,16 +30,28 @@ log = logging.getLogger(__name__)
 # A send without reply_to this soon after a reply part was finalized continues that reply.
 _CONTINUATION_WINDOW = 5.0
 _REMEMBERED = 500
-_AUDIO_EXT = {"audio/ogg": ".ogg", "audio/opus": ".ogg", "audio/mpeg": ".mp3", "audio/wav": ".wav",
-              "audio/x-wav": ".wav"}
+_AUDIO_EXT = {
+    "audio/ogg": ".ogg",
+    "audio/opus": ".ogg",
+    "audio/mpeg": ".mp3",
+    "audio/wav": ".wav",
+    "audio/x-wav": ".wav",
+}
 
 
 class DiscordChannel(Channel):
     name = "discord"
     # Discord allows about 5 edits per 5 s per channel. It counts content in code points, as Python does
     # (discord/discord-api-docs#1315: its API is Python 3); an over-long message is answered 50035 (errors.py).
-    capabilities = Capabilities(can_edit=True, max_length=2000, length_unit="chars", edit_interval=1.0, voice=True,
-                                threads=True, formatting="discord")
+    capabilities = Capabilities(
+        can_edit=True,
+        max_length=2000,
+        length_unit="chars",
+        edit_interval=1.0,
+        voice=True,
+        threads=True,
+        formatting="discord",
+    )
 
     def __init__(self, config: DiscordConfig | None = None, *, workspace: Path | None = None) -> None:
         self.discord_config = config or DiscordConfig(enabled=True)
@@ -72,12 +84,19 @@ class DiscordChannel(Channel):
         intents = discord.Intents.default()
         intents.message_content = True  # privileged: enable it for the bot in the developer portal
         client = discord.Client(
-            intents=intents, max_ratelimit_timeout=self.discord_config.max_ratelimit_wait,
+            intents=intents,
+            max_ratelimit_timeout=self.discord_config.max_ratelimit_wait,
             # The model's text must never ping @everyone, roles or people.
             allowed_mentions=discord.AllowedMentions(everyone=False, roles=False, users=False, replied_user=True),
         )
-        client.on_connect, client.on_resumed = self._on_connect, self._on_resumed
-        client.on_disconnect, client.on_message = self._on_disconnect, self._on_message
+        events = {
+            "on_connect": self._on_connect,
+            "on_resumed": self._on_resumed,
+            "on_disconnect": self._on_disconnect,
+            "on_message": self._on_message,
+        }
+        for name, handler in events.items():  # discord.py dispatches to attributes named after the event
+            setattr(client, name, handler)
         cfg = self.discord_config
         if cfg.api_base_url:
             rebase_api(client.http, cfg.api_base_url)
@@ -96,8 +115,9 @@ class DiscordChannel(Channel):
             if isinstance(exc, discord.LoginFailure):
                 raise ChannelError("Discord refused the bot token (channels.discord.token)", permanent=True) from None
             if isinstance(exc, discord.GatewayNotFound):
-                raise ChannelError(f"{cfg.api_base_url}/gateway/bot did not give a gateway URL; "
-                                   "set channels.discord.gateway_url") from None
+                raise ChannelError(
+                    f"{cfg.api_base_url}/gateway/bot did not give a gateway URL; set channels.discord.gateway_url"
+                ) from None
             raise
         self._client = client
         self._runner = asyncio.create_task(self._run(client), name="discord-gateway")
@@ -116,8 +136,10 @@ class DiscordChannel(Channel):
         try:
             await client.connect(reconnect=True)
         except discord.PrivilegedIntentsRequired:
-            log.error("Discord refused the message content intent: enable it for the bot in the developer portal "
-                      "(Bot → Privileged Gateway Intents → Message Content Intent)")
+            log.error(
+                "Discord refused the message content intent: enable it for the bot in the developer portal "
+                "(Bot → Privileged Gateway Intents → Message Content Intent)"
+            )
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -173,8 +195,14 @@ class DiscordChannel(Channel):
         self._inbound[key] = (lock, users + 1)
         try:
             async with lock:
-                incoming = await to_incoming(message, channel_name=self.name, config=self.discord_config,
-                                             bot_id=me.id, inbox=self.inbox, may_fetch=self.may_fetch)
+                incoming = await to_incoming(
+                    message,
+                    channel_name=self.name,
+                    config=self.discord_config,
+                    bot_id=me.id,
+                    inbox=self.inbox,
+                    may_fetch=self.may_fetch,
+                )
                 if incoming.parts:
                     await self.emit(incoming)
         except Exception:
@@ -209,8 +237,9 @@ class DiscordChannel(Channel):
         if reply_to is None:
             channel_id = await self._continuation_target(address, channel_id, text)
         with _errors("send"):
-            message = await self._messageable(channel_id).send(content=text,
-                                                               reference=self._reference(channel_id, reply_to))
+            message = await self._messageable(channel_id).send(
+                content=text, reference=self._reference(channel_id, reply_to)
+            )
         mid = str(message.id)
         self._remember(self._where, mid, channel_id)
         if self.discord_config.thread_long_replies and (reply_to is not None or channel_id != self._target(address)):
@@ -256,7 +285,8 @@ class DiscordChannel(Channel):
         with _errors("upload"):
             message = await self._messageable(channel_id).send(
                 files=[discord.File(io.BytesIO(data), filename=name) for name, data in files],
-                reference=self._reference(channel_id, reply_to))
+                reference=self._reference(channel_id, reply_to),
+            )
         return str(message.id)
 
     # --- long replies in a thread ---
@@ -264,8 +294,12 @@ class DiscordChannel(Channel):
     async def _continuation_target(self, address: Address, channel_id: int, text: str) -> int:
         """Where a message without reply_to goes: into a thread on the reply it continues, when configured."""
         finished = self._finished.get(address.key)
-        if (not self.discord_config.thread_long_replies or address.thread_id is not None or finished is None
-                or time.monotonic() - finished[1] > _CONTINUATION_WINDOW):
+        if (
+            not self.discord_config.thread_long_replies
+            or address.thread_id is not None
+            or finished is None
+            or time.monotonic() - finished[1] > _CONTINUATION_WINDOW
+        ):
             return channel_id
         first_id = finished[0]
         where = self._where.get(first_id, channel_id)

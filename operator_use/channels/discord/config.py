@@ -57,8 +57,10 @@ class DiscordConfig(ChannelConfig):
     @model_validator(mode="after")
     def _token_when_enabled(self) -> DiscordConfig:
         if self.enabled and (self.token is None or not self.token.get_secret_value()):
-            raise ValueError("channels.discord.token is required when the channel is enabled "
-                             "(developer portal → your application → Bot → Reset Token)")
+            raise ValueError(
+                "channels.discord.token is required when the channel is enabled "
+                "(developer portal → your application → Bot → Reset Token)"
+            )
         return self
 
     def allows(self, user_id: str, user_name: str | None = None, groups: list[str] | tuple[str, ...] = ()) -> bool:

@@ -23,7 +23,7 @@ def rebase_api(http: Any, api_base_url: str) -> None:
         official = Route.BASE  # read per call: discord.py changes it when another API version is chosen
         if route.url.startswith(official + "/"):
             route = copy.copy(route)  # a Route may be reused; ours must not leak into it
-            route.url = api_base_url + route.url[len(official):]
+            route.url = api_base_url + route.url[len(official) :]
         return await request(route, **kwargs)
 
     http.request = rebased

@@ -44,8 +44,9 @@ def platform_errors(what: str) -> Iterator[None]:
             raise TooLong(f"discord {what}: {exc.text}") from exc
         if 400 <= exc.status < 500 and exc.code in REFUSALS:
             raise Refused(REFUSALS[exc.code]) from exc
-        raise ChannelError(f"discord {what} failed: {exc.status} {exc.text}",
-                           permanent=400 <= exc.status < 500) from exc
+        raise ChannelError(
+            f"discord {what} failed: {exc.status} {exc.text}", permanent=400 <= exc.status < 500
+        ) from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         raise ChannelError(f"discord {what} failed: {exc!r}") from exc
 

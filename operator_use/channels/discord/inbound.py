@@ -16,13 +16,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from ..base import withheld
 from ..inbox import save_to_inbox
-from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import DiscordConfig
 
 log = logging.getLogger(__name__)
-
 
 
 def location(message: Any) -> tuple[str, str | None, str | None]:
@@ -67,7 +66,7 @@ def strip_mention(content: str, bot_id: int) -> str:
 
 
 def groups_of(message: Any) -> list[str]:
-    """"guild:<id>" and "role:<id>" of the author where the message was written (none in DMs)."""
+    """ "guild:<id>" and "role:<id>" of the author where the message was written (none in DMs)."""
     if message.guild is None:
         return []
     groups = [f"guild:{message.guild.id}"]
@@ -77,8 +76,15 @@ def groups_of(message: Any) -> list[str]:
     return groups
 
 
-async def to_incoming(message: Any, *, channel_name: str, config: DiscordConfig, bot_id: int, inbox: Path,
-                      may_fetch: Callable[[str, str | None, Sequence[str]], Awaitable[bool]]) -> IncomingMessage:
+async def to_incoming(
+    message: Any,
+    *,
+    channel_name: str,
+    config: DiscordConfig,
+    bot_id: int,
+    inbox: Path,
+    may_fetch: Callable[[str, str | None, Sequence[str]], Awaitable[bool]],
+) -> IncomingMessage:
     """`may_fetch` is the channel's: an unknown sender's attachments are neither downloaded nor saved."""
     chat_id, thread_id, _ = location(message)
     parts: list[Part] = []
@@ -95,9 +101,16 @@ async def to_incoming(message: Any, *, channel_name: str, config: DiscordConfig,
         for attachment in attachments:
             parts.append(await _attachment_part(attachment, voice_flag, config.max_attachment_bytes, inbox))
     return IncomingMessage(
-        channel=channel_name, chat_id=chat_id, thread_id=thread_id, user_id=user_id,
-        user_name=user_name, parts=parts, message_id=str(message.id),
-        is_direct=message.guild is None, mentioned=addressed_to_bot(message, bot_id), groups=groups,
+        channel=channel_name,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        user_id=user_id,
+        user_name=user_name,
+        parts=parts,
+        message_id=str(message.id),
+        is_direct=message.guild is None,
+        mentioned=addressed_to_bot(message, bot_id),
+        groups=groups,
     )
 
 
@@ -116,8 +129,12 @@ async def _attachment_part(attachment: Any, voice_flag: bool, max_bytes: int, in
         return TextPart(text=f"[attachment {name} could not be downloaded]")
     voice = attachment.is_voice_message() or (voice_flag and mime.startswith("audio/"))
     if voice or mime.startswith("audio/"):
-        return AudioPart(data=data, mime=mime if mime.startswith("audio/") else "audio/ogg",
-                         duration_s=attachment.duration, voice_note=voice)
+        return AudioPart(
+            data=data,
+            mime=mime if mime.startswith("audio/") else "audio/ogg",
+            duration_s=attachment.duration,
+            voice_note=voice,
+        )
     if mime.startswith("image/"):
         return ImagePart(data=data, mime=mime)
     # A time prefix keeps the inbox in arrival order.

@@ -130,11 +130,19 @@ class MQTTChannel(Channel):
             kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
         if c.uses_tls:
             kw["tls_params"] = aiomqtt.TLSParameters(
-                ca_certs=_str(c.tls_ca), certfile=_str(c.tls_cert), keyfile=_str(c.tls_key))
+                ca_certs=_str(c.tls_ca), certfile=_str(c.tls_cert), keyfile=_str(c.tls_key)
+            )
             kw["tls_insecure"] = c.tls_insecure
-        client = aiomqtt.Client(c.host, c.port, username=c.username,
-                                password=c.password.get_secret_value() if c.password else None,
-                                identifier=c.identifier, keepalive=c.keepalive, timeout=c.timeout, **kw)
+        client = aiomqtt.Client(
+            c.host,
+            c.port,
+            username=c.username,
+            password=c.password.get_secret_value() if c.password else None,
+            identifier=c.identifier,
+            keepalive=c.keepalive,
+            timeout=c.timeout,
+            **kw,
+        )
         await client.__aenter__()
         try:
             await client.subscribe(self.request_topic, qos=c.qos)
@@ -152,7 +160,7 @@ class MQTTChannel(Channel):
         while True:
             try:
                 await self._serve(client)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 — a platform library's own errors: the loop must go on
                 log.warning("mqtt: connection to %s:%s lost (%s); reconnecting", c.host, c.port, exc)
             self._state = "reconnecting"
             delay = c.reconnect_min
@@ -161,14 +169,16 @@ class MQTTChannel(Channel):
                 try:
                     client = await self._open()
                     break
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 — a platform library's own errors: the loop must go on
                     delay = min(delay * 2, c.reconnect_max)
                     log.warning("mqtt: reconnect to %s:%s failed (%s); next try in %.1fs", c.host, c.port, exc, delay)
 
     async def _serve(self, client: aiomqtt.Client) -> None:
         """Read requests and write the outbox until the connection fails (raises) or we are cancelled."""
-        tasks = {asyncio.create_task(self._read(client), name="mqtt-read"),
-                 asyncio.create_task(self._write(client), name="mqtt-write")}
+        tasks = {
+            asyncio.create_task(self._read(client), name="mqtt-read"),
+            asyncio.create_task(self._write(client), name="mqtt-write"),
+        }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -185,8 +195,9 @@ class MQTTChannel(Channel):
             while self._outbox:
                 item = self._outbox[0]
                 # Removed only once acknowledged: a publish cut off by a disconnection is sent again.
-                await client.publish(item.topic, item.payload, qos=self.mqtt_config.qos,
-                                     properties=self._publish_properties(item))
+                await client.publish(
+                    item.topic, item.payload, qos=self.mqtt_config.qos, properties=self._publish_properties(item)
+                )
                 self._outbox.popleft()
             self._drained.set()
             self._wake.clear()
@@ -224,7 +235,7 @@ class MQTTChannel(Channel):
         topic = message.topic.value
         if not topic.startswith(self._in_prefix):
             return
-        client = topic[len(self._in_prefix):]
+        client = topic[len(self._in_prefix) :]
         if message.retain:
             # It would be answered again after every reconnect.
             log.warning("mqtt: ignored a retained request on %s", topic)
@@ -238,23 +249,33 @@ class MQTTChannel(Channel):
         try:
             request = parse_request(payload, max_bytes=self.mqtt_config.max_payload_bytes)
             reply_topic = request.reply_to or response_topic or self.out_topic(client)
-            problem = check_reply_topic(reply_topic, self.mqtt_config.base_topic, client,
-                                        allowed=self.mqtt_config.reply_topics,
-                                        what="reply_to" if request.reply_to else "the response topic")
+            problem = check_reply_topic(
+                reply_topic,
+                self.mqtt_config.base_topic,
+                client,
+                allowed=self.mqtt_config.reply_topics,
+                what="reply_to" if request.reply_to else "the response topic",
+            )
             if problem:
                 raise BadRequest(problem, request.id)
         except BadRequest as exc:
             log.info("mqtt: unreadable request from %s%s: %s", client, "" if allowed else " (unknown)", exc.reason)
             if allowed:
-                self._enqueue(_Outgoing(self.error_topic(client), event("error", exc.request_id, error=exc.reason),
-                                        correlation))
+                self._enqueue(
+                    _Outgoing(self.error_topic(client), event("error", exc.request_id, error=exc.reason), correlation)
+                )
             return
         except Exception:
             # A parser bug must not leave the client waiting for an answer that never comes.
             log.exception("mqtt: reading a request from %s failed", client)
             if allowed:
-                self._enqueue(_Outgoing(self.error_topic(client), event(
-                    "error", None, error="the request could not be read; see the agent's log"), correlation))
+                self._enqueue(
+                    _Outgoing(
+                        self.error_topic(client),
+                        event("error", None, error="the request could not be read; see the agent's log"),
+                        correlation,
+                    )
+                )
             return
         request_id = request.id or new_id()
         if allowed:
@@ -262,8 +283,9 @@ class MQTTChannel(Channel):
         parts: list[Part] = [TextPart(text=request.text)] if request.text.strip() else []
         if request.audio is not None:
             parts.append(request.audio)
-        await self.emit(IncomingMessage(channel=self.name, chat_id=client, user_id=client, parts=parts,
-                                        message_id=request_id))
+        await self.emit(
+            IncomingMessage(channel=self.name, chat_id=client, user_id=client, parts=parts, message_id=request_id)
+        )
 
     # --- replies (called by the gateway) ---
 
@@ -295,8 +317,10 @@ class MQTTChannel(Channel):
                 raise RetryAfter(1.0, "mqtt outbox full")
             if text.startswith(reply.text):
                 # The offset lets a client spot a repeated delta (delivery is at least once).
-                self._send_event(reply.route, event("delta", reply.route.request_id, delta=text[len(reply.text):],
-                                                    offset=len(reply.text)))
+                self._send_event(
+                    reply.route,
+                    event("delta", reply.route.request_id, delta=text[len(reply.text) :], offset=len(reply.text)),
+                )
             else:
                 self._send_event(reply.route, event("replace", reply.route.request_id, text=text))
         reply.text = text
@@ -324,7 +348,7 @@ def _str(value: object) -> str | None:
 async def _close(client: aiomqtt.Client) -> None:
     try:
         await asyncio.wait_for(client.__aexit__(None, None, None), 5)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 — a platform library's own errors: the loop must go on
         log.debug("mqtt: disconnect: %r", exc)
 
 

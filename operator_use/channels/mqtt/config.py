@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from ..base import ChannelConfig
 
@@ -59,7 +59,7 @@ class MQTTConfig(ChannelConfig):
 
     @field_validator("topic_prefix", "agent")
     @classmethod
-    def _topic_level(cls, value: str, info) -> str:  # type: ignore[no-untyped-def]
+    def _topic_level(cls, value: str, info: ValidationInfo) -> str:
         if not value or any(c in value for c in "+#\0") or value.startswith("/") or value.endswith("/"):
             raise ValueError("must be a non-empty topic without wildcards (+, #) or leading/trailing '/'")
         if info.field_name == "agent" and "/" in value:

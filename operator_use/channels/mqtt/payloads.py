@@ -47,8 +47,9 @@ def parse_request(payload: bytes, *, max_bytes: int) -> Request:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise BadRequest(f"payload starts with '{{' but is not valid JSON: {exc.msg} "
-                         f"(line {exc.lineno}, column {exc.colno})") from None
+        raise BadRequest(
+            f"payload starts with '{{' but is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
     except RecursionError:
         raise BadRequest("payload is JSON nested too deeply") from None
     except ValueError as exc:  # an integer longer than Python converts (sys.get_int_max_str_digits)
@@ -60,8 +61,9 @@ def parse_request(payload: bytes, *, max_bytes: int) -> Request:
 
 def _from_json(data: dict[str, Any]) -> Request:
     raw_id = data.get("id")
-    if raw_id is not None and (isinstance(raw_id, bool) or not isinstance(raw_id, (str, int))
-                               or len(str(raw_id)) > MAX_ID_LENGTH):
+    if raw_id is not None and (
+        isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or len(str(raw_id)) > MAX_ID_LENGTH
+    ):
         raise BadRequest(f"id must be a string or a number of at most {MAX_ID_LENGTH} characters")
     request = Request(id=None if raw_id is None else _unicode(str(raw_id), "id", None))
 
@@ -102,13 +104,15 @@ def _unicode(value: str, what: str, request_id: str | None) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise BadRequest(f"{what} is not valid Unicode (a lone surrogate at character {exc.start})",
-                         request_id) from None
+        raise BadRequest(
+            f"{what} is not valid Unicode (a lone surrogate at character {exc.start})", request_id
+        ) from None
     return value
 
 
-def check_reply_topic(topic: str, own_base: str, client: str | None = None, *,
-                      allowed: Sequence[str] = ("#",), what: str = "reply_to") -> str | None:
+def check_reply_topic(
+    topic: str, own_base: str, client: str | None = None, *, allowed: Sequence[str] = ("#",), what: str = "reply_to"
+) -> str | None:
     """Why `topic` cannot take the replies to `client`'s request, or None when it can. `what` names where
     the topic came from (reply_to or the v5 response topic); `allowed` holds the configured filters."""
     if not topic or len(topic.encode("utf-8", "surrogatepass")) > 65535:
@@ -128,16 +132,19 @@ def check_reply_topic(topic: str, own_base: str, client: str | None = None, *,
         own_out = f"{own_base}/out/{client}"
         if client is not None and (topic == own_out or topic.startswith(f"{own_out}/")):
             return None
-        return (f"{what} cannot be another of the agent's topics: under {own_base}/ replies go only to "
-                + (own_out if client is not None else "the sender's own out/ topic"))
+        return f"{what} cannot be another of the agent's topics: under {own_base}/ replies go only to " + (
+            own_out if client is not None else "the sender's own out/ topic"
+        )
     prefix = own_base.rpartition("/")[0]
-    levels = topic[len(prefix) + 1:].split("/") if topic.startswith(f"{prefix}/") else []
+    levels = topic[len(prefix) + 1 :].split("/") if topic.startswith(f"{prefix}/") else []
     if len(levels) >= 3 and levels[1] in ("in", "out", "error"):
         # Another agent's channel topics on the same broker: its requests (spoofing a sender) or replies.
         return f"{what} cannot be another agent's topic ({prefix}/<agent>/{levels[1]}/...)"
     if not allowed:
-        return (f"{what} must be left out: custom reply topics are off (channels.mqtt.reply_topics), "
-                f"replies go to {own_base}/out/{'<client>' if client is None else client}")
+        return (
+            f"{what} must be left out: custom reply topics are off (channels.mqtt.reply_topics), "
+            f"replies go to {own_base}/out/{'<client>' if client is None else client}"
+        )
     if not any(topic_matches(pattern, topic, client) for pattern in allowed):
         return f"{what} matches none of the allowed reply topics (channels.mqtt.reply_topics)"
     return None

@@ -30,9 +30,19 @@ log = logging.getLogger(__name__)
 
 # Errors that another attempt cannot fix, for any message in that conversation.
 _PERMANENT = {
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed", "account_inactive",
-    "token_revoked", "missing_scope", "restricted_action", "restricted_action_read_only_channel",
-    "restricted_action_thread_only_channel", "restricted_action_non_threadable_channel", "ekm_access_denied",
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "missing_scope",
+    "restricted_action",
+    "restricted_action_read_only_channel",
+    "restricted_action_thread_only_channel",
+    "restricted_action_non_threadable_channel",
+    "ekm_access_denied",
     "invalid_blocks",
 }
 # Errors about this one message, with words for the user. A text refused is skipped and the user told; an
@@ -46,19 +56,34 @@ _REFUSALS = {
     "cant_update_message": "Slack does not allow editing that message",
     "message_not_found": "the message being edited was deleted",
 }
-_AUDIO_EXT = {"audio/ogg": "ogg", "audio/opus": "opus", "audio/mpeg": "mp3", "audio/mp4": "m4a",
-              "audio/wav": "wav", "audio/x-wav": "wav", "audio/webm": "webm"}
+_AUDIO_EXT = {
+    "audio/ogg": "ogg",
+    "audio/opus": "opus",
+    "audio/mpeg": "mp3",
+    "audio/mp4": "m4a",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/webm": "webm",
+}
 
 
 class SlackChannel(Channel):
     name = "slack"
     # Slack's advice for `text` is at most 4,000 characters (it truncates at 40,000, and may break a long
     # message into several, which could then not be edited as one); characters are code points.
-    capabilities = Capabilities(can_edit=True, max_length=4000, length_unit="chars", edit_interval=1.0, voice=True,
-                                threads=True, formatting="slack_mrkdwn")
+    capabilities = Capabilities(
+        can_edit=True,
+        max_length=4000,
+        length_unit="chars",
+        edit_interval=1.0,
+        voice=True,
+        threads=True,
+        formatting="slack_mrkdwn",
+    )
 
-    def __init__(self, config: SlackConfig | None = None, *, workspace: Path | None = None,
-                 name: str | None = None) -> None:
+    def __init__(
+        self, config: SlackConfig | None = None, *, workspace: Path | None = None, name: str | None = None
+    ) -> None:
         super().__init__(config or SlackConfig(), name=name)
         self.config: SlackConfig
         if workspace is None:
@@ -98,15 +123,26 @@ class SlackChannel(Channel):
         if cfg.rate_limit_retries:
             retries.append(AsyncRateLimitErrorRetryHandler(max_retry_count=cfg.rate_limit_retries))
         try:
-            self.client = AsyncWebClient(token=token, base_url=cfg.api_base_url, session=self._session,
-                                         retry_handlers=retries)
+            self.client = AsyncWebClient(
+                token=token, base_url=cfg.api_base_url, session=self._session, retry_handlers=retries
+            )
             auth = await self.client.auth_test()  # a wrong token fails the start here, clearly
             self.router.bot_user_id, self.router.bot_id = auth.get("user_id"), auth.get("bot_id")
-            self._files = FileFetcher(self._session, token=token, api_base_url=cfg.api_base_url,
-                                      workspace=self.workspace, inbox_dir=cfg.inbox_dir, max_bytes=cfg.max_file_bytes)
-            app = AsyncApp(client=self.client, name="operator-use", process_before_response=True,
-                           signing_secret=cfg.signing_secret.get_secret_value() if cfg.signing_secret else "",
-                           request_verification_enabled=cfg.mode == "http")
+            self._files = FileFetcher(
+                self._session,
+                token=token,
+                api_base_url=cfg.api_base_url,
+                workspace=self.workspace,
+                inbox_dir=cfg.inbox_dir,
+                max_bytes=cfg.max_file_bytes,
+            )
+            app = AsyncApp(
+                client=self.client,
+                name="operator-use",
+                process_before_response=True,
+                signing_secret=cfg.signing_secret.get_secret_value() if cfg.signing_secret else "",
+                request_verification_enabled=cfg.mode == "http",
+            )
             app.event("message")(self._on_message)
             app.event("app_mention")(self._on_mention)
             if cfg.mode == "socket":
@@ -125,8 +161,12 @@ class SlackChannel(Channel):
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         assert self.config.app_token is not None
-        handler = AsyncSocketModeHandler(app, self.config.app_token.get_secret_value(), web_client=self.client,
-                                         ping_interval=self.config.ping_interval)
+        handler = AsyncSocketModeHandler(
+            app,
+            self.config.app_token.get_secret_value(),
+            web_client=self.client,
+            ping_interval=self.config.ping_interval,
+        )
         self._socket = handler
         handler.client.on_message_listeners.append(self._on_frame)
         handler.client.on_close_listeners.append(self._on_socket_closed)
@@ -140,7 +180,9 @@ class SlackChannel(Channel):
             client, self._socket = self._socket.client, None
             await client.close()
             # close() cancels the SDK's receive, monitor and processing tasks without waiting for them.
-            tasks = [t for t in (client.message_processor, client.current_session_monitor, client.message_receiver) if t]
+            tasks = [
+                t for t in (client.message_processor, client.current_session_monitor, client.message_receiver) if t
+            ]
             await asyncio.gather(*tasks, return_exceptions=True)
         if self._http is not None:
             runner, self._http = self._http, None
@@ -193,8 +235,9 @@ class SlackChannel(Channel):
             return
         if not self.router.claim(event):
             # Expected for every mention (message + app_mention) and after reconnects: debug, not info.
-            log.debug("slack: message %s in %s already handled; acknowledged again", event.get("ts"),
-                      event.get("channel"))
+            log.debug(
+                "slack: message %s in %s already handled; acknowledged again", event.get("ts"), event.get("channel")
+            )
             return
         try:
             parts: list[Part] = [TextPart(text=route.text)] if route.text else []
@@ -203,9 +246,18 @@ class SlackChannel(Channel):
                 # Listeners run before the ack: an unknown sender's downloads would hold up the events behind.
                 known = await self.may_fetch(str(event["user"]))
                 parts += await self._files.parts(files) if known else withheld_files(files)
-            await self.emit(IncomingMessage(channel=self.name, chat_id=route.chat_id, thread_id=route.thread_id,
-                                            user_id=str(event["user"]), parts=parts, message_id=str(event["ts"]),
-                                            is_direct=route.is_direct, mentioned=route.mentioned))
+            await self.emit(
+                IncomingMessage(
+                    channel=self.name,
+                    chat_id=route.chat_id,
+                    thread_id=route.thread_id,
+                    user_id=str(event["user"]),
+                    parts=parts,
+                    message_id=str(event["ts"]),
+                    is_direct=route.is_direct,
+                    mentioned=route.mentioned,
+                )
+            )
         except BaseException:
             self.router.release(event)  # not acknowledged: Slack's redelivery gets another chance
             raise
@@ -213,8 +265,13 @@ class SlackChannel(Channel):
     # --- outgoing ---
 
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
-        response = await self._call(self._client().chat_postMessage, channel=address.chat_id, text=text,
-                                    thread_ts=address.thread_id, mrkdwn=not plain)
+        response = await self._call(
+            self._client().chat_postMessage,
+            channel=address.chat_id,
+            text=text,
+            thread_ts=address.thread_id,
+            mrkdwn=not plain,
+        )
         if address.thread_id:
             self.router.joined(address.chat_id, address.thread_id)
         return str(response["ts"])
@@ -239,8 +296,14 @@ class SlackChannel(Channel):
 
     async def _upload(self, address: Address, data: bytes, filename: str, title: str) -> str:
         # files_upload_v2 is Slack's three steps: files.getUploadURLExternal, POST to it, completeUploadExternal.
-        response = await self._call(self._client().files_upload_v2, channel=address.chat_id,
-                                    thread_ts=address.thread_id, content=data, filename=filename, title=title)
+        response = await self._call(
+            self._client().files_upload_v2,
+            channel=address.chat_id,
+            thread_ts=address.thread_id,
+            content=data,
+            filename=filename,
+            title=title,
+        )
         return str((response.get("file") or {}).get("id", ""))
 
     def _client(self) -> Any:
@@ -255,7 +318,7 @@ class SlackChannel(Channel):
             return await method(**kwargs)
         except SlackApiError as exc:
             raise _channel_error(exc) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ChannelError(f"slack request failed: {exc!r}") from exc
 
 
@@ -276,5 +339,6 @@ def _channel_error(exc: Any) -> ChannelError:
         return TooLong("slack: msg_too_long")
     if error in _REFUSALS:
         return Refused(_REFUSALS[error])
-    return ChannelError(f"slack API error: {error or getattr(response, 'status_code', '?')}",
-                        permanent=error in _PERMANENT)
+    return ChannelError(
+        f"slack API error: {error or getattr(response, 'status_code', '?')}", permanent=error in _PERMANENT
+    )

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ...messages import AudioPart, FilePart, ImagePart, Part, TextPart
 from ..base import withheld
 from ..inbox import save_to_inbox
-from ...messages import AudioPart, FilePart, ImagePart, Part, TextPart
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,16 @@ _SLACK_HOST_SUFFIXES = (".slack.com", ".slack-edge.com", ".slack-gov.com")
 
 
 class FileFetcher:
-    def __init__(self, session: aiohttp.ClientSession, *, token: str, api_base_url: str, workspace: Path,
-                 inbox_dir: str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        token: str,
+        api_base_url: str,
+        workspace: Path,
+        inbox_dir: str,
+        max_bytes: int,
+    ) -> None:
         self.session = session
         self._token = token
         self._api_host = urlsplit(api_base_url).hostname or ""
@@ -58,8 +66,12 @@ class FileFetcher:
             return ImagePart(data=data, mime=mime)
         if kind == "audio":
             duration = info.get("duration_ms")
-            return AudioPart(data=data, mime=_audio_mime(mime), voice_note=info.get("subtype") == "slack_audio",
-                             duration_s=duration / 1000 if isinstance(duration, (int, float)) else None)
+            return AudioPart(
+                data=data,
+                mime=_audio_mime(mime),
+                voice_note=info.get("subtype") == "slack_audio",
+                duration_s=duration / 1000 if isinstance(duration, (int, float)) else None,
+            )
         path = await asyncio.to_thread(self._save, str(info.get("id") or uuid.uuid4().hex[:8]), name, data)
         return FilePart(name=name, mime=mime, path=path)
 
@@ -81,7 +93,7 @@ class FileFetcher:
                     if len(data) > self.max_bytes:
                         raise FileError(f"over the {self.max_bytes}-byte limit")
                 return bytes(data)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise FileError(f"download failed: {exc!r}") from exc
 
     def _save(self, file_id: str, name: str, data: bytes) -> str:

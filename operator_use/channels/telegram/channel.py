@@ -42,8 +42,15 @@ def _extension(mime: str) -> str:
 class TelegramChannel(Channel):
     name = "telegram"
     # 4096 after entity parsing, counted as Telegram counts entity offsets: in UTF-16 code units.
-    capabilities = Capabilities(can_edit=True, max_length=4096, length_unit="utf16", edit_interval=1.0, voice=True,
-                                threads=True, formatting="telegram_html")
+    capabilities = Capabilities(
+        can_edit=True,
+        max_length=4096,
+        length_unit="utf16",
+        edit_interval=1.0,
+        voice=True,
+        threads=True,
+        formatting="telegram_html",
+    )
 
     def __init__(self, config: TelegramConfig | None = None, *, workspace: Path | None = None) -> None:
         self.tg_config = config or TelegramConfig()
@@ -92,8 +99,14 @@ class TelegramChannel(Channel):
             else:
                 # Transient failures later are retried by the library with growing pauses (1 s, x1.5, up
                 # to 30 s); error_callback tells us about each, the polling request about the recovery.
-                await app.updater.start_polling(timeout=cfg.poll_timeout, allowed_updates=allowed,
-                                                bootstrap_retries=2, error_callback=self._poll_failed)
+                if app.updater is None:  # built with an updater in ptb.py: only a broken install gets here
+                    raise ChannelError("telegram: the library was set up without an updater", permanent=True)
+                await app.updater.start_polling(
+                    timeout=cfg.poll_timeout,
+                    allowed_updates=allowed,
+                    bootstrap_retries=2,
+                    error_callback=self._poll_failed,
+                )
         except BaseException:
             self._app = None
             try:
@@ -127,7 +140,7 @@ class TelegramChannel(Channel):
         menu = self.command_menu() if self.command_menu else [("start", "say hello"), ("help", "list the commands")]
         try:
             await bot.set_my_commands([BotCommand(name, description[:256]) for name, description in menu])
-        except Exception as e:  # the menu is a convenience: never a reason not to start
+        except Exception as e:  # noqa: BLE001 — the menu is a convenience: never a reason not to start
             log.warning("telegram: could not register the command menu: %s", e)
 
     # --- polling health (called by the library, synchronously) ---
@@ -142,8 +155,11 @@ class TelegramChannel(Channel):
 
     def _poll_answered(self) -> None:
         if self._state == "reconnecting":
-            log.info("telegram: polling reconnected after %.1fs and %d failed attempts",
-                     time.monotonic() - self._lost_at, self._failures)
+            log.info(
+                "telegram: polling reconnected after %.1fs and %d failed attempts",
+                time.monotonic() - self._lost_at,
+                self._failures,
+            )
             self._state = "up"
         self._failures = 0
 
@@ -170,30 +186,40 @@ class TelegramChannel(Channel):
 
         with ptb.translated_errors():
             message = await self._bot().send_message(
-                chat_id=_chat(address), text=text, parse_mode=None if plain else "HTML",
-                message_thread_id=_thread(address), reply_parameters=ptb.reply_parameters(reply_to))
+                chat_id=_chat(address),
+                text=text,
+                parse_mode=None if plain else "HTML",
+                message_thread_id=_thread(address),
+                reply_parameters=ptb.reply_parameters(reply_to),
+            )
         return str(message.message_id)
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         from . import ptb
 
         with ptb.translated_errors(editing=True):
-            await self._bot().edit_message_text(text=text, chat_id=_chat(address), message_id=int(message_id),
-                                                parse_mode=None if plain else "HTML")
+            await self._bot().edit_message_text(
+                text=text, chat_id=_chat(address), message_id=int(message_id), parse_mode=None if plain else "HTML"
+            )
 
     async def typing(self, address: Address) -> None:
         from . import ptb
 
         with ptb.translated_errors():
-            await self._bot().send_chat_action(chat_id=_chat(address), action="typing",
-                                               message_thread_id=_thread(address))
+            await self._bot().send_chat_action(
+                chat_id=_chat(address), action="typing", message_thread_id=_thread(address)
+            )
 
     async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
         from . import ptb
 
         duration = round(audio.duration_s) if audio.duration_s else None
-        common = {"chat_id": _chat(address), "duration": duration, "message_thread_id": _thread(address),
-                  "reply_parameters": ptb.reply_parameters(reply_to)}
+        common = {
+            "chat_id": _chat(address),
+            "duration": duration,
+            "message_thread_id": _thread(address),
+            "reply_parameters": ptb.reply_parameters(reply_to),
+        }
         with ptb.translated_errors():
             if audio.mime.split(";")[0] in _OGG:
                 # Only OGG/Opus shows as a voice note; the file name gives the upload its audio/ogg type.
@@ -210,11 +236,16 @@ class TelegramChannel(Channel):
             if isinstance(part, AudioPart):
                 await self.send_voice(address, part, reply_to=reply_to)
                 continue
-            common = {"chat_id": _chat(address), "message_thread_id": _thread(address),
-                      "reply_parameters": ptb.reply_parameters(reply_to)}
+            common = {
+                "chat_id": _chat(address),
+                "message_thread_id": _thread(address),
+                "reply_parameters": ptb.reply_parameters(reply_to),
+            }
             if isinstance(part, ImagePart) and (part.data or part.url):
                 with ptb.translated_errors():  # Telegram fetches a URL itself
-                    photo = ptb.InputFile(part.data, filename="image" + _extension(part.mime)) if part.data else part.url
+                    photo = (
+                        ptb.InputFile(part.data, filename="image" + _extension(part.mime)) if part.data else part.url
+                    )
                     await self._bot().send_photo(photo=photo, **common)
             elif isinstance(part, FilePart):
                 data = part.data or (await asyncio.to_thread(Path(part.path).read_bytes) if part.path else b"")

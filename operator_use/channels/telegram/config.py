@@ -50,14 +50,18 @@ class TelegramConfig(ChannelConfig):
         if self.token is not None and not _TOKEN.fullmatch(self.token.get_secret_value()):
             raise ValueError("token does not look like a bot token from @BotFather (digits:letters)")
         if self.enabled and self.token is None:
-            raise ValueError("token is required when the channel is enabled "
-                             "(channels.telegram.token or OPERATOR_CHANNELS__TELEGRAM__TOKEN)")
+            raise ValueError(
+                "token is required when the channel is enabled "
+                "(channels.telegram.token or OPERATOR_CHANNELS__TELEGRAM__TOKEN)"
+            )
         if self.mode == "webhook":
             if not self.webhook_url:
                 raise ValueError("webhook mode needs webhook_url (the public HTTPS URL Telegram posts to)")
             if not self.webhook_url.startswith("https://") and self.base_url == OFFICIAL_API:
-                raise ValueError("webhook_url must be https:// (Telegram only posts to HTTPS; plain http "
-                                 "works only with your own Bot API server)")
+                raise ValueError(
+                    "webhook_url must be https:// (Telegram only posts to HTTPS; plain http "
+                    "works only with your own Bot API server)"
+                )
             if self.webhook_secret is None:
                 raise ValueError("webhook mode needs webhook_secret, so forged updates are refused")
         if self.webhook_secret is not None and not _SECRET.fullmatch(self.webhook_secret.get_secret_value()):

@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from ..base import withheld
 from ..inbox import safe_filename, save_to_inbox
-from ...messages import AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from .config import TelegramConfig
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,15 @@ class RecentIds:
 
 
 class Inbound:
-    def __init__(self, channel: str, config: TelegramConfig, bot: Any, workspace: Path, *,
-                 may_fetch: Callable[[str, str | None], Awaitable[bool]]) -> None:
+    def __init__(
+        self,
+        channel: str,
+        config: TelegramConfig,
+        bot: Any,
+        workspace: Path,
+        *,
+        may_fetch: Callable[[str, str | None], Awaitable[bool]],
+    ) -> None:
         self.channel = channel
         self.may_fetch = may_fetch  # Channel.may_fetch: (user id, user name) -> are their files fetched?
         self.config = config
@@ -77,9 +84,15 @@ class Inbound:
             return None
         topic = m.message_thread_id if getattr(m, "is_topic_message", False) else None
         return IncomingMessage(
-            channel=self.channel, chat_id=str(m.chat.id), thread_id=str(topic) if topic else None,
-            user_id=str(m.from_user.id), user_name=m.from_user.username, parts=parts,
-            message_id=str(m.message_id), is_direct=direct, mentioned=mentioned,
+            channel=self.channel,
+            chat_id=str(m.chat.id),
+            thread_id=str(topic) if topic else None,
+            user_id=str(m.from_user.id),
+            user_name=m.from_user.username,
+            parts=parts,
+            message_id=str(m.message_id),
+            is_direct=direct,
+            mentioned=mentioned,
         )
 
     def _for_another_bot(self, command: re.Match[str] | None) -> bool:
@@ -90,22 +103,34 @@ class Inbound:
         for e in entities:
             if e.type == "mention" and self.username:
                 # Offsets are in UTF-16 code units.
-                raw = text.encode("utf-16-le")[e.offset * 2:(e.offset + e.length) * 2].decode("utf-16-le")
+                raw = text.encode("utf-16-le")[e.offset * 2 : (e.offset + e.length) * 2].decode("utf-16-le")
                 if raw.lower() == "@" + self.username:
                     return True
             elif e.type == "text_mention" and e.user is not None and e.user.id == self.bot_id:
                 return True
         reply = m.reply_to_message
         # In a forum topic every message "replies" to the topic's creation message: not to the bot.
-        return (reply is not None and reply.from_user is not None and reply.from_user.id == self.bot_id
-                and getattr(reply, "forum_topic_created", None) is None)
+        return (
+            reply is not None
+            and reply.from_user is not None
+            and reply.from_user.id == self.bot_id
+            and getattr(reply, "forum_topic_created", None) is None
+        )
 
     async def _parts(self, m: Any, text: str) -> list[Part]:
         from . import ptb
 
         parts: list[Part] = [TextPart(text=text)] if text.strip() else []
-        media = [what for what, present in (("a photo", m.photo), ("a voice note", m.voice), ("an audio file", m.audio),
-                                            ("a document", m.document)) if present]
+        media = [
+            what
+            for what, present in (
+                ("a photo", m.photo),
+                ("a voice note", m.voice),
+                ("an audio file", m.audio),
+                ("a document", m.document),
+            )
+            if present
+        ]
         # Updates are handled one at a time: an unknown sender's files would hold up everyone behind them.
         if media and not await self.may_fetch(str(m.from_user.id), m.from_user.username):
             return parts + [withheld(what) for what in media]
@@ -114,11 +139,23 @@ class Inbound:
                 # Telegram lists the sizes smallest first.
                 parts.append(ImagePart(data=await self._download(m.photo[-1].file_id), mime="image/jpeg"))
             if m.voice:
-                parts.append(AudioPart(data=await self._download(m.voice.file_id), mime=m.voice.mime_type or "audio/ogg",
-                                       duration_s=ptb.seconds(m.voice, "duration"), voice_note=True))
+                parts.append(
+                    AudioPart(
+                        data=await self._download(m.voice.file_id),
+                        mime=m.voice.mime_type or "audio/ogg",
+                        duration_s=ptb.seconds(m.voice, "duration"),
+                        voice_note=True,
+                    )
+                )
             if m.audio:
-                parts.append(AudioPart(data=await self._download(m.audio.file_id), mime=m.audio.mime_type or "audio/mpeg",
-                                       duration_s=ptb.seconds(m.audio, "duration"), voice_note=False))
+                parts.append(
+                    AudioPart(
+                        data=await self._download(m.audio.file_id),
+                        mime=m.audio.mime_type or "audio/mpeg",
+                        duration_s=ptb.seconds(m.audio, "duration"),
+                        voice_note=False,
+                    )
+                )
             if m.document:
                 parts.append(await self._save_document(m.document))
         except ptb.TelegramError as e:

@@ -77,16 +77,21 @@ def readable(raw: Any) -> dict[str, Any] | None:
     webhook alike)."""
     try:
         Update.de_json(raw, None)
-        return raw  # type: ignore[no-any-return]
-    except Exception as e:
+        return raw
+    except Exception as e:  # noqa: BLE001 — a platform library's own errors
         update_id = raw.get("update_id") if isinstance(raw, dict) else None
         # The reason only: the update itself may hold a private message.
         log.error("telegram: update %s could not be read and is skipped: %r", update_id, e)
         return {"update_id": update_id} if isinstance(update_id, int) else None
 
 
-def build_application(config: TelegramConfig, token: str, *, on_update: Callable[[Update], Awaitable[None]],
-                      on_poll_answer: Callable[[], None]) -> Application:  # type: ignore[type-arg]
+def build_application(
+    config: TelegramConfig,
+    token: str,
+    *,
+    on_update: Callable[[Update], Awaitable[None]],
+    on_poll_answer: Callable[[], None],
+) -> Application:
     async def handle(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await on_update(update)
 
@@ -113,7 +118,7 @@ def build_application(config: TelegramConfig, token: str, *, on_update: Callable
     return app
 
 
-async def shutdown(app: Application) -> None:  # type: ignore[type-arg]
+async def shutdown(app: Application) -> None:
     """Stop polling/webhook, then the application; each step only if it was reached."""
     try:
         if app.updater is not None and app.updater.running:

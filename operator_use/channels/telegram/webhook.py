@@ -23,8 +23,7 @@ from .ptb import readable, translated_errors
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 
 
-async def start_webhook(app: Application, config: TelegramConfig,
-                        allowed_updates: list[str]) -> web.AppRunner:
+async def start_webhook(app: Application, config: TelegramConfig, allowed_updates: list[str]) -> web.AppRunner:
     """Listen on `webhook_listen:webhook_port/webhook_path`, then have Telegram post there (setWebhook).
     Returns the runner; `cleanup()` it to stop."""
     assert config.webhook_secret is not None and config.webhook_url  # checked by the config
@@ -54,8 +53,11 @@ async def start_webhook(app: Application, config: TelegramConfig,
     try:
         await web.TCPSite(runner, config.webhook_listen, config.webhook_port).start()
         with translated_errors():
-            await app.bot.set_webhook(url=config.webhook_url, secret_token=config.webhook_secret.get_secret_value(),
-                                      allowed_updates=allowed_updates)
+            await app.bot.set_webhook(
+                url=config.webhook_url,
+                secret_token=config.webhook_secret.get_secret_value(),
+                allowed_updates=allowed_updates,
+            )
     except BaseException:
         await runner.cleanup()
         raise

@@ -43,8 +43,15 @@ _REPEAT_MARK = " \U000e0000"
 class TwitchChannel(Channel):
     name = "twitch"
     # Helix: "The message is limited to a maximum of 500 characters".
-    capabilities = Capabilities(can_edit=False, max_length=MAX_CHARS, length_unit="chars", edit_interval=1.5,
-                                formatting="plain", reply_each_chunk=True, multiline=False)
+    capabilities = Capabilities(
+        can_edit=False,
+        max_length=MAX_CHARS,
+        length_unit="chars",
+        edit_interval=1.5,
+        formatting="plain",
+        reply_each_chunk=True,
+        multiline=False,
+    )
 
     def __init__(self, config: TwitchConfig | None = None) -> None:
         self.tw = config or TwitchConfig()
@@ -73,8 +80,9 @@ class TwitchChannel(Channel):
 
         cfg = self.tw
         # twitchio's errors and logs can quote token-endpoint URLs: masked in every log record.
-        install_log_redaction([s.get_secret_value() for s in (cfg.client_secret, cfg.access_token,
-                                                            cfg.refresh_token) if s])
+        install_log_redaction(
+            [s.get_secret_value() for s in (cfg.client_secret, cfg.access_token, cfg.refresh_token) if s]
+        )
         self._redact = QuietStarletteAdvice()
         self._redact.attach()
         self._point_at_endpoints()
@@ -82,8 +90,13 @@ class TwitchChannel(Channel):
         access = cfg.access_token.get_secret_value() if cfg.access_token else ""
         adapter: Any = twitchio.web.AiohttpAdapter(host="localhost", port=cfg.oauth_port) if cfg.oauth_port else None
         self._session = aiohttp.ClientSession(trace_configs=[rate_limit_trace()])
-        self._client = TwitchClient(client_id=cfg.client_id, client_secret=secret, session=self._session,
-                                    fetch_client_user=False, **({"adapter": adapter} if adapter else {}))
+        self._client = TwitchClient(
+            client_id=cfg.client_id,
+            client_secret=secret,
+            session=self._session,
+            fetch_client_user=False,
+            **({"adapter": adapter} if adapter else {}),
+        )
         self._client.add_listener(self._on_message, event="event_message")
         if cfg.whispers:
             self._client.add_listener(self._on_whisper, event="event_message_whisper")
@@ -98,19 +111,25 @@ class TwitchChannel(Channel):
             self.bot_name = self._bot_login or None  # "!ai /new@other_bot" is not for us
             wanted = [c.strip().lstrip("#").lower() for c in cfg.channels if c.strip()]
             ids, logins = [c for c in wanted if c.isdigit()], [c for c in wanted if not c.isdigit()]
-            users = await self._client.fetch_users(ids=ids or None, logins=logins or None,
-                                                   token_for=self._bot_id) if wanted else []
+            users = (
+                await self._client.fetch_users(ids=ids or None, logins=logins or None, token_for=self._bot_id)
+                if wanted
+                else []
+            )
             self._channels = {u.id: u.name for u in users}
             if unknown := set(wanted) - set(self._channels) - set(self._channels.values()):
                 log.warning("twitch: no such channel(s): %s", ", ".join(sorted(unknown)))
             if not self._channels and not cfg.whispers:
                 raise ChannelError("twitch: no channel to join (channels.twitch.channels)", permanent=True)
             for broadcaster in self._channels:
-                await self._client.subscribe_websocket(eventsub.ChatMessageSubscription(
-                    broadcaster_user_id=broadcaster, user_id=self._bot_id), token_for=self._bot_id)
+                await self._client.subscribe_websocket(
+                    eventsub.ChatMessageSubscription(broadcaster_user_id=broadcaster, user_id=self._bot_id),
+                    token_for=self._bot_id,
+                )
             if cfg.whispers:
                 await self._client.subscribe_websocket(
-                    eventsub.WhisperReceivedSubscription(user_id=self._bot_id), token_for=self._bot_id)
+                    eventsub.WhisperReceivedSubscription(user_id=self._bot_id), token_for=self._bot_id
+                )
             if adapter is not None:
                 # Run here rather than with adapter.run(): that binds in a background task and installs
                 # signal handlers of its own.
@@ -133,7 +152,7 @@ class TwitchChannel(Channel):
                 await client.close(save_tokens=False)
                 for socket in client.sockets():  # also the ones twitchio lost track of
                     await socket.close()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 — a platform library's own errors
                 log.warning("twitch: closing the client failed: %r", e)
         if self._oauth is not None:
             await self._oauth.cleanup()
@@ -177,16 +196,26 @@ class TwitchChannel(Channel):
             if m.source_broadcaster is not None and m.source_broadcaster.id != m.broadcaster.id:
                 return  # shared chat: the message belongs to another channel
             mentioned = any(u.id == self._bot_id for u in m.mentions) or bool(
-                re.search(rf"@{re.escape(self._bot_login)}\b", m.text, re.IGNORECASE))
+                re.search(rf"@{re.escape(self._bot_login)}\b", m.text, re.IGNORECASE)
+            )
             text = self._addressed_text(m.text, mentioned)
             if not text:
                 return
             roles = [r for r in ("broadcaster", "moderator", "vip") if getattr(chatter, r, False)]
-            await self.emit(IncomingMessage(
-                channel=self.name, chat_id=m.broadcaster.id,
-                thread_id=chatter.id if self.tw.per_user_sessions else None, user_id=chatter.id,
-                user_name=chatter.name, parts=[TextPart(text=text)], message_id=m.id, is_direct=False,
-                mentioned=mentioned, groups=[f"role:{r}" for r in roles]))
+            await self.emit(
+                IncomingMessage(
+                    channel=self.name,
+                    chat_id=m.broadcaster.id,
+                    thread_id=chatter.id if self.tw.per_user_sessions else None,
+                    user_id=chatter.id,
+                    user_name=chatter.name,
+                    parts=[TextPart(text=text)],
+                    message_id=m.id,
+                    is_direct=False,
+                    mentioned=mentioned,
+                    groups=[f"role:{r}" for r in roles],
+                )
+            )
         except Exception:
             log.exception("twitch: could not handle a chat message")
 
@@ -194,8 +223,8 @@ class TwitchChannel(Channel):
         """The text meant for the agent, or None when the message is not for the bot."""
         text = text.strip()
         prefix = self.tw.prefix
-        if prefix and text.lower().startswith(prefix.lower()) and text[len(prefix):len(prefix) + 1].strip() == "":
-            return text[len(prefix):].strip() or None
+        if prefix and text.lower().startswith(prefix.lower()) and text[len(prefix) : len(prefix) + 1].strip() == "":
+            return text[len(prefix) :].strip() or None
         if self.tw.answer_mentions and mentioned:
             lead = re.compile(rf"^@{re.escape(self._bot_login)}\b[,:]?\s*", re.IGNORECASE)
             return lead.sub("", text).strip() or None
@@ -204,9 +233,17 @@ class TwitchChannel(Channel):
     async def _on_whisper(self, w: Any) -> None:
         try:
             if w.sender.id != self._bot_id and w.text.strip():
-                await self.emit(IncomingMessage(
-                    channel=self.name, chat_id=f"@{w.sender.id}", user_id=w.sender.id, user_name=w.sender.name,
-                    parts=[TextPart(text=w.text.strip())], message_id=w.id, is_direct=True))
+                await self.emit(
+                    IncomingMessage(
+                        channel=self.name,
+                        chat_id=f"@{w.sender.id}",
+                        user_id=w.sender.id,
+                        user_name=w.sender.name,
+                        parts=[TextPart(text=w.text.strip())],
+                        message_id=w.id,
+                        is_direct=True,
+                    )
+                )
         except Exception:
             log.exception("twitch: could not handle a whisper")
 
@@ -235,19 +272,24 @@ class TwitchChannel(Channel):
             bot = self._client.create_partialuser(self._bot_id, self._bot_login)
             if address.chat_id.startswith("@"):  # a whisper conversation
                 if not self._whispered.admit(address.chat_id[1:]):
-                    raise ChannelError(f"twitch: whispers already went to {self._whispered.limit} people in the "
-                                       "last day, the most Twitch allows", permanent=True)
+                    raise ChannelError(
+                        f"twitch: whispers already went to {self._whispered.limit} people in the "
+                        "last day, the most Twitch allows",
+                        permanent=True,
+                    )
                 await bot.send_whisper(to_user=address.chat_id[1:], message=message)
                 return f"whisper-{time.monotonic_ns()}"
             sent = await self._client.create_partialuser(address.chat_id).send_message(
-                message, self._bot_id, token_for=self._bot_id, reply_to_message_id=reply_to)
+                message, self._bot_id, token_for=self._bot_id, reply_to_message_id=reply_to
+            )
         except twitchio.MessageRejectedError as e:  # answered `is_sent: false`
             log.warning("twitch: message dropped (%s: %s)", e.code, e.message)
             resend = _reworded(message) if e.code == "msg_duplicate" else None
             if e.code == "msg_duplicate" and resend is None:
                 # No room for the marker: cut smaller, each part differs from the message before (nothing lost).
-                raise TooLong(f"twitch: a repeated message of {len(message)} characters has no room to be "
-                              "marked") from None
+                raise TooLong(
+                    f"twitch: a repeated message of {len(message)} characters has no room to be marked"
+                ) from None
             raise Refused(e.message or e.code or "Twitch did not post it", resend=resend) from None
         except twitchio.HTTPException as e:
             if e.status == 429:

@@ -121,5 +121,5 @@ class QuietStarletteAdvice(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             return "StarletteAdapter" not in record.getMessage()
-        except Exception:
+        except (TypeError, ValueError, KeyError):
             return True  # a malformed record: logging reports it as usual

@@ -25,8 +25,10 @@ DAY = 24 * 3600.0
 
 def whisper_windows(margin: float) -> list[tuple[str, int, float]]:
     """The rate windows of a whisper, each widened by `margin` seconds (Twitch counts arrivals)."""
-    return [("whispers/second", WHISPERS_PER_SECOND, 1.0 + margin),
-            ("whispers/minute", WHISPERS_PER_MINUTE, 60.0 + margin)]
+    return [
+        ("whispers/second", WHISPERS_PER_SECOND, 1.0 + margin),
+        ("whispers/minute", WHISPERS_PER_MINUTE, 60.0 + margin),
+    ]
 
 
 class WhisperRecipients:

@@ -7,8 +7,9 @@ text, `finalize` marks it complete. The HTTP side (auth, page, socket) lives in 
 Events to the page (JSON): history {items, max_message_bytes, max_audio_bytes}, user {id, text, voice},
 send {id, text, plain, reply_to}, edit {id, text, plain}, finalize {id}, voice {id, reply_to, mime, data
 (base64), duration_s}, typing, error {error}. From the page: {"type": "message", "text"} and voice notes
-{"type": "audio", "mime", "data" (base64)}, which the orchestrator transcribes like any platform's. The page renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at
-every edit, which costs the browser little and would cost the server a full parse per edit.
+{"type": "audio", "mime", "data" (base64)}, which the orchestrator transcribes like any platform's. The page
+renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at every edit,
+which costs the browser little and would cost the server a full parse per edit.
 """
 
 from __future__ import annotations
@@ -47,11 +48,15 @@ def print_to_console(url: str) -> None:
 
 class WebChannel(Channel):
     name = "web"
-    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown",
-                                voice=True)
+    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown", voice=True)
 
-    def __init__(self, config: WebConfig | None = None, *, history: History | None = None,
-                 announce: Callable[[str], None] | None = print_to_console) -> None:
+    def __init__(
+        self,
+        config: WebConfig | None = None,
+        *,
+        history: History | None = None,
+        announce: Callable[[str], None] | None = print_to_console,
+    ) -> None:
         self.web_config = config or WebConfig()
         super().__init__(self.web_config)
         secret = self.web_config.token
@@ -98,16 +103,19 @@ class WebChannel(Channel):
 
         config = self.web_config
         if not config.allow_remote and not is_loopback(config.host):
-            raise ChannelError(f"web chat: host {config.host!r} is not loopback and channels.web.allow_remote is "
-                               "false", permanent=True)
+            raise ChannelError(
+                f"web chat: host {config.host!r} is not loopback and channels.web.allow_remote is false", permanent=True
+            )
         ip = _ip_literal(config.host)
         if ip is None:
             ip = await asyncio.to_thread(_lookup, config.host, config.port)
         try:
             sock = _listen(ip, config.port)
         except OSError as e:
-            raise ChannelError(f"web chat cannot listen on {config.host}:{config.port}: {e.strerror or e} "
-                               "(is another operator-use running? set channels.web.port)") from e
+            raise ChannelError(
+                f"web chat cannot listen on {config.host}:{config.port}: {e.strerror or e} "
+                "(is another operator-use running? set channels.web.port)"
+            ) from e
         self._port = sock.getsockname()[1]
         # Before the first await: with the web channel started ahead of the terminal, the address is
         # printed before the terminal's prompt instead of in the middle of it.
@@ -123,14 +131,17 @@ class WebChannel(Channel):
             sock.close()
             raise
         self._runner = runner
-        log.info("web chat listening on %s:%d (the address with its token is printed at start-up)",
-                 config.host, self._port)
+        log.info(
+            "web chat listening on %s:%d (the address with its token is printed at start-up)", config.host, self._port
+        )
 
     async def disconnect(self) -> None:
         sockets = [ws for tabs in self._sockets.values() for ws in tabs]
         self._sockets.clear()
-        await asyncio.gather(*(asyncio.wait_for(ws.close(code=1001, message=b"server stopping"), 2)
-                               for ws in sockets), return_exceptions=True)
+        await asyncio.gather(
+            *(asyncio.wait_for(ws.close(code=1001, message=b"server stopping"), 2) for ws in sockets),
+            return_exceptions=True,
+        )
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
@@ -152,9 +163,16 @@ class WebChannel(Channel):
                 log.exception("web chat: could not load the history of %s", chat)
                 failed = True
         self._sockets.setdefault(chat, set()).add(ws)
-        await ws.send_str(json.dumps({"type": "history", "items": items,
-                                      "max_message_bytes": self.web_config.max_message_bytes,
-                                      "max_audio_bytes": self.web_config.max_audio_bytes}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "history",
+                    "items": items,
+                    "max_message_bytes": self.web_config.max_message_bytes,
+                    "max_audio_bytes": self.web_config.max_audio_bytes,
+                }
+            )
+        )
         if failed:
             await ws.send_str(json.dumps({"type": "error", "error": "the conversation's history could not be loaded"}))
 
@@ -169,22 +187,32 @@ class WebChannel(Channel):
         message_id = self._new_id("u")
         # Every tab shows what was sent, including the one that sent it.
         await self._broadcast(chat, {"type": "user", "id": message_id, "text": text})
-        await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=WEB_USER,
-                                        parts=[TextPart(text=text)], message_id=message_id))
+        await self.emit(
+            IncomingMessage(
+                channel=self.name, chat_id=chat, user_id=WEB_USER, parts=[TextPart(text=text)], message_id=message_id
+            )
+        )
 
     async def receive_audio(self, chat: str, data: bytes, mime: str) -> None:
         message_id = self._new_id("u")
         await self._broadcast(chat, {"type": "user", "id": message_id, "text": "Voice note", "voice": True})
-        await self.emit(IncomingMessage(channel=self.name, chat_id=chat, user_id=WEB_USER,
-                                        parts=[AudioPart(data=data, mime=mime, voice_note=True)],
-                                        message_id=message_id))
+        await self.emit(
+            IncomingMessage(
+                channel=self.name,
+                chat_id=chat,
+                user_id=WEB_USER,
+                parts=[AudioPart(data=data, mime=mime, voice_note=True)],
+                message_id=message_id,
+            )
+        )
 
     # --- primitives used by the gateway ---
 
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         message_id = self._new_id("m")
-        await self._broadcast(address.chat_id, {"type": "send", "id": message_id, "reply_to": reply_to,
-                                                "text": text, "plain": plain})
+        await self._broadcast(
+            address.chat_id, {"type": "send", "id": message_id, "reply_to": reply_to, "text": text, "plain": plain}
+        )
         return message_id
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
@@ -195,9 +223,17 @@ class WebChannel(Channel):
 
     async def send_voice(self, address: Address, audio: AudioPart, *, reply_to: str | None = None) -> str:
         message_id = self._new_id("m")
-        await self._broadcast(address.chat_id, {"type": "voice", "id": message_id, "reply_to": reply_to,
-                                                "mime": audio.mime, "duration_s": audio.duration_s,
-                                                "data": base64.b64encode(audio.data).decode("ascii")})
+        await self._broadcast(
+            address.chat_id,
+            {
+                "type": "voice",
+                "id": message_id,
+                "reply_to": reply_to,
+                "mime": audio.mime,
+                "duration_s": audio.duration_s,
+                "data": base64.b64encode(audio.data).decode("ascii"),
+            },
+        )
         return message_id
 
     async def typing(self, address: Address) -> None:
@@ -217,12 +253,12 @@ class WebChannel(Channel):
     async def _send_to(self, chat: str, ws: Any, data: str) -> None:
         try:
             await asyncio.wait_for(ws.send_str(data), SEND_TIMEOUT)
-        except Exception as e:  # closed or stuck tab: drop it, the others go on
+        except (ConnectionError, RuntimeError, TimeoutError) as e:  # closed or stuck tab: drop it, the others go on
             log.info("web chat: dropping a tab of %s: %r", chat, e)
             self.detach(chat, ws)
             try:
                 await asyncio.wait_for(ws.close(), 1)
-            except Exception as close_error:
+            except (ConnectionError, RuntimeError, TimeoutError) as close_error:
                 log.debug("web chat: closing a dropped tab failed: %r", close_error)
 
 

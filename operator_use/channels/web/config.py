@@ -43,8 +43,10 @@ class WebConfig(ChannelConfig):
     @model_validator(mode="after")
     def _loopback_unless_allowed(self) -> WebConfig:
         if not self.allow_remote and not is_loopback(self.host):
-            raise ValueError(f"host {self.host!r} is reachable from other machines; set channels.web.allow_remote: "
-                             "true to serve the web chat beyond this machine (its token is then all that protects it)")
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines; set channels.web.allow_remote: "
+                "true to serve the web chat beyond this machine (its token is then all that protects it)"
+            )
         if self.token is not None and len(self.token.get_secret_value()) < 8:
             raise ValueError("channels.web.token must be at least 8 characters (leave it unset for a random one)")
         return self

@@ -47,15 +47,19 @@ def parse_frame(data: str, *, max_message_bytes: int, max_audio_bytes: int) -> T
     megabytes of base64: callers run this in a thread when the frame is larger than a text message."""
     size = frame_size(data)
     if size > max(max_message_bytes, audio_frame_limit(max_audio_bytes)):
-        raise BadFrame(f"message too long ({size} bytes; the limit is {max_message_bytes}, "
-                       f"{max_audio_bytes} for a voice note)")
+        raise BadFrame(
+            f"message too long ({size} bytes; the limit is {max_message_bytes}, {max_audio_bytes} for a voice note)"
+        )
     try:
         event = json.loads(data)
     except RecursionError:
         raise BadFrame("malformed frame: JSON nested too deeply") from None
     except ValueError as exc:  # not JSON, or an integer longer than Python converts (4300 digits)
-        raise BadFrame("malformed frame: not JSON" if isinstance(exc, json.JSONDecodeError)
-                       else f"malformed frame: {str(exc).split(';')[0]}") from None
+        raise BadFrame(
+            "malformed frame: not JSON"
+            if isinstance(exc, json.JSONDecodeError)
+            else f"malformed frame: {str(exc).split(';')[0]}"
+        ) from None
     if isinstance(event, dict) and event.get("type") == "audio":
         return _audio(event, max_audio_bytes)
     if size > max_message_bytes:

@@ -35,18 +35,29 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "markdown-it.min.js": "text/javascript",
-           "markdown-it.LICENSE.txt": "text/plain"}
+_ASSETS = {
+    "app.js": "text/javascript",
+    "style.css": "text/css",
+    "markdown-it.min.js": "text/javascript",
+    "markdown-it.LICENSE.txt": "text/plain",
+}
 _CHAT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _YEAR = 365 * 24 * 3600
 
 # The page runs our script only and never loads anything from elsewhere: a model-written image link
 # cannot phone home, and no other site can frame the page.
 # Voice notes play from blob: URLs the page makes from the socket's bytes (never from another site).
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src blob:; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
-_HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_HEADERS = {
+    "Content-Security-Policy": _CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
 
 _REFUSED = """<!doctype html><meta charset="utf-8"><title>operator-use</title>
 <body style="font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;color:#333">
@@ -83,8 +94,12 @@ async def _security_headers(request: web.Request, handler: Any) -> web.StreamRes
 
 
 def _refused(status: int, title: str, text: str) -> web.Response:
-    return web.Response(status=status, text=_REFUSED.format(title=title, text=text), content_type="text/html",
-                        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+    return web.Response(
+        status=status,
+        text=_REFUSED.format(title=title, text=text),
+        content_type="text/html",
+        headers={"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"},
+    )
 
 
 class _Server:
@@ -130,8 +145,11 @@ class _Server:
         if "token" in request.query:
             if not self._token_ok(request.query["token"]):
                 log.warning("web chat: wrong token from %s", request.remote)
-                return _refused(403, "Wrong token",
-                                "This link's token is not valid. Open the address printed when operator-use started.")
+                return _refused(
+                    403,
+                    "Wrong token",
+                    "This link's token is not valid. Open the address printed when operator-use started.",
+                )
             # Trade the token for a cookie and take it out of the address bar (and the browser history).
             response = web.Response(status=303, headers={"Location": "/"})
             self._set_cookie(response, self.token_cookie, self.channel.token)
@@ -139,8 +157,11 @@ class _Server:
                 self._set_cookie(response, self.chat_cookie, secrets.token_urlsafe(12))
             return response
         if not self._authorized(request):
-            return _refused(401, "Token needed", "Open the address operator-use printed when it started: "
-                                                 "it ends with <code>?token=...</code>.")
+            return _refused(
+                401,
+                "Token needed",
+                "Open the address operator-use printed when it started: it ends with <code>?token=...</code>.",
+            )
         page = web.FileResponse(STATIC_DIR / "index.html")
         if self._chat_id(request) is None:
             self._set_cookie(page, self.chat_cookie, secrets.token_urlsafe(12))
@@ -159,8 +180,9 @@ class _Server:
             log.warning("web chat: websocket without a valid token from %s", request.remote)
             return _refused(401, "Token needed", "")
         origin = request.headers.get("Origin")
-        if origin is not None and (urlsplit(origin).netloc != request.host
-                                   or urlsplit(origin).scheme not in ("http", "https")):
+        if origin is not None and (
+            urlsplit(origin).netloc != request.host or urlsplit(origin).scheme not in ("http", "https")
+        ):
             log.warning("web chat: websocket from foreign origin %r refused", origin)
             return _refused(403, "Foreign origin", "")
         if not self._host_ok(request):
@@ -185,8 +207,9 @@ class _Server:
     async def _frame(self, chat: str, ws: web.WebSocketResponse, data: str, limit: int) -> None:
         # Nothing the page sends may end the handler: every problem is answered with an error event.
         try:
-            parse = functools.partial(parse_frame, data, max_message_bytes=limit,
-                                      max_audio_bytes=self.config.max_audio_bytes)
+            parse = functools.partial(
+                parse_frame, data, max_message_bytes=limit, max_audio_bytes=self.config.max_audio_bytes
+            )
             # Larger than a text message: a voice note's base64, decoded off the event loop.
             frame = parse() if frame_size(data) <= limit else await asyncio.to_thread(parse)
             if isinstance(frame, AudioFrame):
@@ -203,5 +226,5 @@ class _Server:
 async def _error(ws: web.WebSocketResponse, text: str) -> None:
     try:
         await ws.send_json({"type": "error", "error": text})
-    except Exception as e:  # the socket went away meanwhile
+    except (ConnectionError, RuntimeError) as e:  # the socket went away meanwhile
         log.debug("web chat: could not send error event: %r", e)

@@ -17,6 +17,17 @@ from .base import (
 )
 
 __all__ = [
-    "LLM", "AuthError", "BadRequestError", "FinishChunk", "LLMChunk", "LLMError", "OverloadedError",
-    "RateLimitError", "ServerError", "TextChunk", "ToolCallChunk", "ToolSchema", "UsageChunk",
+    "LLM",
+    "AuthError",
+    "BadRequestError",
+    "FinishChunk",
+    "LLMChunk",
+    "LLMError",
+    "OverloadedError",
+    "RateLimitError",
+    "ServerError",
+    "TextChunk",
+    "ToolCallChunk",
+    "ToolSchema",
+    "UsageChunk",
 ]

@@ -85,20 +85,35 @@ def error_type(body: Any) -> str:
     return " ".join(str(p) for p in parts if p).lower()
 
 
-def error_from_status(status: int | None, message: str, *, kind: str = "", headers: Mapping[str, str] | None = None,
-                      provider: str = "", model: str = "") -> LLMError:
+def error_from_status(
+    status: int | None,
+    message: str,
+    *,
+    kind: str = "",
+    headers: Mapping[str, str] | None = None,
+    provider: str = "",
+    model: str = "",
+) -> LLMError:
     """Pick the `LLMError` subclass from the HTTP status and the provider's error type string.
 
     The type string matters for errors sent inside a 200 stream, where the status says nothing.
     """
     kind = kind.lower()
     text = f"{kind} {message}".lower()
-    kw: dict[str, Any] = {"provider": provider, "model": model, "status": status,
-                          "retry_after": parse_retry_after(headers)}
+    kw: dict[str, Any] = {
+        "provider": provider,
+        "model": model,
+        "status": status,
+        "retry_after": parse_retry_after(headers),
+    }
     label = f"{provider}/{model}: " if provider or model else ""
     msg = f"{label}{message}"
-    if status in (401, 403) or "authentication_error" in kind or "permission_error" in kind \
-            or "invalid_api_key" in kind:
+    if (
+        status in (401, 403)
+        or "authentication_error" in kind
+        or "permission_error" in kind
+        or "invalid_api_key" in kind
+    ):
         return AuthError(msg, **kw)
     if status == 402:
         # Out of credits is an account problem: falling back would silently hide it.
@@ -150,5 +165,9 @@ def stream_dropped(provider: str, model: str, detail: str, *, shown: bool) -> LL
     may still answer (and no half-streamed tool call ever runs); after it, only the cut-off reply is left."""
     if not shown:
         return connection_error(provider, model, detail)
-    return ConnectionDropped(f"{provider}/{model}: {detail}; the reply was cut off", user_message=DROPPED_MESSAGE,
-                             provider=provider, model=model)
+    return ConnectionDropped(
+        f"{provider}/{model}: {detail}; the reply was cut off",
+        user_message=DROPPED_MESSAGE,
+        provider=provider,
+        model=model,
+    )

@@ -9,27 +9,50 @@ from typing import Any
 import anthropic
 from pydantic import SecretStr
 
-from ...messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolMessage, ToolCall, Usage
+from ...messages import AIMessage, HistoryMessage, HumanMessage, SystemMessage, ToolCall, ToolMessage, Usage
 from ._errors import error_from_status, error_message, error_type, stream_dropped, timeout_error, transport_errors
 from .base import (
-    LLM, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk, ToolSchema, UsageChunk,
-    parse_tool_arguments, tool_call_chars,
+    LLM,
+    FinishChunk,
+    LLMChunk,
+    LLMError,
+    ProgressChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolSchema,
+    UsageChunk,
+    parse_tool_arguments,
+    tool_call_chars,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
 
 DEFAULT_MAX_TOKENS = 4096
 
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length",
-           "refusal": "content_filter", "pause_turn": "stop"}
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "tool_use": "tool_calls",
+    "max_tokens": "length",
+    "refusal": "content_filter",
+    "pause_turn": "stop",
+}
 
 
 class AnthropicLLM(LLM):
     provider = "anthropic"
 
-    def __init__(self, model: str, api_key: str | SecretStr | None = None, *, base_url: str | None = None,
-                 timeout: float = 60.0, max_tokens: int | None = None,
-                 extra_headers: Mapping[str, str] | None = None, provider: str = "anthropic") -> None:
+    def __init__(
+        self,
+        model: str,
+        api_key: str | SecretStr | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_tokens: int | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        provider: str = "anthropic",
+    ) -> None:
         super().__init__(model)
         self.provider = provider
         self.max_tokens = max_tokens or DEFAULT_MAX_TOKENS
@@ -42,10 +65,11 @@ class AnthropicLLM(LLM):
             default_headers=dict(extra_headers) if extra_headers else None,
         )
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
+    async def stream(
+        self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LLMChunk, None]:
         system, chat = to_anthropic_messages(messages)
-        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": chat,
-                                  "stream": True}
+        kwargs: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "messages": chat, "stream": True}
         if system:
             kwargs["system"] = system
         if tools:
@@ -91,8 +115,13 @@ class AnthropicLLM(LLM):
                     elif kind == "content_block_stop":
                         slot = blocks.pop(event.index, None)
                         if slot is not None:
-                            calls.append(ToolCall(id=slot["id"], name=slot["name"],
-                                                  arguments=parse_tool_arguments("".join(slot["json"]))))
+                            calls.append(
+                                ToolCall(
+                                    id=slot["id"],
+                                    name=slot["name"],
+                                    arguments=parse_tool_arguments("".join(slot["json"])),
+                                )
+                            )
                     elif kind == "message_delta":
                         if event.delta.stop_reason:
                             finish = _FINISH.get(event.delta.stop_reason, event.delta.stop_reason)
@@ -131,8 +160,14 @@ class AnthropicLLM(LLM):
             # An `error` event inside a 200 stream: only the error type says what happened.
             status = None
         body = exc.body
-        return error_from_status(status, error_message(body, str(exc)), kind=error_type(body), headers=headers,
-                                 provider=self.provider, model=self.model)
+        return error_from_status(
+            status,
+            error_message(body, str(exc)),
+            kind=error_type(body),
+            headers=headers,
+            provider=self.provider,
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -142,8 +177,11 @@ def _start_usage(u: Any) -> Usage:
     # Anthropic's input_tokens excludes cached tokens; count them in so input means "whole prompt" everywhere.
     cache_read = getattr(u, "cache_read_input_tokens", None) or 0
     cache_write = getattr(u, "cache_creation_input_tokens", None) or 0
-    return Usage(input_tokens=(u.input_tokens or 0) + cache_read + cache_write,
-                 output_tokens=u.output_tokens or 0, cache_read_tokens=cache_read)
+    return Usage(
+        input_tokens=(u.input_tokens or 0) + cache_read + cache_write,
+        output_tokens=u.output_tokens or 0,
+        cache_read_tokens=cache_read,
+    )
 
 
 def _merge_delta_usage(current: Usage, u: Any) -> Usage:
@@ -155,9 +193,11 @@ def _merge_delta_usage(current: Usage, u: Any) -> Usage:
         full_input = input_tokens + (cache_read or current.cache_read_tokens) + (cache_write or 0)
     else:
         full_input = current.input_tokens
-    return Usage(input_tokens=full_input,
-                 output_tokens=getattr(u, "output_tokens", None) or current.output_tokens,
-                 cache_read_tokens=cache_read if cache_read is not None else current.cache_read_tokens)
+    return Usage(
+        input_tokens=full_input,
+        output_tokens=getattr(u, "output_tokens", None) or current.output_tokens,
+        cache_read_tokens=cache_read if cache_read is not None else current.cache_read_tokens,
+    )
 
 
 def to_anthropic_messages(messages: Sequence[HistoryMessage]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -202,10 +242,15 @@ def to_anthropic_messages(messages: Sequence[HistoryMessage]) -> tuple[list[dict
 def _image_block(image: Any) -> dict[str, Any]:
     if not image.data and image.url:
         return {"type": "image", "source": {"type": "url", "url": image.url}}
-    return {"type": "image", "source": {"type": "base64", "media_type": image.mime,
-                                        "data": base64.b64encode(image.data).decode("ascii")}}
+    return {
+        "type": "image",
+        "source": {"type": "base64", "media_type": image.mime, "data": base64.b64encode(image.data).decode("ascii")},
+    }
 
 
 def to_anthropic_tool(tool: ToolSchema) -> dict[str, Any]:
-    return {"name": tool.name, "description": tool.description,
-            "input_schema": tool.parameters or {"type": "object", "properties": {}}}
+    return {
+        "name": tool.name,
+        "description": tool.description,
+        "input_schema": tool.parameters or {"type": "object", "properties": {}},
+    }

@@ -10,7 +10,7 @@ import abc
 import json
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ...messages import HistoryMessage, ToolCall, Usage
 
@@ -58,7 +58,7 @@ def tool_call_chars(call_id: str | None, name: str | None) -> int:
     return TOOL_CALL_OVERHEAD_CHARS + len(call_id or "") + len(name or "")
 
 
-LLMChunk = Union[TextChunk, ToolCallChunk, UsageChunk, FinishChunk, ProgressChunk]
+LLMChunk = TextChunk | ToolCallChunk | UsageChunk | FinishChunk | ProgressChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +86,15 @@ class LLMError(Exception):
 
     retryable = False
 
-    def __init__(self, message: str, *, provider: str = "", model: str = "", status: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str = "",
+        model: str = "",
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.provider = provider
         self.model = model
@@ -156,7 +163,9 @@ class LLM(abc.ABC):
         return f"{self.provider}/{self.model}"
 
     @abc.abstractmethod
-    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
+    def stream(
+        self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LLMChunk, None]:
         """Stream one completion. Raises an `LLMError` subclass on failure."""
 
     async def aclose(self) -> None:

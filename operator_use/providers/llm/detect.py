@@ -49,14 +49,15 @@ async def detect_llm(env: Mapping[str, str], probe: Probe | None = None) -> Dete
     for name in KEY_ORDER:
         preset = PRESETS[name]
         if preset.key_env and env.get(preset.key_env, "").strip():
-            return Detection(name, preset.default_model, preset.base_url,
-                             f"using {preset.label} ({preset.key_env} is set)")
+            return Detection(
+                name, preset.default_model, preset.base_url, f"using {preset.label} ({preset.key_env} is set)"
+            )
 
     probe = probe or probe_models
     locals_ = [PRESETS[name] for name in LOCAL_ORDER]
     # All ports at once, so a machine with nothing running waits one timeout rather than four.
     results = await asyncio.gather(*(probe(p.base_url or "") for p in locals_), return_exceptions=True)
-    for preset, result in zip(locals_, results):
+    for preset, result in zip(locals_, results, strict=False):
         if isinstance(result, BaseException) or not result:
             continue
         return _local(preset, result)

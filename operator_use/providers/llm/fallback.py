@@ -28,9 +28,16 @@ class _Breaker:
 class FallbackLLM(LLM):
     provider = "fallback"
 
-    def __init__(self, llms: Sequence[LLM], *, max_wait: float = 10.0, failure_threshold: int = 3,
-                 cooldown: float = 60.0, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[object]] = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        llms: Sequence[LLM],
+        *,
+        max_wait: float = 10.0,
+        failure_threshold: int = 3,
+        cooldown: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
         if not llms:
             raise ValueError("FallbackLLM needs at least one model")
         super().__init__(llms[0].model)
@@ -69,7 +76,9 @@ class FallbackLLM(LLM):
     def _succeeded(self, index: int) -> None:
         self._breakers[index] = _Breaker()
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
+    async def stream(
+        self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LLMChunk, None]:
         order = self._order()
         last_error: LLMError | None = None
         for pos, index in enumerate(order):
@@ -95,14 +104,24 @@ class FallbackLLM(LLM):
                     last_error = exc
                     retry_after = exc.retry_after
                     if is_last and not waited and retry_after is not None and retry_after <= self.max_wait:
-                        log.warning("%s failed (%s: %s); retrying in %.1fs as asked", llm.label,
-                                    type(exc).__name__, exc, retry_after)
+                        log.warning(
+                            "%s failed (%s: %s); retrying in %.1fs as asked",
+                            llm.label,
+                            type(exc).__name__,
+                            exc,
+                            retry_after,
+                        )
                         waited = True
                         await self._sleep(retry_after)
                         continue
                     if not is_last:
-                        log.warning("falling back from %s to %s: %s: %s", llm.label,
-                                    self.llms[order[pos + 1]].label, type(exc).__name__, exc)
+                        log.warning(
+                            "falling back from %s to %s: %s: %s",
+                            llm.label,
+                            self.llms[order[pos + 1]].label,
+                            type(exc).__name__,
+                            exc,
+                        )
                     break
                 finally:
                     aclose = getattr(inner, "aclose", None)

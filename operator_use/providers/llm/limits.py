@@ -57,8 +57,9 @@ def _seconds(value: float) -> str:
     return f"{value:g} s"
 
 
-async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *, provider: str = "",
-                       model: str = "") -> AsyncGenerator[LLMChunk, None]:
+async def limit_stream(
+    stream: AsyncIterator[LLMChunk], limits: StreamLimits, *, provider: str = "", model: str = ""
+) -> AsyncGenerator[LLMChunk, None]:
     """Yield `stream`'s chunks (without `ProgressChunk`s) until it ends or a limit raises a `StreamCutOff`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.call_deadline if limits.call_deadline is not None else None
@@ -86,14 +87,22 @@ async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *,
                     raise _deadline_exceeded(limits, started, provider, model) from None
                 raise _idle(limits, started, provider, model) from None
             started = True
-            size = chunk.chars if isinstance(chunk, ProgressChunk) else \
-                len(chunk.text) if isinstance(chunk, TextChunk) else 0
+            size = (
+                chunk.chars
+                if isinstance(chunk, ProgressChunk)
+                else len(chunk.text)
+                if isinstance(chunk, TextChunk)
+                else 0
+            )
             if cap is not None and produced + size > cap:
                 if isinstance(chunk, TextChunk) and cap > produced:
-                    yield TextChunk(chunk.text[:cap - produced])
-                raise OutputLimitExceeded(f"{provider}/{model}: output passed {cap} characters (llm.max_output_chars)",
-                                          user_message=f"The reply grew past {cap:,} characters and was cut off.",
-                                          provider=provider, model=model)
+                    yield TextChunk(chunk.text[: cap - produced])
+                raise OutputLimitExceeded(
+                    f"{provider}/{model}: output passed {cap} characters (llm.max_output_chars)",
+                    user_message=f"The reply grew past {cap:,} characters and was cut off.",
+                    provider=provider,
+                    model=model,
+                )
             produced += size
             if isinstance(chunk, ProgressChunk) and chunk.calls:
                 calls += chunk.calls
@@ -102,7 +111,10 @@ async def limit_stream(stream: AsyncIterator[LLMChunk], limits: StreamLimits, *,
                         f"{provider}/{model}: more than {limits.max_tool_calls} tool calls in one reply "
                         "(llm.max_tool_calls)",
                         user_message=f"The reply asked for more than {limits.max_tool_calls} tool calls at once "
-                                     "and was cut off.", provider=provider, model=model)
+                        "and was cut off.",
+                        provider=provider,
+                        model=model,
+                    )
             if not isinstance(chunk, ProgressChunk):
                 yield chunk
     finally:
@@ -116,21 +128,31 @@ def _idle(limits: StreamLimits, started: bool, provider: str, model: str) -> Idl
     assert limits.idle_timeout is not None
     wait = _seconds(limits.idle_timeout)
     if started:
-        return IdleTimeout(f"{provider}/{model}: no output for {wait} (llm.idle_timeout)",
-                           user_message=f"The model stopped sending for {wait}; the reply was cut off.",
-                           provider=provider, model=model)
-    return IdleTimeout(f"{provider}/{model}: no output within {wait} (llm.idle_timeout)",
-                       user_message=f"The model sent nothing for {wait}, so I stopped waiting. Please try again.",
-                       provider=provider, model=model)
+        return IdleTimeout(
+            f"{provider}/{model}: no output for {wait} (llm.idle_timeout)",
+            user_message=f"The model stopped sending for {wait}; the reply was cut off.",
+            provider=provider,
+            model=model,
+        )
+    return IdleTimeout(
+        f"{provider}/{model}: no output within {wait} (llm.idle_timeout)",
+        user_message=f"The model sent nothing for {wait}, so I stopped waiting. Please try again.",
+        provider=provider,
+        model=model,
+    )
 
 
 def _deadline_exceeded(limits: StreamLimits, started: bool, provider: str, model: str) -> DeadlineExceeded:
     assert limits.call_deadline is not None
     wait = _seconds(limits.call_deadline)
-    return DeadlineExceeded(f"{provider}/{model}: call took longer than {wait} (llm.call_deadline)",
-                            user_message=f"The reply took longer than {wait} and was cut off." if started else
-                            f"The model did not answer within {wait}. Please try again.",
-                            provider=provider, model=model)
+    return DeadlineExceeded(
+        f"{provider}/{model}: call took longer than {wait} (llm.call_deadline)",
+        user_message=f"The reply took longer than {wait} and was cut off."
+        if started
+        else f"The model did not answer within {wait}. Please try again.",
+        provider=provider,
+        model=model,
+    )
 
 
 class LimitedLLM(LLM):
@@ -150,9 +172,12 @@ class LimitedLLM(LLM):
     def last_model(self) -> str | None:
         return getattr(self.inner, "last_model", None)
 
-    def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
-        return limit_stream(self.inner.stream(messages, tools), self.limits, provider=self.inner.provider,
-                            model=self.inner.model)
+    def stream(
+        self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LLMChunk, None]:
+        return limit_stream(
+            self.inner.stream(messages, tools), self.limits, provider=self.inner.provider, model=self.inner.model
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -14,8 +14,17 @@ from pydantic import SecretStr
 from ...messages import AIMessage, HistoryMessage, HumanMessage, ImagePart, SystemMessage, ToolCall, ToolMessage, Usage
 from ._errors import error_from_status, error_message, error_type, stream_dropped, timeout_error, transport_errors
 from .base import (
-    LLM, TOOL_CALL_OVERHEAD_CHARS, FinishChunk, LLMChunk, LLMError, ProgressChunk, TextChunk, ToolCallChunk,
-    ToolSchema, UsageChunk, parse_tool_arguments,
+    LLM,
+    TOOL_CALL_OVERHEAD_CHARS,
+    FinishChunk,
+    LLMChunk,
+    LLMError,
+    ProgressChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolSchema,
+    UsageChunk,
+    parse_tool_arguments,
 )
 
 _TIMEOUTS, _TRANSPORT = transport_errors()
@@ -24,8 +33,13 @@ _TIMEOUTS, _TRANSPORT = transport_errors()
 # environment would send an OpenAI key to whatever base_url this instance points at.
 NO_KEY = "not-needed"
 
-_FINISH = {"stop": "stop", "tool_calls": "tool_calls", "function_call": "tool_calls", "length": "length",
-           "content_filter": "content_filter"}
+_FINISH = {
+    "stop": "stop",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "length": "length",
+    "content_filter": "content_filter",
+}
 
 
 def secret(value: str | SecretStr | None) -> str | None:
@@ -35,10 +49,18 @@ def secret(value: str | SecretStr | None) -> str | None:
 class OpenAILLM(LLM):
     provider = "openai"
 
-    def __init__(self, model: str, api_key: str | SecretStr | None = None, *, base_url: str | None = None,
-                 timeout: float = 60.0, max_tokens: int | None = None,
-                 extra_headers: Mapping[str, str] | None = None, provider: str = "openai",
-                 stream_usage: bool = True) -> None:
+    def __init__(
+        self,
+        model: str,
+        api_key: str | SecretStr | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 60.0,
+        max_tokens: int | None = None,
+        extra_headers: Mapping[str, str] | None = None,
+        provider: str = "openai",
+        stream_usage: bool = True,
+    ) -> None:
         super().__init__(model)
         self.provider = provider
         self.max_tokens = max_tokens
@@ -52,7 +74,9 @@ class OpenAILLM(LLM):
             default_headers=dict(extra_headers) if extra_headers else None,
         )
 
-    async def stream(self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()) -> AsyncGenerator[LLMChunk, None]:
+    async def stream(
+        self, messages: Sequence[HistoryMessage], tools: Sequence[ToolSchema] = ()
+    ) -> AsyncGenerator[LLMChunk, None]:
         kwargs: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages), "stream": True}
         if self.stream_usage:
             kwargs["stream_options"] = {"include_usage": True}
@@ -116,8 +140,14 @@ class OpenAILLM(LLM):
         headers = response.headers if response is not None else None
         # The SDK already unwrapped `{"error": {...}}` into `body`; errors sent inside a stream have no status.
         body = {"error": exc.body} if isinstance(exc.body, Mapping) else exc.body
-        return error_from_status(status, error_message(body, str(exc)), kind=error_type(body), headers=headers,
-                                 provider=self.provider, model=self.model)
+        return error_from_status(
+            status,
+            error_message(body, str(exc)),
+            kind=error_type(body),
+            headers=headers,
+            provider=self.provider,
+            model=self.model,
+        )
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -152,15 +182,19 @@ def _accumulate(calls: dict[int, dict[str, Any]], tc: Any) -> ProgressChunk | No
 
 
 def _finish_call(slot: dict[str, Any]) -> ToolCall:
-    return ToolCall(id=slot["id"] or f"call_{uuid.uuid4().hex[:12]}", name=slot["name"],
-                    arguments=parse_tool_arguments("".join(slot["args"])))
+    return ToolCall(
+        id=slot["id"] or f"call_{uuid.uuid4().hex[:12]}",
+        name=slot["name"],
+        arguments=parse_tool_arguments("".join(slot["args"])),
+    )
 
 
 def _usage(u: Any) -> Usage:
     details = getattr(u, "prompt_tokens_details", None)
     cached = getattr(details, "cached_tokens", None) if details is not None else None
-    return Usage(input_tokens=u.prompt_tokens or 0, output_tokens=u.completion_tokens or 0,
-                 cache_read_tokens=cached or 0)
+    return Usage(
+        input_tokens=u.prompt_tokens or 0, output_tokens=u.completion_tokens or 0, cache_read_tokens=cached or 0
+    )
 
 
 def image_data_url(image: ImagePart) -> str:
@@ -187,8 +221,11 @@ def to_openai_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any
                 # Several servers reject an empty string next to tool calls but accept null.
                 msg["content"] = m.content or None
                 msg["tool_calls"] = [
-                    {"id": c.id, "type": "function",
-                     "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)},
+                    }
                     for c in m.tool_calls
                 ]
             out.append(msg)
@@ -200,5 +237,11 @@ def to_openai_messages(messages: Sequence[HistoryMessage]) -> list[dict[str, Any
 
 
 def to_openai_tool(tool: ToolSchema) -> dict[str, Any]:
-    return {"type": "function", "function": {"name": tool.name, "description": tool.description,
-                                             "parameters": tool.parameters or {"type": "object", "properties": {}}}}
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description,
+            "parameters": tool.parameters or {"type": "object", "properties": {}},
+        },
+    }

@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from ...config import LLMConfig
 
 
-async def llm_from_config(config: LLMConfig, *, env: Mapping[str, str] | None = None,
-                          probe: Probe | None = None) -> tuple[LLM | None, str]:
+async def llm_from_config(
+    config: LLMConfig, *, env: Mapping[str, str] | None = None, probe: Probe | None = None
+) -> tuple[LLM | None, str]:
     """Returns (llm, reason): the reason says where the choice came from, or, when `llm` is None,
     what the user should set."""
     from .fallback import FallbackLLM
@@ -37,8 +38,9 @@ async def llm_from_config(config: LLMConfig, *, env: Mapping[str, str] | None = 
         reason = found.reason
     try:
         primary = make_llm(provider, model, config.api_key, base_url, env=env, **common)
-        chain = [primary] + [make_llm(ref.provider, ref.model, ref.api_key, ref.base_url, env=env, **common)
-                             for ref in config.fallbacks]
+        chain = [primary] + [
+            make_llm(ref.provider, ref.model, ref.api_key, ref.base_url, env=env, **common) for ref in config.fallbacks
+        ]
     except ValueError as exc:
         return None, f"LLM configuration problem: {exc}\n\n{explain_no_llm()}"
     if len(chain) == 1:
@@ -49,6 +51,9 @@ async def llm_from_config(config: LLMConfig, *, env: Mapping[str, str] | None = 
 
 def stream_limits(config: LLMConfig) -> StreamLimits:
     """The configured limits; 0 turns one off (a YAML null would only bring the default back)."""
-    return StreamLimits(call_deadline=config.call_deadline or None, idle_timeout=config.idle_timeout or None,
-                        max_output_chars=config.max_output_chars or None,
-                        max_tool_calls=config.max_tool_calls or None)
+    return StreamLimits(
+        call_deadline=config.call_deadline or None,
+        idle_timeout=config.idle_timeout or None,
+        max_output_chars=config.max_output_chars or None,
+        max_tool_calls=config.max_tool_calls or None,
+    )

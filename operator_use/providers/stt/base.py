@@ -23,5 +23,6 @@ class Transcriber(Protocol):
 def too_long(limit_s: float) -> TranscriptionError:
     minutes = limit_s / 60
     limit = f"{minutes:g} minutes" if minutes >= 1 else f"{limit_s:g} seconds"
-    return TranscriptionError(f"That voice note is too long: I listen to at most {limit}. "
-                              "Please send a shorter one, or type it.")
+    return TranscriptionError(
+        f"That voice note is too long: I listen to at most {limit}. Please send a shorter one, or type it."
+    )

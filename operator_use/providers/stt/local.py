@@ -36,9 +36,17 @@ def bundled_model_path() -> Path:
 
 
 class LocalWhisper:
-    def __init__(self, model: str | None = None, *, language: str | None = None, threads: int = 0,
-                 beam_size: int = 1, max_concurrent: int = 1, max_seconds: float = 900.0,
-                 prompt: str | None = None) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        language: str | None = None,
+        threads: int = 0,
+        beam_size: int = 1,
+        max_concurrent: int = 1,
+        max_seconds: float = 900.0,
+        prompt: str | None = None,
+    ) -> None:
         self.model_name = model
         # Primes the first 30 s window only (see condition_on_previous_text below): a hint of vocabulary.
         self.prompt = prompt or None
@@ -75,8 +83,9 @@ class LocalWhisper:
                 started = time.perf_counter()
                 self._model = self._load_model()
                 self.load_seconds = time.perf_counter() - started
-                log.info("whisper model %s loaded in %.2fs (%d threads)", self._source(), self.load_seconds,
-                         self.threads)
+                log.info(
+                    "whisper model %s loaded in %.2fs (%d threads)", self._source(), self.load_seconds, self.threads
+                )
             return self._model
 
     def _source(self) -> str:
@@ -95,8 +104,9 @@ class LocalWhisper:
             raise TranscriptionError("Speech-to-text is not installed: install operator-use[voice].") from exc
         source = self._source()
         try:
-            model = WhisperModel(source, device="cpu", compute_type="int8", cpu_threads=self.threads,
-                                 local_files_only=True)
+            model = WhisperModel(
+                source, device="cpu", compute_type="int8", cpu_threads=self.threads, local_files_only=True
+            )
             # The VAD's ONNX session is created on first use: pay for it now, with the model, rather than
             # inside the first transcription.
             import numpy as np
@@ -106,8 +116,10 @@ class LocalWhisper:
             return model
         except Exception as exc:
             log.error("cannot load whisper model %s: %s", source, exc)
-            raise TranscriptionError("Speech-to-text is misconfigured (its model cannot be loaded); "
-                                     "the owner needs to check voice.stt.model.") from exc
+            raise TranscriptionError(
+                "Speech-to-text is misconfigured (its model cannot be loaded); "
+                "the owner needs to check voice.stt.model."
+            ) from exc
 
     def _transcribe_bytes(self, data: bytes) -> str:
         from ...audio.codec import WHISPER_RATE, AudioDecodeError, AudioTooLong, decode_pcm
@@ -133,10 +145,16 @@ class LocalWhisper:
         #   the model stopped early in is skipped whole);
         # - no compression-ratio fallback: on speech that repeats itself it resampled at high temperature
         #   and then dropped whole windows (measured: 4 minutes of a 10-minute note lost).
-        segments, info = model.transcribe(pcm, language=self.language, beam_size=self.beam_size,
-                                          vad_filter=True, condition_on_previous_text=False,
-                                          without_timestamps=False, compression_ratio_threshold=None,
-                                          initial_prompt=self.prompt)
+        segments, info = model.transcribe(
+            pcm,
+            language=self.language,
+            beam_size=self.beam_size,
+            vad_filter=True,
+            condition_on_previous_text=False,
+            without_timestamps=False,
+            compression_ratio_threshold=None,
+            initial_prompt=self.prompt,
+        )
         text = " ".join(s.text.strip() for s in segments if s.text.strip())
         elapsed = time.perf_counter() - started
         log.info("transcribed %.1fs of audio in %.2fs", info.duration, elapsed)

@@ -21,16 +21,35 @@ log = logging.getLogger(__name__)
 
 # What the endpoint accepts is decided by the file name's extension.
 _EXTENSIONS = {
-    "audio/ogg": "ogg", "audio/opus": "ogg", "audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/mp4": "m4a",
-    "audio/m4a": "m4a", "audio/x-m4a": "m4a", "audio/aac": "m4a", "audio/wav": "wav", "audio/x-wav": "wav",
-    "audio/wave": "wav", "audio/webm": "webm", "audio/flac": "flac",
+    "audio/ogg": "ogg",
+    "audio/opus": "ogg",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/mp4": "m4a",
+    "audio/m4a": "m4a",
+    "audio/x-m4a": "m4a",
+    "audio/aac": "m4a",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/webm": "webm",
+    "audio/flac": "flac",
 }
 
 
 class OpenAITranscriber:
-    def __init__(self, *, model: str | None = None, api_key: SecretStr | str | None = None,
-                 base_url: str | None = None, language: str | None = None, timeout: float = 120.0,
-                 max_seconds: float = 900.0, prompt: str | None = None, max_retries: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        api_key: SecretStr | str | None = None,
+        base_url: str | None = None,
+        language: str | None = None,
+        timeout: float = 120.0,
+        max_seconds: float = 900.0,
+        prompt: str | None = None,
+        max_retries: int = 2,
+    ) -> None:
         self.model = model or "whisper-1"
         self.prompt = prompt or None
         self._api_key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
@@ -48,10 +67,13 @@ class OpenAITranscriber:
             # A local server often needs no key, but the SDK insists on one.
             key = self._api_key or os.environ.get("OPENAI_API_KEY") or ("none" if self.base_url else None)
             if key is None:
-                raise TranscriptionError("Speech-to-text is misconfigured (no API key); the owner needs to "
-                                         "set voice.stt.api_key or OPENAI_API_KEY.")
-            self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
-                                       max_retries=self.max_retries)
+                raise TranscriptionError(
+                    "Speech-to-text is misconfigured (no API key); the owner needs to "
+                    "set voice.stt.api_key or OPENAI_API_KEY."
+                )
+            self._client = AsyncOpenAI(
+                api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+            )
         return self._client
 
     async def transcribe(self, audio: AudioPart) -> str:
@@ -74,11 +96,14 @@ class OpenAITranscriber:
             extra["prompt"] = self.prompt
         try:
             result = await self._get_client().audio.transcriptions.create(
-                model=self.model, file=(name, audio.data, audio.mime), **extra)
+                model=self.model, file=(name, audio.data, audio.mime), **extra
+            )
         except openai.APIError as exc:
             log.warning("transcription API failed: %s", exc)
-            raise TranscriptionError("I couldn't transcribe that voice note: the speech-to-text service "
-                                     "failed. Please try again in a moment.") from exc
+            raise TranscriptionError(
+                "I couldn't transcribe that voice note: the speech-to-text service "
+                "failed. Please try again in a moment."
+            ) from exc
         return str(getattr(result, "text", "") or "").strip()
 
     async def aclose(self) -> None:

@@ -27,8 +27,9 @@ def voice_note(pcm: np.ndarray, rate: int) -> AudioPart:
 
     if pcm.size == 0:
         raise SynthesisError("the synthesizer produced no audio")
-    return AudioPart(data=encode_ogg_opus(pcm, rate), mime="audio/ogg", duration_s=round(pcm.size / rate, 3),
-                     voice_note=True)
+    return AudioPart(
+        data=encode_ogg_opus(pcm, rate), mime="audio/ogg", duration_s=round(pcm.size / rate, 3), voice_note=True
+    )
 
 
 def voice_note_from_file(data: bytes) -> AudioPart:

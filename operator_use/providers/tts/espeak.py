@@ -32,8 +32,9 @@ def espeak_available() -> bool:
 
 
 class EspeakSynthesizer:
-    def __init__(self, voice: str | None = None, *, speed: int = 165, timeout: float = 120.0,
-                 binary: str = BINARY) -> None:
+    def __init__(
+        self, voice: str | None = None, *, speed: int = 165, timeout: float = 120.0, binary: str = BINARY
+    ) -> None:
         self.voice = voice or "en-us"
         self.speed = speed
         self.timeout = timeout
@@ -47,9 +48,18 @@ class EspeakSynthesizer:
         """The raw WAV espeak-ng writes (tests and benchmarks use it to make real speech)."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.binary, "--stdout", "--stdin", "-v", self.voice, "-s", str(self.speed),
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=espeak_env(os.environ))
+                self.binary,
+                "--stdout",
+                "--stdin",
+                "-v",
+                self.voice,
+                "-s",
+                str(self.speed),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=espeak_env(os.environ),
+            )
         except FileNotFoundError as exc:
             raise SynthesisError(f"{self.binary} is not installed") from exc
         try:

@@ -20,8 +20,16 @@ log = logging.getLogger(__name__)
 
 
 class OpenAISynthesizer:
-    def __init__(self, *, model: str | None = None, voice: str | None = None, api_key: SecretStr | str | None = None,
-                 base_url: str | None = None, timeout: float = 120.0, max_retries: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        model: str | None = None,
+        voice: str | None = None,
+        api_key: SecretStr | str | None = None,
+        base_url: str | None = None,
+        timeout: float = 120.0,
+        max_retries: int = 2,
+    ) -> None:
         self.model = model or "tts-1"
         self.voice = voice or "alloy"
         self._api_key = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
@@ -37,16 +45,18 @@ class OpenAISynthesizer:
             key = self._api_key or os.environ.get("OPENAI_API_KEY") or ("none" if self.base_url else None)
             if key is None:
                 raise SynthesisError("no API key for text-to-speech (voice.tts.api_key or OPENAI_API_KEY)")
-            self._client = AsyncOpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout,
-                                       max_retries=self.max_retries)
+            self._client = AsyncOpenAI(
+                api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
+            )
         return self._client
 
     async def synthesize(self, text: str) -> AudioPart:
         import openai
 
         try:
-            response = await self._get_client().audio.speech.create(model=self.model, voice=self.voice, input=text,
-                                                                    response_format="opus")
+            response = await self._get_client().audio.speech.create(
+                model=self.model, voice=self.voice, input=text, response_format="opus"
+            )
         except openai.APIError as exc:
             raise SynthesisError(f"speech API failed: {exc}") from exc
         return await asyncio.to_thread(voice_note_from_file, response.content)
