@@ -24,7 +24,7 @@ from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.session.store import SessionStore
 from operator_use.tools.filesystem import filesystem_tools
 
-from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
+from .fakes.llm_server import ErrorTurn, FakeLLMServer, FakeRequest, Reply
 from .support.chat import ChatChannel
 from .support.deps import require_module
 from .support.disk import tiny_tmpfs
@@ -35,10 +35,10 @@ def openai_llm(server: FakeLLMServer) -> OpenAILLM:
     return OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url)
 
 
-def sdk_llm(provider: str, server: FakeLLMServer) -> LLM:
+def sdk_llm(provider: str, server: FakeLLMServer, timeout: float = 60.0) -> LLM:
     if provider == "openai":
-        return openai_llm(server)
-    return AnthropicLLM("fake-claude", "test-key", base_url=server.anthropic_base_url)
+        return OpenAILLM("fake-gpt", "test-key", base_url=server.openai_base_url, timeout=timeout)
+    return AnthropicLLM("fake-claude", "test-key", base_url=server.anthropic_base_url, timeout=timeout)
 
 
 DROPPED = "The connection to the model dropped; the reply was cut off."
@@ -262,6 +262,63 @@ async def test_a_reply_whose_stream_breaks_off_keeps_its_text_with_a_note(home: 
             assert contents((await app.sessions.load("test:c1")).messages) == ["tell me", cut]
             await channel.say("go on")
             await channel.wait_for(replied(channel, "You said: go on"))
+
+
+@pytest.mark.parametrize(
+    ("error", "note"),
+    [
+        (ErrorTurn(status=200, type="overloaded_error"), "The model became overloaded; the reply was cut off."),
+        (ErrorTurn(status=500), "The model failed part-way; the reply was cut off."),
+    ],
+    ids=["overloaded", "server-error"],
+)
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_an_error_event_after_some_text_keeps_the_text_with_a_note(
+    home: Path, provider: str, error: ErrorTurn, note: str
+) -> None:
+    error = ErrorTurn(status=error.status, type=error.type, after_text="Half an answer")
+    async with FakeLLMServer([error], responder=scripted_responder) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, sdk_llm(provider, server)) as app:
+            await channel.say("tell me")
+            await channel.wait_for(lambda: len(channel.finalized()) == 1)
+            cut = f"Half an answer\n\n{note}"
+            # Not "The model is unavailable right now": the text shown stays, and so does the history.
+            assert channel.texts() == [cut]
+            assert contents((await app.sessions.load("test:c1")).messages) == ["tell me", cut]
+            await channel.say("go on")
+            await channel.wait_for(replied(channel, "You said: go on"))
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_a_read_timeout_after_some_text_keeps_the_text_with_a_note(home: Path, provider: str) -> None:
+    # The server stalls after "Half an" (the gate is only opened to let it finish), past the SDK's timeout.
+    stall = asyncio.Event()
+    script = [Reply(text="Half an answer", chunk_size=7, gate=stall)]
+    async with FakeLLMServer(script, responder=scripted_responder) as server:
+        channel = ChatChannel()
+        try:
+            async with make_app(home, channel, sdk_llm(provider, server, timeout=0.5)) as app:
+                await channel.say("tell me")
+                await channel.wait_for(lambda: len(channel.finalized()) == 1)
+                cut = "Half an\n\nThe model stopped responding; the reply was cut off."
+                assert channel.texts() == [cut]
+                assert contents((await app.sessions.load("test:c1")).messages) == ["tell me", cut]
+                await channel.say("go on")
+                await channel.wait_for(replied(channel, "You said: go on"))
+        finally:
+            stall.set()
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+async def test_an_error_event_before_any_text_still_says_the_model_is_unavailable(home: Path, provider: str) -> None:
+    async with FakeLLMServer([ErrorTurn(status=200, type="overloaded_error", after_text="")]) as server:
+        channel = ChatChannel()
+        async with make_app(home, channel, sdk_llm(provider, server)) as app:
+            await channel.say("tell me")
+            unavailable = "The model is unavailable right now (overloaded). Please try again in a moment."
+            await channel.wait_for(lambda: channel.texts() == [unavailable])
+            assert contents((await app.sessions.load("test:c1")).messages) == ["tell me"]
 
 
 @pytest.mark.parametrize("how", ["eof", "reset"])

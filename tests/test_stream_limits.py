@@ -13,9 +13,10 @@ from operator_use.app import App
 from operator_use.config import LLMConfig, load_config
 from operator_use.messages import AIMessage, HumanMessage, SystemMessage
 from operator_use.providers.llm.anthropic import AnthropicLLM
-from operator_use.providers.llm.base import LLM, TextChunk, ToolCallChunk, ToolSchema
+from operator_use.providers.llm.base import LLM, ServerError, TextChunk, ToolCallChunk, ToolSchema
 from operator_use.providers.llm.fallback import FallbackLLM
 from operator_use.providers.llm.limits import (
+    BrokenOff,
     DeadlineExceeded,
     IdleTimeout,
     LimitedLLM,
@@ -28,7 +29,7 @@ from operator_use.providers.llm.limits import (
 from operator_use.providers.llm.openai import OpenAILLM
 from operator_use.providers.llm.setup import stream_limits
 
-from .fakes.llm_server import Endless, FakeLLMServer, Reply
+from .fakes.llm_server import Endless, ErrorTurn, FakeLLMServer, Reply
 from .support.chat import ChatChannel
 from .support.pipeline import TappedBus, scripted_responder
 
@@ -245,6 +246,35 @@ async def test_idle_after_text_does_not_fall_back() -> None:
             await chain.aclose()
     assert text(chunks) == "Started" and isinstance(cut, IdleTimeout)
     assert good.requests == []
+
+
+async def test_a_server_error_after_text_is_a_cut_off_and_does_not_fall_back() -> None:
+    async with (
+        FakeLLMServer([ErrorTurn(status=500, after_text="Started")]) as failing,
+        FakeLLMServer([Reply(text="never")]) as good,
+    ):
+        chain = with_limits(FallbackLLM([make("openai", failing), make("anthropic", good)]), OFF)
+        try:
+            chunks, cut = await run(chain)
+        finally:
+            await chain.aclose()
+    assert text(chunks) == "Started"
+    assert isinstance(cut, BrokenOff) and isinstance(cut.__cause__, ServerError)
+    assert cut.user_message == "The model failed part-way; the reply was cut off."
+    assert good.requests == []
+
+
+async def test_a_server_error_before_any_text_still_falls_back() -> None:
+    async with (
+        FakeLLMServer([ErrorTurn(status=200, type="overloaded_error", after_text="")]) as failing,
+        FakeLLMServer([Reply(text="from the backup")]) as good,
+    ):
+        chain = with_limits(FallbackLLM([make("anthropic", failing), make("openai", good)]), OFF)
+        try:
+            chunks, cut = await run(chain)
+        finally:
+            await chain.aclose()
+    assert cut is None and text(chunks) == "from the backup"
 
 
 def test_with_limits_wraps_each_model_once() -> None:

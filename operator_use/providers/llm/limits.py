@@ -5,7 +5,9 @@ pings but never sends a token, or one that streams forever, would otherwise hold
 concurrency slot) until /stop. The limits are enforced once here, around any provider's `stream`:
 only chunks count as progress (pings, keep-alive comments and empty deltas never become chunks), and
 when a limit hits, the provider's stream is closed, which closes its HTTP response. `StreamCutOff` (base.py)
-is re-exported here: it is what every limit raises.
+is re-exported here: it is what every limit raises. A retryable provider error (a read timeout, a 5xx or an
+overload sent mid-stream, a dropped connection) after text was shown becomes a `BrokenOff` cut-off too: the
+user saw that text, so it must stay in the reply and the history instead of turning into "unavailable".
 
 Each model of a fallback chain gets its own limits (`with_limits`), so a model that goes quiet before its
 first output falls back to the next one; once output was produced, the cut-off ends the reply.
@@ -18,7 +20,20 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from ...messages import HistoryMessage
-from .base import LLM, LLMChunk, ProgressChunk, StreamCutOff, TextChunk, ToolSchema
+from ._errors import DROPPED_MESSAGE
+from .base import (
+    LLM,
+    ConnectionError_,
+    LLMChunk,
+    LLMError,
+    OverloadedError,
+    ProgressChunk,
+    RateLimitError,
+    StreamCutOff,
+    TextChunk,
+    TimeoutError_,
+    ToolSchema,
+)
 from .fallback import FallbackLLM
 
 
@@ -53,6 +68,33 @@ class TooManyToolCalls(StreamCutOff):
     pass
 
 
+class BrokenOff(StreamCutOff):
+    """A retryable provider error after text was shown. Retryable like the error it wraps, so the fallback
+    chain counts it against the model's circuit breaker; text having been streamed, the chain re-raises it."""
+
+    retryable = True
+
+
+# The note after the text already shown, by the kind of error that ended the reply.
+_BROKEN_OFF_MESSAGES: tuple[tuple[type[LLMError], str], ...] = (
+    (TimeoutError_, "The model stopped responding; the reply was cut off."),
+    (ConnectionError_, DROPPED_MESSAGE),
+    (OverloadedError, "The model became overloaded; the reply was cut off."),
+    (RateLimitError, "The model hit a rate limit; the reply was cut off."),
+)
+_BROKEN_OFF_MESSAGE = "The model failed part-way; the reply was cut off."
+
+
+def _broken_off(exc: LLMError) -> BrokenOff:
+    note = next((text for kind, text in _BROKEN_OFF_MESSAGES if isinstance(exc, kind)), _BROKEN_OFF_MESSAGE)
+    return BrokenOff(
+        f"{exc} (after text was shown; the reply was cut off)",
+        user_message=note,
+        provider=exc.provider,
+        model=exc.model,
+    )
+
+
 def _seconds(value: float) -> str:
     return f"{value:g} s"
 
@@ -67,6 +109,7 @@ async def limit_stream(
     produced = 0  # characters counted against the cap
     calls = 0  # tool calls started
     started = False  # any chunk received
+    shown = False  # text went out to the user
     try:
         while True:
             now = loop.time()
@@ -80,6 +123,12 @@ async def limit_stream(
                     chunk = await anext(stream)
             except StopAsyncIteration:
                 return
+            except StreamCutOff:
+                raise
+            except LLMError as exc:
+                if shown and exc.retryable:
+                    raise _broken_off(exc) from exc
+                raise
             except TimeoutError:
                 if not timer.expired():
                     raise  # raised by the stream itself, not by our timer
@@ -116,6 +165,8 @@ async def limit_stream(
                         model=model,
                     )
             if not isinstance(chunk, ProgressChunk):
+                if isinstance(chunk, TextChunk) and chunk.text:
+                    shown = True
                 yield chunk
     finally:
         # Closing the provider's generator closes its HTTP response: no connection is left streaming.
