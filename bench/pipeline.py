@@ -48,8 +48,8 @@ class BenchChannel(Channel):
     name = "bench"
     capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0)
 
-    def __init__(self) -> None:
-        super().__init__(ChannelConfig(enabled=True, allow_from=["*"]))
+    def __init__(self, config: ChannelConfig | None = None) -> None:
+        super().__init__(config or ChannelConfig(enabled=True, allow_from=["*"]))
         self.done: dict[str, asyncio.Future[float]] = {}
         self._ids = 0
 

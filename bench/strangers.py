@@ -22,34 +22,23 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The pipeline bench's instant model and recording channel (this folder is on the path when run as a script).
+from pipeline import BenchChannel, InstantLLM
 
 from operator_use.app import App
-from operator_use.channels.base import Capabilities, Channel, ChannelConfig
+from operator_use.channels.base import ChannelConfig
 from operator_use.config import load_config
-from operator_use.messages import Address, IncomingMessage, TextPart, Usage
-from operator_use.providers.llm.base import LLM, LLMChunk, TextChunk, ToolSchema, UsageChunk
+from operator_use.messages import Address, IncomingMessage, TextPart
 
 STRANGER_MSGS = 2000
 OWNER_EVERY = 20  # one owner message after this many stranger messages
 
 
-class InstantLLM(LLM):
-    provider = "instant"
-
-    async def stream(  # type: ignore[override]
-        self, messages: Sequence, tools: Sequence[ToolSchema] = ()
-    ) -> AsyncIterator[LLMChunk]:
-        yield TextChunk("At your service.")
-        yield UsageChunk(Usage(input_tokens=100, output_tokens=4))
-
-
-class FloodChannel(Channel):
-    name = "bench"
-    capabilities = Capabilities(can_edit=True, max_length=4096, edit_interval=0.0)
+class FloodChannel(BenchChannel):
+    """The pipeline bench's channel, with pairing on and a rejection message, counting what strangers get."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -57,26 +46,12 @@ class FloodChannel(Channel):
                 enabled=True, allow_from=["owner"], pairing=True, rejection_message="Sorry, this agent is private."
             )
         )
-        self.done: dict[str, asyncio.Future[float]] = {}
         self.stranger_replies = 0
-        self._ids = 0
-
-    async def connect(self) -> None:
-        return None
 
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         if not address.chat_id.startswith("owner"):
             self.stranger_replies += 1
-        self._ids += 1
-        return str(self._ids)
-
-    async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
-        return None
-
-    async def finalize(self, address: Address, message_id: str) -> None:
-        future = self.done.get(address.chat_id)
-        if future is not None and not future.done():
-            future.set_result(time.perf_counter())
+        return await super().send(address, text, reply_to=reply_to, plain=plain)
 
     async def say(self, user: str, chat: str, text: str) -> None:
         await self.emit(

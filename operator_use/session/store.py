@@ -23,7 +23,7 @@ from urllib.parse import quote, unquote
 from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError
 
-from ..messages import HistoryAdapter, HistoryMessage, scrub_surrogates
+from ..messages import HistoryAdapter, HistoryMessage, scrub_deep
 
 log = logging.getLogger(__name__)
 
@@ -147,21 +147,11 @@ def _encode(messages: list[HistoryMessage]) -> tuple[bytes, list[HistoryMessage]
         except PydanticSerializationError:
             # Lone surrogates (a tool result with an undecodable file name, a client sending broken
             # UTF-16) have no UTF-8 form: they are saved as U+FFFD, and the session keeps the same text.
-            m = type(m).model_validate(_scrubbed(m.model_dump()))
+            m = type(m).model_validate(scrub_deep(m.model_dump()))
             line = m.model_dump_json(exclude_none=True)
         lines.append(line.encode() + b"\n")
         written.append(m)
     return b"".join(lines), written
-
-
-def _scrubbed(value: object) -> object:
-    if isinstance(value, str):
-        return scrub_surrogates(value)
-    if isinstance(value, dict):
-        return {_scrubbed(k): _scrubbed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_scrubbed(v) for v in value]
-    return value
 
 
 def _write_key_file(path: Path, key: str) -> None:
