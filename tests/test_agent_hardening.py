@@ -27,6 +27,7 @@ from operator_use.security.hardening import is_dumpable
 from .fakes.llm_server import FakeLLMServer, FakeRequest, Reply
 from .support.apps import build_app
 from .support.chat import ChatChannel
+from .support.deps import unavailable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux process protections")
 
@@ -73,7 +74,7 @@ def run_agent(ws: Path, command: str, *, capless: bool = False) -> str:
 
 def test_a_root_agents_command_cannot_read_the_agents_environment(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs as root)")
+        unavailable("needs root (CI runs as root)")
     out = run_agent(tmp_path, READ_ENVIRON)
     # As root the command has a PID namespace and a /proc of its own: the agent is not even there.
     assert "agent=(python" not in out and "No such file" in out, out
@@ -88,7 +89,7 @@ def test_another_process_of_the_agents_user_cannot_read_its_environment(tmp_path
 
 def test_commands_hold_no_capability(tmp_path: Path) -> None:
     if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs as root)")
+        unavailable("needs root (CI runs as root)")
     out = run_agent(tmp_path, "grep ^Cap /proc/self/status")
     caps = dict(line.split(":") for line in out.splitlines() if line.startswith("Cap"))
     assert set(caps) == {"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"}, out

@@ -24,7 +24,7 @@ from operator_use.tools.processes import ProcessManager
 from operator_use.tools.sandbox import Isolation
 from operator_use.tools.shell import shell_tools
 
-from .support.deps import require_binary
+from .support.deps import require_binary, unavailable
 
 
 def ctx_for(ws: Path) -> TurnContext:
@@ -282,7 +282,7 @@ async def test_what_left_the_group_ends_with_a_sandboxed_background_process(
 
 def as_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("about a root agent (CI runs as root)")
+        unavailable("about a root agent (CI runs as root)")
 
 
 CORE_PATTERN = Path("/proc/sys/kernel/core_pattern")

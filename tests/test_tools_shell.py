@@ -19,6 +19,8 @@ from operator_use.messages import Address
 from operator_use.tools import jobs, shell
 from operator_use.tools.shell import OUTPUT_HEAD, OUTPUT_TAIL, scrubbed_env, shell_tools
 
+from .support.deps import unavailable
+
 
 def make_ctx(ws: Path) -> TurnContext:
     return TurnContext(address=Address(channel="test", chat_id="1"), user_id="u", session_key="test:1", workspace=ws)
@@ -211,7 +213,7 @@ async def test_a_command_that_kills_its_supervisor_leaves_nothing_behind(run, ma
 async def test_a_root_agents_command_sees_only_its_own_processes(run):
     # Its own /proc: it cannot see (nor signal) the agent or any other process of the host.
     if os.geteuid() != 0:
-        pytest.skip("needs root (CI runs as root)")
+        unavailable("needs root (CI runs as root)")
     res = await run(f"ls -d /proc/[0-9]*; ls /proc/{os.getpid()}/environ")
     assert "/proc/1\n" in res.content and "No such file" in res.content, res.content
     assert len([line for line in res.content.splitlines() if line.startswith("/proc/")]) <= 4, res.content

@@ -28,3 +28,11 @@ def require_binary(name: str) -> str:
             pytest.fail(f"CI needs the program {name!r} (install it in .ci/run)")
         pytest.skip(f"{name} is not installed")
     return path
+
+
+def unavailable(reason: str) -> None:
+    """What this test needs is missing here (root, a tmpfs mount): a skip on a developer machine, a failure in
+    CI, which runs as root with everything installed."""
+    if IN_CI:
+        pytest.fail(f"CI needs this: {reason}")
+    pytest.skip(reason)

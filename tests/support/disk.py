@@ -12,7 +12,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+from .deps import unavailable
 
 
 class TinyDisk:
@@ -76,9 +76,9 @@ def tiny_tmpfs(where: Path, size: str = "256k") -> Iterator[TinyDisk]:
             check=False,
         )
     except FileNotFoundError:
-        pytest.skip("no mount command here")
+        unavailable("no mount command here")
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.strip() or mounted.returncode}")
     try:
         yield TinyDisk(where)
     finally:
