@@ -146,6 +146,15 @@ class IncomingMessage(_Model):
         return cls(channel=channel, chat_id=chat_id, user_id=user_id, parts=[TextPart(text=text)], **kw)
 
 
+class Button(_Model):
+    """A button under a message. Pressing it sends `command` (such as "/approve ab12") to the orchestrator as
+    the presser's own message, so it is authorized exactly like the same command typed by that person."""
+
+    label: str
+    command: str
+    style: Literal["primary", "danger", "secondary"] = "secondary"
+
+
 class OutgoingMessage(_Model):
     """A whole message: command replies, errors, files, voice notes."""
 
@@ -153,6 +162,9 @@ class OutgoingMessage(_Model):
     address: Address
     parts: list[Part] = Field(default_factory=list)
     reply_to: str | None = None
+    # Shown under the message's last chunk on channels whose `Capabilities.buttons` is true; elsewhere the
+    # text alone must say what to type (an approval request names /approve and /deny).
+    buttons: list[Button] = Field(default_factory=list)
 
     @property
     def text(self) -> str:

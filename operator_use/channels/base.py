@@ -15,7 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..messages import Address, AudioPart, IncomingMessage, Part, TextPart
+from ..messages import Address, AudioPart, Button, IncomingMessage, Part, TextPart
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,8 @@ class Capabilities(BaseModel):
     # False: the platform shows a message on one line, line breaks and runs of spaces collapsed (Twitch
     # chat). Approval requests then show a command's newlines, tabs and spaces as visible marks.
     multiline: bool = True
+    # The channel can show `Button`s under a message (`send_buttons`); a press arrives as the presser's message.
+    buttons: bool = False
 
 
 class ChannelConfig(BaseModel):
@@ -225,6 +227,14 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
         """Post a new text message; return its platform id."""
+
+    async def send_buttons(
+        self, address: Address, text: str, buttons: list[Button], *, reply_to: str | None = None
+    ) -> str:
+        """Post `text` with `buttons` under it (channels with `capabilities.buttons`); return its platform id.
+        A press must reach `emit` as an `IncomingMessage` from the presser whose text is the button's
+        `command`. The default posts the text alone."""
+        return await self.send(address, text, reply_to=reply_to)
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         raise ChannelError(f"{self.name} cannot edit messages", permanent=True)
