@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -70,6 +72,9 @@ class App:
         # One agent per data home (homelock.py): taken by prepare(), released by stop().
         self.home_lock = HomeLock(self.config.home)
         self.restart_requested = False
+        # control/server.py: answers `operator-use status` on <home>/control.sock while running.
+        self.control: Any = None
+        self.started_at: float | None = None
         self._closed = asyncio.Event()
         self._started = False
 
@@ -117,6 +122,11 @@ class App:
         """Claim the data home (raises HomeInUse), create the workspace and choose the model (raises
         NoLLMConfigured). `start` calls it too."""
         await asyncio.to_thread(self.home_lock.acquire)
+        if self._given_channels is None:
+            from .channels.registry import check_extras
+
+            # A channel whose SDK is missing fails now, with the install command, not in the start retry.
+            await asyncio.to_thread(check_extras, self.config)
         await asyncio.to_thread(ensure_workspace, self.config.workspace)
         if self.llm is None:
             self.llm = await self._build_llm()
@@ -170,13 +180,25 @@ class App:
         )
         self.protection.attach(self.orchestrator, tools, self.hooks, channels=self.gateway.channels)
         self.voice = self._build_voice()
-        self.voice.install(self.orchestrator)
+        self.voice.install(self.orchestrator, self.gateway)
         for ch in self.channels:  # platforms with a "/" menu (Telegram's setMyCommands) list the commands
             if hasattr(ch, "command_menu"):
                 ch.command_menu = self.orchestrator.commands.menu
+            if hasattr(ch, "use_agent"):  # the web page: its token file, the model shown, mic on or off
+                ch.use_agent(home=self.config.home, model=self.llm.label, stt=self.voice.transcriber is not None)
         await self.orchestrator.start()
         await self.gateway.start()
         self._started = True
+        self.started_at = time.time()
+        if self.config.control.enabled:
+            from .control.server import ControlServer
+
+            self.control = ControlServer(self.config.home, self.status)
+            try:
+                await self.control.start()
+            except OSError as exc:  # a read-only home, say: the agent still serves its chats
+                log.warning("control socket not started (operator-use status will not see this agent): %s", exc)
+                self.control = None
         log.info(
             "operator-use started: model %s; channels %s", self.llm.label, ", ".join(c.name for c in self.channels)
         )
@@ -186,6 +208,9 @@ class App:
             await asyncio.to_thread(self.home_lock.release)  # prepared, maybe, but never started
             return
         self._started = False
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         if self.orchestrator:
             await self.orchestrator.stop()
         if self.protection is not None:
@@ -199,6 +224,33 @@ class App:
         await self.bus.close()
         await asyncio.to_thread(self.home_lock.release)
         self._closed.set()
+
+    def status(self) -> Any:
+        """What `operator-use status` shows (control/status.py), from the live parts' own bookkeeping."""
+        from .control.status import ConversationLane, OutgoingLane, Status, package_version
+
+        incoming, outgoing = (getattr(self.bus, name, None) for name in ("incoming", "outgoing"))
+        lanes = self.orchestrator.lanes if self.orchestrator else None
+        return Status(
+            version=package_version(),
+            pid=os.getpid(),
+            home=str(self.config.home),
+            started_at=self.started_at or 0.0,
+            uptime=time.time() - self.started_at if self.started_at else 0.0,
+            model=getattr(self.llm, "label", "?"),
+            channels=self.gateway.status() if self.gateway else {},
+            turns_running=lanes.running if lanes else 0,
+            turns_done=self.orchestrator.turns_done if self.orchestrator else 0,
+            conversations=[
+                ConversationLane(key=key, running=running, queued=queued)
+                for key, running, queued in (lanes.snapshot() if lanes else [])
+            ],
+            outgoing=[
+                OutgoingLane(key=key, queued=n) for key, n in (self.gateway.queued() if self.gateway else {}).items()
+            ],
+            bus_incoming=incoming.qsize() if isinstance(incoming, asyncio.Queue) else None,
+            bus_outgoing=outgoing.qsize() if isinstance(outgoing, asyncio.Queue) else None,
+        )
 
     def request_stop(self) -> None:
         self._closed.set()

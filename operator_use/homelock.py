@@ -11,14 +11,20 @@ Sync on purpose (a few syscalls); async callers use asyncio.to_thread.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 from pathlib import Path
 
 LOCK_FILE = ".lock"
 
 
-class HomeInUse(Exception):
+class HomeLockError(Exception):
+    """The data home cannot be claimed; the message says why and what to do."""
+
+
+class HomeInUse(HomeLockError):
     """Another process holds the data home; the message says which and what to do."""
 
     def __init__(self, home: Path, pid: int | None) -> None:
@@ -28,6 +34,11 @@ class HomeInUse(Exception):
         super().__init__(
             f"Another {who} is already running on {home}; stop it or set OPERATOR_HOME to another directory."
         )
+
+
+class UnsafeLockFile(HomeLockError):
+    """`<home>/.lock` is not a regular file of ours (a symlink, a device, another user's file): it is never
+    opened through, written or truncated."""
 
 
 class HomeLock:
@@ -41,13 +52,29 @@ class HomeLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        """Take the lock without waiting, or raise HomeInUse. Taking it again while held does nothing."""
+        """Take the lock without waiting, or raise HomeInUse (UnsafeLockFile when `.lock` is not a regular file
+        of this user's, HomeLockError when it cannot be opened). Taking it again while held does nothing."""
         if self._fd is not None:
             return
         self.home.mkdir(parents=True, exist_ok=True)
         # O_CLOEXEC: processes the agent starts (shell tools) must not inherit the lock and keep it alive.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # O_NOFOLLOW: a symlink planted at .lock would make us truncate whatever it points to.
         try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeLockFile(
+                    f"{self.path} is a symbolic link; remove it (operator-use creates its own)."
+                ) from None
+            raise HomeLockError(f"{self.path} cannot be opened: {exc.strerror or exc}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+                what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else f"belongs to uid {info.st_uid}"
+                raise UnsafeLockFile(
+                    f"{self.path} {what}; operator-use will not use it as its lock: remove it "
+                    "(operator-use creates its own)."
+                )
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _read_pid(fd)

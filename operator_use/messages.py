@@ -219,8 +219,19 @@ class Typing(_Model):
     active: bool = True
 
 
+class CloseButtons(_Model):
+    """The buttons a message was sent with stop being pressable: the message that carries a button with one of
+    `commands` (sent earlier in this chat) loses them and shows `note` under its text, where the channel can
+    edit it (`Channel.close_buttons`). Elsewhere a late press simply gets the command's normal answer."""
+
+    kind: Literal["close_buttons"] = "close_buttons"
+    address: Address
+    commands: list[str]
+    note: str = ""
+
+
 Outbound = Annotated[
-    OutgoingMessage | StreamStart | StreamDelta | StreamBlockEnd | StreamDone | Typing,
+    OutgoingMessage | StreamStart | StreamDelta | StreamBlockEnd | StreamDone | Typing | CloseButtons,
     Field(discriminator="kind"),
 ]
 OutboundAdapter: TypeAdapter[Any] = TypeAdapter(Outbound)

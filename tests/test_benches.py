@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from .support.deps import require_binary, require_module
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -57,3 +59,13 @@ def test_strangers_bench_reports_its_figures() -> None:
     assert figures["stranger_msgs"] == 2000 and figures["allowed_reply_p50_ms"] > 0
     # Counts, not timings: the flood answered by the limits, the store written only for the codes.
     assert figures["stranger_replies"] + figures["strangers_ignored"] <= 2000 and figures["store_writes"] <= 3
+
+
+@pytest.mark.slow
+def test_web_render_bench_reports_its_figures() -> None:
+    require_binary("chromium")
+    require_module("playwright")
+    figures = last_json("web_render.py")
+    assert set(figures) == {"render_p50_ms", "render_p95_ms", "render_max_ms", "reply_kb"}
+    assert figures["reply_kb"] == 100
+    assert 0 <= figures["render_p50_ms"] <= figures["render_p95_ms"] <= figures["render_max_ms"]

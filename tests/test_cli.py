@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ from operator_use.homelock import HomeLock
 
 from .fakes.llm_server import FakeLLMServer, echo_responder
 from .support.deps import require_binary
+from .support.tmux import Tmux
 from .support.web import Tab
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def test_help_is_fast_and_imports_no_platform_sdk() -> None:
     code = (
         "import sys, time; t=time.perf_counter(); import operator_use.cli.main; "
         "heavy=[m for m in ('openai','anthropic','telegram','discord','slack_bolt','twitchio','aiomqtt',"
-        "'faster_whisper','av','aiohttp') if m in sys.modules]; print(heavy)"
+        "'faster_whisper','av','aiohttp','prompt_toolkit','rich') if m in sys.modules]; print(heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
@@ -100,33 +100,6 @@ def test_help_is_fast_and_imports_no_platform_sdk() -> None:
 
 
 # --- the terminal chat in tmux ------------------------------------------------------------------
-
-
-class Tmux:
-    def __init__(self, session: str) -> None:
-        self.session = session
-
-    def run(self, *args: str) -> str:
-        return subprocess.run(["tmux", *args], capture_output=True, text=True, check=True, timeout=30).stdout
-
-    def type(self, text: str) -> None:
-        self.run("send-keys", "-t", self.session, "-l", text)
-        self.run("send-keys", "-t", self.session, "Enter")
-
-    def screen(self) -> str:
-        return self.run("capture-pane", "-t", self.session, "-p", "-S", "-200")
-
-    def wait_for(self, pattern: str, timeout: float = 30) -> str:
-        """Poll the screen until `pattern` shows: waiting on what the user would see, not on a timer."""
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern, re.MULTILINE)
-        while True:
-            screen = self.screen()
-            if regex.search(screen):
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} never appeared; screen:\n{screen}")
-            time.sleep(0.05)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The README's Mosquitto ACL for the MQTT channel, run in a real Mosquitto with the real channel as the
+"""The MQTT guide's Mosquitto ACL (docs/channels/mqtt.md), run in a real Mosquitto with the real channel as the
 agent's broker user: a sender's identity is its topic level, and the ACL keeps each client on its own."""
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from .support.deps import require_binary, require_module
 from .support.mqtt import Mosquitto
 from .support.pipeline import TappedBus, make_app, scripted_responder
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+GUIDE = Path(__file__).resolve().parent.parent / "docs" / "channels" / "mqtt.md"
 PASSWORDS = {"agent": "agent-pw", "alice": "alice-pw", "bob": "bob-pw"}
 
 
 def readme_acl() -> str:
-    """The ACL file exactly as the README shows it."""
-    blocks = re.findall(r"```conf\n(.*?)```", README.read_text(), re.DOTALL)
+    """The ACL file exactly as the MQTT guide shows it."""
+    blocks = re.findall(r"```conf\n(.*?)```", GUIDE.read_text(), re.DOTALL)
     [acl] = [b for b in blocks if "pattern write operator/agent/in/%u" in b]
     return acl
 

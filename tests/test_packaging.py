@@ -73,6 +73,13 @@ def test_the_wheel_carries_the_template_and_the_license(wheel: tuple[Path, str])
     for rel in TEMPLATE_FILES:
         assert f"operator_use/workspace_template/{rel}" in names, rel
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    # The web page: every file of static/ (scripts, styles, the favicon, vendored libraries with their licenses).
+    static = ROOT / "operator_use" / "channels" / "web" / "static"
+    for path in static.iterdir():
+        assert f"operator_use/channels/web/static/{path.name}" in names, path.name
+    assert {"render.js", "render.css", "highlight.min.js", "highlight.LICENSE.txt", "favicon.svg"} <= {
+        p.name for p in static.iterdir()
+    }
     metadata = zipfile.ZipFile(built).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     assert re.search(r"^License-Expression: MIT$", metadata, re.M)
     # The table form of `license` made setuptools print a deprecation warning during every install.

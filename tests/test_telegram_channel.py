@@ -718,7 +718,7 @@ async def test_webhook_delivery_checks_the_secret_and_drops_retries(home: Path, 
             assert fake.webhook == {
                 "url": "https://bot.example.org/hook/tg",
                 "secret_token": "s3cret-Token_1",
-                "allowed_updates": ["message"],
+                "allowed_updates": ["message", "callback_query"],  # button presses too
             }
             update = fake.update_of(fake.send_text(chat, ALICE, "via webhook"))
             for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):

@@ -79,6 +79,45 @@ async def test_websocket_without_the_token_is_refused(home: Path, token: str | N
         assert refused.value.status == 401
 
 
+async def test_a_flood_of_bogus_cookies_is_one_warning(home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="operator_use.channels.web")
+
+    def refusals(level: int) -> list[str]:
+        return [
+            r.getMessage() for r in caplog.records if "without a valid token" in r.getMessage() and r.levelno == level
+        ]
+
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        origin = {"Origin": base(channel)}
+        for i in range(50):  # a new cookie every time, half of them as the page would send them
+            cookies = {f"opu_token_{channel.port}": f"bogus-{i}"}
+            async with aiohttp.ClientSession(cookies=cookies, cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+                if i % 2:
+                    async with http.ws_connect(base(channel) + "/ws", headers=origin) as ws:
+                        assert (await ws.receive()).type == aiohttp.WSMsgType.CLOSE
+                else:
+                    with pytest.raises(aiohttp.WSServerHandshakeError):
+                        await http.ws_connect(base(channel) + "/ws")
+    assert len(refusals(logging.WARNING)) == 1, refusals(logging.WARNING)
+    assert len(refusals(logging.DEBUG)) == 49
+
+
+def test_refusal_warnings_are_per_address_and_rate_limited() -> None:
+    from operator_use.channels.web.refusals import RefusalLog
+
+    now = [0.0]
+    refusals = RefusalLog(interval=60, per_address=3600, clock=lambda: now[0])
+    assert refusals.refused("127.0.0.1") == 0
+    assert [refusals.refused("127.0.0.1") for _ in range(5)] == [None] * 5
+    assert refusals.refused("10.0.0.2") is None  # a new address within the minute: counted, not warned
+    now[0] = 61.0
+    assert refusals.refused("127.0.0.1") is None  # the same address: once an hour
+    assert refusals.refused("10.0.0.2") == 7  # another address after the minute: warned, with what was not logged
+    assert refusals.refused("10.0.0.3") is None
+    now[0] = 3601.0
+    assert refusals.refused("127.0.0.1") == 1
+
+
 async def test_websocket_checks_the_origin(home: Path) -> None:
     async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
@@ -303,7 +342,34 @@ async def test_every_tab_of_a_conversation_gets_the_events(home: Path) -> None:
         # A different conversation (another browser) saw nothing of it.
         await other.say("/start")
         assert (await other.next("send"))["text"].startswith("Hello!")
-        assert [e["type"] for e in other.events] == ["history", "user", "send"]
+        assert [e["type"] for e in other.events] == ["hello", "history", "user", "send"]
+
+
+async def test_open_buttons_come_after_the_history_until_closed_or_archived(home: Path) -> None:
+    from operator_use.channels.web.channel import OPEN_BUTTONS_PER_CHAT
+    from operator_use.messages import Address, Button
+
+    here = Address(channel="web", chat_id="c1")
+    async with FakeLLMServer() as server, web_app(home, server) as (_, channel):
+        buttons = [Button(label="Approve", command="/approve ab12", style="primary")]
+        ids = [await channel.send_buttons(here, f"request {i}", buttons) for i in range(OPEN_BUTTONS_PER_CHAT + 2)]
+        async with open_tab(channel) as tab:
+            replayed = [await tab.next("send") for _ in ids[2:]]  # bounded: the two oldest are forgotten
+            assert [e["type"] for e in tab.events[:2]] == ["hello", "history"]
+            assert [e["id"] for e in replayed] == ids[2:] and replayed[0]["text"] == "request 2"
+            assert replayed[0]["buttons"] == [{"label": "Approve", "command": "/approve ab12", "style": "primary"}]
+            await channel.close_buttons(here, ids[2], "request 2\n\nApproved by web-user.")
+            closed = await tab.next("close_buttons")
+            assert closed == {"type": "close_buttons", "id": ids[2], "text": "request 2\n\nApproved by web-user."}
+        async with open_tab(channel) as tab:
+            assert [(await tab.next("send"))["id"] for _ in ids[3:]] == ids[3:]  # the closed one is not replayed
+            await tab.say("/new")  # archived: the view is emptied, nothing is replayed any more
+            await tab.next("clear")
+        for chat in ("c1", "elsewhere"):  # and another conversation never had any
+            async with open_tab(channel, chat=chat) as tab:
+                await tab.say("/start")
+                assert (await tab.next("send"))["text"].startswith("Hello!")
+                assert [e["type"] for e in tab.events] == ["hello", "history", "user", "send"]
 
 
 async def test_commands_work_from_the_page(home: Path) -> None:

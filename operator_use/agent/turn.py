@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..messages import Address
+from ..messages import Address, CloseButtons, OutgoingMessage
 
 SendText = Callable[[str], Awaitable[None]]
+SendMessage = Callable[[OutgoingMessage | CloseButtons], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,9 @@ class TurnContext:
     turn_id: str = ""
     # Posts a message to this turn's chat (used by tools such as send_message).
     send_text: SendText | None = None
+    # Posts a whole message to this turn's chat, buttons included (an approval request's Approve/Deny), or
+    # closes the buttons of one sent before (CloseButtons).
+    send_message: SendMessage | None = None
     # The user's message was a voice note (transcribed): in "auto" voice mode the reply is spoken too.
     spoken: bool = False
     extras: dict[str, Any] = field(default_factory=dict)

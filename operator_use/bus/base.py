@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..messages import IncomingMessage, OutgoingMessage, StreamBlockEnd, StreamDelta, StreamDone, StreamStart, Typing
+from ..messages import (
+    CloseButtons,
+    IncomingMessage,
+    OutgoingMessage,
+    StreamBlockEnd,
+    StreamDelta,
+    StreamDone,
+    StreamStart,
+    Typing,
+)
 
-OutboundItem = OutgoingMessage | StreamStart | StreamDelta | StreamBlockEnd | StreamDone | Typing
+OutboundItem = OutgoingMessage | StreamStart | StreamDelta | StreamBlockEnd | StreamDone | Typing | CloseButtons
 
 
 @runtime_checkable

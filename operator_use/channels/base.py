@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config_model import StrictModel
 from ..messages import Address, AudioPart, Button, IncomingMessage, Part, TextPart
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Capabilities(BaseModel):
     buttons: bool = False
 
 
-class ChannelConfig(BaseModel):
+class ChannelConfig(StrictModel):
     """Settings every channel shares; each platform subclasses it with its own fields."""
 
     # Platforms whose user ids are numbers (Telegram, Discord, Twitch): an `allow_from`/`admins` entry that
@@ -235,6 +236,12 @@ class Channel(abc.ABC):
         A press must reach `emit` as an `IncomingMessage` from the presser whose text is the button's
         `command`. The default posts the text alone."""
         return await self.send(address, text, reply_to=reply_to)
+
+    async def close_buttons(self, address: Address, message_id: str, text: str) -> None:
+        """Take the buttons off a message sent by `send_buttons`, its text replaced by `text` (formatted, like
+        what `send_buttons` got). The default leaves the message as it is: a late press then gets the
+        command's own answer (such as "No pending approval")."""
+        return None
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         raise ChannelError(f"{self.name} cannot edit messages", permanent=True)

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..bus.base import Bus, OutboundItem
-from ..channels.base import Channel, ChannelError, FormattingRejected, Refused, RetryAfter, TooLong
+from ..channels.base import Channel, ChannelError, FormattingRejected, NotModified, Refused, RetryAfter, TooLong
 from ..messages import (
     Address,
+    Button,
+    CloseButtons,
     OutgoingMessage,
     Part,
     StreamBlockEnd,
@@ -37,6 +40,15 @@ from .tasks import TaskSet
 log = logging.getLogger(__name__)
 
 _STREAM_EVENTS = (StreamStart, StreamDelta, StreamBlockEnd, StreamDone)
+# Messages sent with buttons, remembered so a CloseButtons can find them (the oldest forgotten first).
+_REMEMBERED_BUTTONS = 1000
+
+
+@dataclass(frozen=True)
+class _WithButtons:
+    message_id: str
+    text: str  # the chunk as given, before formatting
+    commands: tuple[str, ...]
 
 
 @dataclass(eq=False)
@@ -75,10 +87,14 @@ class Gateway:
         self._state: dict[str, str] = dict.fromkeys(self.channels, "down")
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._typing: dict[str, asyncio.Task[None]] = {}
+        self._with_buttons: OrderedDict[tuple[str, str], _WithButtons] = OrderedDict()  # (chat key, command)
         self._tasks = TaskSet("gateway")  # dispatcher, channel starters
         self._lane_tasks = TaskSet("gateway-lane")
         self._typing_tasks = TaskSet("gateway-typing")
         self._dispatcher: asyncio.Task[None] | None = None
+        # Told, for each message with attachments (voice notes, files), once they were delivered (None) or
+        # given up on (why): the voice service tells the user once when voice notes cannot be sent.
+        self.on_parts_sent: list[Callable[[OutgoingMessage, str | None], Awaitable[None]]] = []
 
     # --- lifecycle ---
 
@@ -140,6 +156,10 @@ class Gateway:
             out[name] = state
         return out
 
+    def queued(self) -> dict[str, int]:
+        """Per chat with a live lane: outgoing items not yet delivered (`operator-use status`)."""
+        return {key: lane.queue.qsize() for (_, key), lane in self._lanes.items()}
+
     async def _keep_starting(self, ch: Channel, attempted: asyncio.Event) -> None:
         delay = self.start_retry_base
         while True:
@@ -148,10 +168,22 @@ class Gateway:
                 await ch.start(self.bus.publish_incoming)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 — a platform library's own errors
+            except Exception as e:  # a platform library's own errors, or our own
+                hint = await asyncio.to_thread(_missing_extra, e) if isinstance(e, ModuleNotFoundError) else None
+                if hint is not None:
+                    # A missing SDK does not come back by waiting: say how to install it once, never retry.
+                    self._state[ch.name] = "failed"
+                    attempted.set()
+                    log.error("channel %s cannot start: %s", ch.name, hint)
+                    return
                 self._state[ch.name] = "down"
                 attempted.set()
-                log.warning("channel %s failed to start (%r); retrying in %.1fs", ch.name, e, delay)
+                if isinstance(e, ModuleNotFoundError):
+                    # Not an optional extra left out: a submodule missing inside an installed SDK, or a bug in
+                    # our own imports. Its traceback is what finds it.
+                    log.exception("channel %s failed to start; retrying in %.1fs", ch.name, delay)
+                else:
+                    log.warning("channel %s failed to start (%r); retrying in %.1fs", ch.name, e, delay)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, self.start_retry_max)
                 continue
@@ -206,6 +238,8 @@ class Gateway:
         elif isinstance(item, OutgoingMessage):
             self._set_typing(ch, item.address, False)
             await self._send_message(ch, item)
+        elif isinstance(item, CloseButtons):
+            await self._close_buttons(ch, item)
         elif isinstance(item, _STREAM_EVENTS):
             if isinstance(item, StreamDone):
                 self._set_typing(ch, item.address, False)
@@ -219,15 +253,22 @@ class Gateway:
         text = msg.text
         limit = caps.max_length
         pending = split_markdown(text, limit, caps.length_unit) if text.strip() else []
+        # Buttons go under the last chunk (the end of the text they answer), on channels that show them.
+        buttons = msg.buttons if caps.buttons else []
+        if msg.buttons and not pending:
+            log.warning("%s: a message with buttons but no text; buttons dropped", ch.name)
         undelivered, reasons = 0, []
         while pending:
             chunk = pending.pop(0)
             if measure(chunk, caps.length_unit) > limit:  # cut before `limit` was lowered
                 pending[:0] = split_markdown(chunk, limit, caps.length_unit)
                 continue
+            last = buttons if not pending else []
             try:
-                if await self._send_text(ch, msg.address, chunk, reply_to) and not caps.reply_each_chunk:
+                if await self._send_text(ch, msg.address, chunk, reply_to, last) and not caps.reply_each_chunk:
                     reply_to = None  # only the first chunk replies
+                if not pending:
+                    buttons = []
                 continue
             except TooLong as e:
                 # The platform counts more than we do: cut at 3/4 of what it refused, the rest of the message too.
@@ -246,28 +287,52 @@ class Gateway:
         if undelivered:
             notice = f"({undelivered} characters could not be delivered: {'; '.join(dict.fromkeys(reasons))})"
             try:
-                await self._send_text(ch, msg.address, notice, reply_to)
+                # The last chunk was refused: the buttons it carried go under the notice instead.
+                await self._send_text(ch, msg.address, notice, reply_to, buttons)
             except ChannelError as e:
                 log.error("%s: could not tell the user about undelivered text: %s", ch.name, e)
         others: list[Part] = [p for p in msg.parts if not isinstance(p, TextPart)]
         if others:
+            failures: list[str] = []
 
             async def send_parts() -> None:
                 await self.editor.limiter.acquire(ch, msg.address)
-                await ch.send_parts(msg.address, others, reply_to=reply_to)
+                try:
+                    await ch.send_parts(msg.address, others, reply_to=reply_to)
+                except RetryAfter:
+                    raise
+                except Exception as e:
+                    failures.append(str(e) or type(e).__name__)
+                    raise
 
-            await self._retrying(send_parts, what=f"{ch.name} send_parts")
+            sent = await self._retrying(send_parts, what=f"{ch.name} send_parts")
+            problem = None if sent else failures[-1] if failures else "still rate limited"
+            for hook in self.on_parts_sent:
+                try:
+                    await hook(msg, problem)
+                except Exception:
+                    log.exception("%s: a hook on sent attachments failed", ch.name)
 
-    async def _send_text(self, ch: Channel, address: Address, chunk: str, reply_to: str | None) -> bool:
-        """Send one chunk: as plain text after FormattingRejected, reworded once after a Refused that offers
-        a rewording. True once sent; TooLong and Refused reach the caller, which knows the rest of the text."""
+    async def _send_text(
+        self, ch: Channel, address: Address, chunk: str, reply_to: str | None, buttons: list[Button] | None = None
+    ) -> bool:
+        """Send one chunk (with `buttons` under it, through `send_buttons`): as plain text after
+        FormattingRejected, reworded once after a Refused that offers a rewording. True once sent; TooLong and
+        Refused reach the caller, which knows the rest of the text."""
         sent: list[str] = []
         refusals = (TooLong, Refused)
         plain = False
 
         async def send(text: str, plain: bool) -> None:
             await self.editor.limiter.acquire(ch, address)  # the chat's rate limit, shared with streams
-            sent.append(await ch.send(address, text, reply_to=reply_to, plain=plain))
+            if buttons and not plain:
+                sent.append(await ch.send_buttons(address, text, buttons, reply_to=reply_to))
+                self._remember_buttons(address, sent[-1], chunk, buttons)
+            else:
+                # send_buttons takes formatted text only: plain text goes without them (it names the commands).
+                if buttons:
+                    log.warning("%s: buttons dropped from a message resent as plain text", ch.name)
+                sent.append(await ch.send(address, text, reply_to=reply_to, plain=plain))
 
         try:
             formatted = ch.format(chunk)
@@ -298,6 +363,46 @@ class Gateway:
                 except Exception as e:  # noqa: BLE001 — a platform library's own errors
                     log.warning("%s: finalize of message %s failed: %r", ch.name, sent[-1], e)
         return ok
+
+    # --- buttons ---
+
+    def _remember_buttons(self, address: Address, message_id: str, chunk: str, buttons: list[Button]) -> None:
+        entry = _WithButtons(message_id, chunk, tuple(b.command for b in buttons))
+        for command in entry.commands:
+            self._with_buttons[(address.key, command)] = entry
+            self._with_buttons.move_to_end((address.key, command))
+        while len(self._with_buttons) > _REMEMBERED_BUTTONS:
+            self._with_buttons.popitem(last=False)
+
+    async def _close_buttons(self, ch: Channel, item: CloseButtons) -> None:
+        """Take the buttons off the message that carries one of `item.commands`, its note under the text."""
+        key = item.address.key
+        entry = next((e for c in item.commands if (e := self._with_buttons.get((key, c))) is not None), None)
+        if entry is None:
+            return  # never sent with buttons here (a channel without them), or long forgotten
+        for command in entry.commands:
+            self._with_buttons.pop((key, command), None)
+        if type(ch).close_buttons is Channel.close_buttons:
+            return  # the channel leaves its messages as they are: no call, no rate-limit slot
+        caps = ch.capabilities
+        text = f"{entry.text}\n\n{item.note}" if item.note else entry.text
+        if measure(text, caps.length_unit) > caps.max_length:
+            text = entry.text  # no room for the note: the buttons go all the same
+        try:
+            formatted = ch.format(text)
+        except Exception:
+            log.exception("%s.format failed; closing buttons with raw text", ch.name)
+            formatted = text
+
+        async def close() -> None:
+            await self.editor.limiter.acquire(ch, item.address)
+            await ch.close_buttons(item.address, entry.message_id, formatted)
+
+        try:
+            await self._retrying(close, what=f"{ch.name} close_buttons", reraise=(NotModified, Refused))
+        except (NotModified, Refused) as e:
+            # Deleted or no longer editable: a late press still gets the command's own answer.
+            log.info("%s: buttons of message %s left as they are: %s", ch.name, entry.message_id, e)
 
     async def _retrying(
         self, call: Callable[[], Awaitable[Any]], *, what: str, reraise: tuple[type[ChannelError], ...] = ()
@@ -352,3 +457,16 @@ class Gateway:
         finally:
             if self._typing.get(address.key) is asyncio.current_task():
                 del self._typing[address.key]
+
+
+def _missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The install hint when `exc` is an optional extra left out: its top-level module is one a channel's
+    extra provides (channels/registry.py `NEEDS`) and really is not installed. None for anything else.
+    Sync (find_spec looks at the disk): run in a thread."""
+    from ..channels.registry import extra_for_module, install_command, installed
+
+    name = exc.name or ""
+    found = extra_for_module(name)
+    if found is None or installed(name.split(".")[0]):
+        return None
+    return f"module {name} is not installed; install it: {install_command([found[1]])}"

@@ -88,6 +88,10 @@ class Lanes(Generic[T]):
     def running(self) -> int:
         return sum(1 for lane in self._lanes.values() if lane.current is not None)
 
+    def snapshot(self) -> list[tuple[str, bool, int]]:
+        """(key, turn running, items queued) for each conversation with work: `operator-use status`."""
+        return [(key, lane.current is not None, len(lane.pending)) for key, lane in self._lanes.items()]
+
     async def idle(self) -> None:
         """Wait until every lane has drained (tests and graceful shutdown)."""
         while self._workers:

@@ -19,6 +19,7 @@ from ..channels.base import Channel, ChannelConfig, name_key
 from ..messages import (
     Address,
     AudioPart,
+    CloseButtons,
     HistoryMessage,
     HumanMessage,
     ImagePart,
@@ -359,6 +360,9 @@ class Orchestrator:
         async def send_text(text: str) -> None:
             await self.bus.publish_outgoing(OutgoingMessage.of_text(address, text))
 
+        async def send_message(outgoing: OutgoingMessage | CloseButtons) -> None:
+            await self.bus.publish_outgoing(outgoing)
+
         ctx = TurnContext(
             address=address,
             user_id=message.user_id,
@@ -368,6 +372,7 @@ class Orchestrator:
             is_admin=self.is_admin(message),
             turn_id=stream_id,
             send_text=send_text,
+            send_message=send_message,
             spoken=spoken,
         )
         try:

@@ -12,9 +12,11 @@ posts to the chat the turn came from the exact call (`preview.py`):
     ```
     Reply /approve ab12 or /deny ab12 (expires in 5 min).
 
-and waits. Only the user who owns the turn, or an admin, may answer; silence past the timeout is a
-denial. Every decision is logged with who made it. While the turn waits its conversation's lane is busy,
-which is fine: the orchestrator handles commands at once, outside the lanes.
+with Approve and Deny buttons under it where the channel shows buttons (a press is the presser's own
+`/approve ab12`, so it is authorized exactly like the typed command), and waits. Only the user who owns
+the turn, or an admin, may answer; silence past the timeout is a denial. Every decision is logged with who
+made it. While the turn waits its conversation's lane is busy, which is fine: the orchestrator handles
+commands at once, outside the lanes.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 
 from ..agent.tools import ToolError, ToolRegistry, ToolResult
 from ..agent.turn import TurnContext
-from ..messages import IncomingMessage, ToolCall
+from ..messages import Button, CloseButtons, IncomingMessage, OutgoingMessage, TextPart, ToolCall
 from ..orchestrator.commands import Command
 from ..tools.filesystem import WRITES_PATH
 from ..tools.paths import resolve_in_workspace
@@ -63,6 +65,15 @@ def preview(call: ToolCall, redact: Callable[[str], str] | None = None, *, one_l
     return _preview.render(call, redact, one_line=one_line)
 
 
+def buttons_for(request_id: str) -> list[Button]:
+    """Approve/Deny under a request: a press is the presser's own `/approve ID` or `/deny ID`, authorized
+    exactly as if typed."""
+    return [
+        Button(label="Approve", command=f"/approve {request_id}", style="primary"),
+        Button(label="Deny", command=f"/deny {request_id}", style="danger"),
+    ]
+
+
 @dataclass
 class PendingApproval:
     id: str
@@ -71,6 +82,7 @@ class PendingApproval:
     channel: str
     user_id: str
     session_key: str
+    # (approved, the name of who answered)
     decided: asyncio.Future[tuple[bool, str]] = field(repr=False)
 
 
@@ -187,27 +199,48 @@ class ApprovalGate:
             request.preview,
         )
         try:
-            await ctx.send_text(
+            text = (
                 f"Approve {call.name}?" + (f" {reason}" if reason else "") + f"\n{request.preview}\n"
                 f"Reply /approve {request.id} or /deny {request.id} (expires in {expires})."
             )
+            if ctx.send_message is not None:
+                # The text still names the commands: for chats without buttons, and for people who type.
+                await ctx.send_message(
+                    OutgoingMessage(address=ctx.address, parts=[TextPart(text=text)], buttons=buttons_for(request.id))
+                )
+            else:
+                await ctx.send_text(text)
             try:
-                approved, _who = await asyncio.wait_for(asyncio.shield(request.decided), self.config.timeout)
+                approved, who = await asyncio.wait_for(asyncio.shield(request.decided), self.config.timeout)
             except TimeoutError:
                 log.info("approval %s for %s expired after %.0f s: denied", request.id, call.name, self.config.timeout)
                 await ctx.send_text(f"Approval {request.id} expired: {call.name} was not run.")
+                await self._close_buttons(ctx, request.id, f"Expired: {call.name} was not run.")
                 return ToolResult(
                     f"Error: {call.name} was not approved in time, so it did not run. Do not retry "
                     "it unless the user asks.",
                     is_error=True,
                 )
+            except asyncio.CancelledError:
+                # /stop or /new while it waited: the buttons go too (shielded: the turn is being cancelled).
+                await asyncio.shield(self._close_buttons(ctx, request.id, f"Cancelled: {call.name} was not run."))
+                raise
         finally:
             self.pending.pop(request.id, None)
+        await self._close_buttons(ctx, request.id, f"Approved by {who}." if approved else f"Denied by {who}.")
         if approved:
             return None
         return ToolResult(
             f"Error: the user denied {call.name}; it did not run. Ask what they want instead.", is_error=True
         )
+
+    @staticmethod
+    async def _close_buttons(ctx: TurnContext, request_id: str, note: str) -> None:
+        """The request's buttons stop being pressable where the channel can edit them, the outcome under its
+        text; a late press elsewhere gets "No pending approval"."""
+        if ctx.send_message is not None:
+            commands = [b.command for b in buttons_for(request_id)]
+            await ctx.send_message(CloseButtons(address=ctx.address, commands=commands, note=note))
 
     # --- the commands ---
 
@@ -243,7 +276,7 @@ class ApprovalGate:
         who = f"{message.channel}:{message.user_id}" + ("" if owner else " (admin)")
         if found.decided.done():
             return f"Request {found.id} was already answered."
-        found.decided.set_result((approve, who))
+        found.decided.set_result((approve, message.user_name or message.user_id))
         log.info("approval %s for %s %s by %s", found.id, found.tool, "APPROVED" if approve else "DENIED", who)
         return (
             f"Approved {found.id}: running {found.tool}."

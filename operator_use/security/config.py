@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from ..agent.context import MEMORY_FILE, PROMPT_FILES
+from ..config_model import StrictModel
 
 Verdict = Literal["allow", "ask", "deny"]
 
@@ -22,7 +23,7 @@ def _default_prompt_files() -> list[str]:
     return [name for name in PROMPT_FILES if name != MEMORY_FILE]
 
 
-class ApprovalsConfig(BaseModel):
+class ApprovalsConfig(StrictModel):
     """Which tools run freely, which wait for a person's /approve, which are refused (per agent).
 
     Names may be fnmatch patterns ("web_*"). The most restrictive list that names a tool wins
@@ -55,7 +56,7 @@ class ApprovalsConfig(BaseModel):
         return out
 
 
-class RoleConfig(BaseModel):
+class RoleConfig(StrictModel):
     # May run admin commands (/restart) and approve anyone's tool calls.
     admin: bool = False
     # Agent names this role may talk to; "*" for all.
@@ -68,7 +69,7 @@ def _default_roles() -> dict[str, RoleConfig]:
     return {"admin": RoleConfig(admin=True), "user": RoleConfig()}
 
 
-class StrangersConfig(BaseModel):
+class StrangersConfig(StrictModel):
     """How much unknown senders may cost. Their messages (answered with a pairing code or the channel's
     `rejection_message`) pass a token bucket per sender and one for all strangers together; the rest is
     ignored and counted in the log. Allowed users are never limited by this."""
@@ -85,7 +86,7 @@ class StrangersConfig(BaseModel):
     tracked_senders: int = Field(10_000, ge=10, le=10_000_000)
 
 
-class SecurityConfig(BaseModel):
+class SecurityConfig(StrictModel):
     roles: dict[str, RoleConfig] = Field(default_factory=_default_roles)
     # A pairing code's lifetime and how many may wait per channel.
     pairing_ttl: float = Field(3600.0, gt=0)

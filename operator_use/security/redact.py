@@ -104,3 +104,24 @@ def install_log_redaction(secrets: Iterable[str]) -> Redactor:
 
 def log_redactor() -> Redactor:
     return _redactor
+
+
+# scheme://user:password@host — the userinfo part of any URL in a text (greedy up to the authority's end,
+# so a password with an unencoded "@" is masked whole).
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#@]*(?:@[^/\s?#@]*)*@")
+
+
+def strip_url_credentials(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it shown as `***@`."""
+    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def strip_url_credentials_in(data: Any) -> Any:
+    """The same for every string in a JSON-like structure (dicts and lists walked, a new structure returned)."""
+    if isinstance(data, str):
+        return strip_url_credentials(data)
+    if isinstance(data, Mapping):
+        return {k: strip_url_credentials_in(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strip_url_credentials_in(v) for v in data]
+    return data

@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -208,6 +209,8 @@ class SessionStore:
         self._cache_size = cache_size
         self._locks: dict[str, asyncio.Lock] = {}
         self._generations: dict[str, int] = {}
+        # Called with the key after every `archive` (/new), moved or not: the web page clears its view.
+        self.archive_listeners: list[Callable[[str], Awaitable[None]]] = []
 
     def path_for(self, key: str) -> Path:
         """The history file of `key`: always a single, valid file name inside `sessions_dir`."""
@@ -287,6 +290,11 @@ class SessionStore:
                 return True
 
             moved = await asyncio.to_thread(move)
+        for listener in list(self.archive_listeners):
+            try:
+                await listener(key)
+            except Exception:  # a listener's failure must not undo /new
+                log.exception("archive listener %r failed for %s", listener, key)
         return dst if moved else None
 
     def list_sessions(self) -> list[SessionInfo]:

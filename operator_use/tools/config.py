@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+
+from ..config_model import StrictModel
 
 
-class ShellConfig(BaseModel):
+class ShellConfig(StrictModel):
     # "auto": run commands under bubblewrap when `bwrap` is installed and works; "bwrap": refuse to run
     # without it; "off": no isolation (the command can touch anything the agent's user can, though without
     # capabilities: a root agent's command cannot read the agent's own /proc entries).
@@ -18,7 +20,7 @@ class ShellConfig(BaseModel):
     writable: list[str] = Field(default_factory=list)
 
 
-class WebFetchConfig(BaseModel):
+class WebFetchConfig(StrictModel):
     # Loopback, private, link-local and other non-public addresses are refused unless this is true.
     allow_private: bool = False
     # Reachable even when they resolve to a non-public address: "host" (any port) or "host:port".
@@ -34,7 +36,7 @@ class WebFetchConfig(BaseModel):
     ca_file: str | None = None
 
 
-class WebSearchConfig(BaseModel):
+class WebSearchConfig(StrictModel):
     provider: Literal["duckduckgo", "searxng"] = "duckduckgo"
     # Overrides the provider's address (a self-hosted SearXNG, or a fake in tests).
     base_url: str | None = None
@@ -48,13 +50,13 @@ class WebSearchConfig(BaseModel):
         return self
 
 
-class ProcessesConfig(BaseModel):
+class ProcessesConfig(StrictModel):
     # Bytes of recent output kept per background process.
     buffer_bytes: int = Field(64 * 1024, ge=1024)
     max_per_session: int = Field(5, ge=1)
 
 
-class ToolsConfig(BaseModel):
+class ToolsConfig(StrictModel):
     shell: ShellConfig = Field(default_factory=ShellConfig)
     web_fetch: WebFetchConfig = Field(default_factory=WebFetchConfig)
     web_search: WebSearchConfig = Field(default_factory=WebSearchConfig)

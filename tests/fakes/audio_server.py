@@ -9,6 +9,7 @@ error mapping are exercised without a network:
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,13 +30,21 @@ class Upload:
 
 class FakeAudioServer:
     def __init__(
-        self, *, transcript: str = "", speech: bytes = b"", speech_type: str = "audio/ogg", status: int = 200
+        self,
+        *,
+        transcript: str = "",
+        speech: bytes = b"",
+        speech_type: str = "audio/ogg",
+        status: int = 200,
+        error_message: str = "fake failure",
     ) -> None:
         self.transcript = transcript
         self.speech = speech
         self.speech_type = speech_type
-        # Anything but 200 answers every request with that error.
+        # Anything but 200 answers every request with that error. Its message may quote, as real APIs do,
+        # the `{key}` the request carried and a `{request_id}` new at each request.
         self.status = status
+        self.error_message = error_message
         self.uploads: list[Upload] = []
         self.speech_requests: list[dict[str, Any]] = []
         self.port = 0
@@ -56,14 +65,16 @@ class FakeAudioServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    def _error(self) -> web.Response:
+    def _error(self, request: web.Request) -> web.Response:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = self.error_message.format(key=key, request_id=f"req_{uuid.uuid4().hex}")
         return web.json_response(
-            {"error": {"message": "fake failure", "type": "server_error", "code": None}}, status=self.status
+            {"error": {"message": message, "type": "server_error", "code": None}}, status=self.status
         )
 
     async def _transcriptions(self, request: web.Request) -> web.Response:
         if self.status != 200:
-            return self._error()
+            return self._error(request)
         upload = Upload(
             model="", filename="", content_type="", data=b"", authorization=request.headers.get("Authorization", "")
         )
@@ -81,6 +92,6 @@ class FakeAudioServer:
 
     async def _speech(self, request: web.Request) -> web.Response:
         if self.status != 200:
-            return self._error()
+            return self._error(request)
         self.speech_requests.append(await request.json())
         return web.Response(body=self.speech, content_type=self.speech_type)

@@ -18,6 +18,11 @@ REST: `/users/@me`, `/oauth2/applications/@me`, `/gateway(/bot)`, messages (JSON
 on demand. Every JSON answer has `Content-Type: application/json` exactly: discord.py parses nothing else.
 Content over `max_content` code points (2000) is answered as Discord does: 400, code 50035, and
 `errors.content._errors` BASE_TYPE_MAX_LENGTH; content a `block_when` rule matches (AutoMod) 400, code 200000.
+Message components (buttons) are kept on the message (`components`, checked as Discord checks them: action
+rows of at most 5 buttons, custom_id 1-100 characters, label at most 80); `press(message, custom_id, user)`
+dispatches the INTERACTION_CREATE a user's press makes, and the interaction callback
+(`POST /interactions/<id>/<token>/callback`, no bot token, as Discord takes it) is recorded in `callbacks`
+(a second callback for one interaction, or one for an unknown token, is refused with 40060 / 10062).
 """
 
 from __future__ import annotations
@@ -109,6 +114,8 @@ class FakeDiscord(Observable):
         self.uploads: dict[str, list[dict[str, Any]]] = {}  # bot message id -> [{name, content_type, data}]
         self.typing: list[str] = []  # channel ids
         self.threads_started: list[dict[str, Any]] = []
+        self.interactions: dict[str, dict[str, Any]] = {}  # interaction id -> INTERACTION_CREATE payload
+        self.callbacks: list[tuple[str, dict[str, Any]]] = []  # (interaction id, callback body) in order
         self.requests: list[tuple[str, str]] = []
         self.rate_limited: list[tuple[str, str]] = []  # (method, path) answered with 429
         self.files: dict[str, tuple[bytes, str]] = {}  # cdn name -> (data, content type)
@@ -273,6 +280,64 @@ class FakeDiscord(Observable):
                 await s.ws.send_str(json.dumps(payload))
         await self._notify()
 
+    async def press(
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        author: dict[str, Any] = ALICE,
+        roles: list[str] | None = None,
+    ) -> str:
+        """A user presses the button `custom_id` under one of the bot's messages: INTERACTION_CREATE (type 3,
+        MESSAGE_COMPONENT), with `member` (and roles) in a guild, `user` in a DM. Returns the interaction id."""
+        buttons = [c for row in message.get("components", []) for c in row.get("components", [])]
+        assert any(b.get("custom_id") == custom_id for b in buttons), "no such button"
+        iid = self._id()
+        channel_id = message["channel_id"]
+        guild = next((g for g in self.guilds if _channel_in(g, channel_id)), None)
+        data: dict[str, Any] = {
+            "id": iid,
+            "application_id": APP_ID,
+            "type": 3,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel_id": channel_id,
+            "token": f"itoken-{iid}",
+            "version": 1,
+            "message": message,
+            "locale": "en-US",
+            "app_permissions": "0",
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if guild is not None:
+            channel = _channel_in(guild, channel_id)
+            data.update(
+                guild_id=guild["id"],
+                guild={"id": guild["id"], "locale": "en-US", "features": []},
+                guild_locale="en-US",
+                channel=channel,
+                context=0,
+                member={
+                    "user": author,
+                    "roles": roles or [],
+                    "joined_at": _now(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                    "permissions": "0",
+                },
+            )
+        else:
+            data.update(
+                user=author,
+                channel={"id": channel_id, "type": 1, "recipients": [author]},
+                context=1,
+            )
+        self.interactions[iid] = data
+        await self.dispatch("INTERACTION_CREATE", data)
+        return iid
+
     def in_channel(self, channel_id: str) -> list[dict[str, Any]]:
         """The bot's messages in a channel (current content), in order."""
         return [m for m in self.posted if m["channel_id"] == channel_id]
@@ -357,6 +422,8 @@ class FakeDiscord(Observable):
     async def _rest(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["path"]
         self.requests.append((request.method, path))
+        if path.startswith("/interactions/"):
+            return await self._interaction_callback(request, path)
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bot ") or (self.token is not None and auth != f"Bot {self.token}"):
             return _json({"message": "401: Unauthorized", "code": 0}, 401)
@@ -396,6 +463,22 @@ class FakeDiscord(Observable):
         except KeyError as exc:
             return _json({"message": f"Unknown {exc}", "code": 10008}, 404)
         return _json({"message": "404: Not Found", "code": 0}, 404)
+
+    async def _interaction_callback(self, request: web.Request, path: str) -> web.Response:
+        parts = path.strip("/").split("/")
+        if request.method != "POST" or len(parts) != 4 or parts[3] != "callback":
+            return _json({"message": "404: Not Found", "code": 0}, 404)
+        interaction = self.interactions.get(parts[1])
+        if interaction is None or interaction["token"] != parts[2]:
+            return _json({"message": "Unknown interaction", "code": 10062}, 404)
+        if any(i == parts[1] for i, _ in self.callbacks):
+            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
+        body = await request.json()
+        self.callbacks.append((parts[1], body))
+        await self._notify()
+        if request.query.get("with_response") in ("1", "true"):
+            return _json({"interaction": {"id": parts[1], "type": 3}})
+        return web.Response(status=204)
 
     def _limited(self, method: str, path: str) -> web.Response | None:
         for limit in self._limits:
@@ -438,6 +521,10 @@ class FakeDiscord(Observable):
             return _json({"message": f"unsupported content type {request.content_type}", "code": 50109}, 400)
         if not payload.get("content") and not files:
             return _json({"message": "Cannot send an empty message", "code": 50006}, 400)
+        components = payload.get("components") or []
+        invalid = _invalid_components(components)
+        if invalid is not None:
+            return _json({"message": "Invalid Form Body", "code": 50035, "errors": {"components": invalid}}, 400)
         refused = await self._refuse("POST", payload.get("content") or "")
         if refused is not None:
             return refused
@@ -447,16 +534,22 @@ class FakeDiscord(Observable):
         if ref:
             message["type"] = 19
             message["message_reference"] = {"message_id": str(ref["message_id"]), "channel_id": channel_id}
-        message["attachments"] = [
-            {
-                "id": self._id(),
-                "filename": f["name"],
-                "size": len(f["data"]),
-                "content_type": f["content_type"],
-                "url": self.add_file(f["name"], f["data"], f["content_type"] or "application/octet-stream"),
-            }
-            for f in files
-        ]
+        if components:
+            message["components"] = components
+        message["attachments"] = []
+        for f in files:
+            url = self.add_file(f["name"], f["data"], f["content_type"] or "application/octet-stream")
+            # proxy_url too, as Discord always sends it: discord.py cannot read an attachment without it.
+            message["attachments"].append(
+                {
+                    "id": self._id(),
+                    "filename": f["name"],
+                    "size": len(f["data"]),
+                    "content_type": f["content_type"],
+                    "url": url,
+                    "proxy_url": url,
+                }
+            )
         self.messages[mid] = message
         self.posted.append(message)
         self.edits[mid] = []
@@ -476,6 +569,11 @@ class FakeDiscord(Observable):
             message["content"] = payload["content"]
             message["edited_timestamp"] = _now()
             self.edits[message_id].append(payload["content"])
+        if "components" in payload:  # an empty list takes the buttons off
+            invalid = _invalid_components(payload["components"] or [])
+            if invalid is not None:
+                return _json({"message": "Invalid Form Body", "code": 50035, "errors": {"components": invalid}}, 400)
+            message["components"] = payload["components"] or []
         await self._notify()
         return _json(message)
 
@@ -527,6 +625,28 @@ class FakeDiscord(Observable):
             "type": 0,
             "flags": 0,
         }
+
+
+def _channel_in(guild: dict[str, Any], channel_id: str) -> dict[str, Any] | None:
+    return next((c for c in [*guild["channels"], *guild["threads"]] if c["id"] == channel_id), None)
+
+
+def _invalid_components(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Discord's checks on message buttons: rows (type 1) of 1-5 buttons (type 2), a custom_id of 1-100
+    characters, a label of at most 80, a style from 1 to 4 (5 is a link); None when valid."""
+    for row in rows:
+        buttons = row.get("components") or []
+        if row.get("type") != 1 or not 1 <= len(buttons) <= 5:
+            return {"_errors": [{"code": "UNION_TYPE_CHOICES", "message": "Value of field type must be one of (1,)."}]}
+        for b in buttons:
+            if (
+                b.get("type") != 2
+                or not 1 <= len(b.get("custom_id") or "") <= 100
+                or len(b.get("label") or "") > 80
+                or b.get("style") not in (1, 2, 3, 4)
+            ):
+                return {"_errors": [{"code": "BASE_TYPE_INVALID", "message": "Invalid button."}]}
+    return None
 
 
 def app_info() -> dict[str, Any]:

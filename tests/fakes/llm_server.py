@@ -7,7 +7,8 @@ end to end without a network:
         llm = OpenAILLM("fake-model", "k", base_url=server.openai_base_url)
 
 Each request consumes the next scripted turn; when the script is empty the `responder` (if any)
-answers from the request. Standalone, for CLI tests in tmux:
+answers from the request. With `api_key=` set, a request carrying another key gets the provider's 401.
+Standalone, for CLI tests in tmux:
 
     python -m tests.fakes.llm_server --port 8799 --script turns.json   # or --echo (the default)
 """
@@ -197,7 +198,11 @@ class FakeLLMServer:
         instant: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
+        api_key: str | None = None,
     ) -> None:
+        # When set, a request with another key (OpenAI: Authorization Bearer; Anthropic: x-api-key) gets the
+        # provider's 401, as a refused key does.
+        self.api_key = api_key
         self.script: deque[Turn] = deque(to_turn(t) for t in script)
         self.responder = responder
         self.models = list(models)
@@ -279,6 +284,15 @@ class FakeLLMServer:
             self._arrived.notify_all()
         return FakeRequest(api=api, path=request.path, body=body, headers=headers)
 
+    def _refused(self, request: web.Request, api: str) -> web.Response | None:
+        if self.api_key is None:
+            return None
+        auth = request.headers.get("Authorization", "")
+        given = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else request.headers.get("x-api-key")
+        if given == self.api_key:
+            return None
+        return _error_response(ErrorTurn(status=401, message="Incorrect API key provided"), api)
+
     async def _next_turn(self, req: FakeRequest) -> Turn:
         if self.script:
             return self.script.popleft()
@@ -291,6 +305,9 @@ class FakeLLMServer:
 
     async def _models(self, request: web.Request) -> web.Response:
         self.calls.append(RecordedCall(request.method, request.path, dict(request.headers), None))
+        refused = self._refused(request, "anthropic" if "x-api-key" in request.headers else "openai")
+        if refused is not None:
+            return refused
         data = [
             {
                 "id": m,
@@ -315,6 +332,9 @@ class FakeLLMServer:
 
     async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
         req = await self._record(request, "openai")
+        refused = self._refused(request, "openai")
+        if refused is not None:
+            return refused
         turn = await self._next_turn(req)
         if isinstance(turn, ErrorTurn) and turn.after_text is None:
             return _error_response(turn, "openai")
@@ -326,6 +346,9 @@ class FakeLLMServer:
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
         req = await self._record(request, "anthropic")
+        refused = self._refused(request, "anthropic")
+        if refused is not None:
+            return refused
         turn = await self._next_turn(req)
         if isinstance(turn, ErrorTurn) and turn.after_text is None:
             return _error_response(turn, "anthropic")
@@ -867,6 +890,7 @@ async def _serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         models=args.model or ["fake-model"],
+        api_key=args.api_key,
     )
     await server.start()
     print(f"fake LLM server listening on {server.base_url} (OpenAI: {server.openai_base_url})", flush=True)
@@ -892,6 +916,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chunk-size", type=int, default=3)
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between echo chunks")
     parser.add_argument("--model", action="append", help="model id listed by /v1/models (repeatable)")
+    parser.add_argument("--api-key", help="accept only this API key (others get a 401)")
     args = parser.parse_args(argv)
     asyncio.run(_serve(args))
 

@@ -19,6 +19,12 @@ Socket Mode: apps.connections.open returns ws://127.0.0.1:PORT/socket?ticket=N. 
 `send_event`. Acks ({"envelope_id": ...}) are recorded; `send_disconnect` sends a `disconnect` envelope;
 `drop_socket` cuts the TCP connection without a close frame. Like Slack, the bot's own posts and edits
 come back as `message` events (bot_id set; subtype message_changed for edits).
+
+Block Kit: chat.postMessage's `blocks` are kept (`Posted.blocks`) and checked as Slack checks them (section
+text at most 3,000 characters, buttons with a unique action_id, a value of at most 2,000 characters, a label of
+at most 75 and a style of primary or danger; `invalid_blocks` otherwise). `press(posted, action_id, user)`
+sends the `interactive` envelope (a `block_actions` payload) a user's press makes; its ack is recorded like
+any other (`acked(envelope_id)`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,10 @@ class Posted:
     thread_ts: str | None
     mrkdwn: bool = True
     updates: list[str] = field(default_factory=list)
+    blocks: list[dict[str, Any]] | None = None
+
+    def buttons(self) -> list[dict[str, Any]]:
+        return [e for b in self.blocks or [] if b.get("type") == "actions" for e in b.get("elements", [])]
 
     @property
     def final_text(self) -> str:
@@ -252,6 +262,67 @@ class FakeSlackServer(Observable):
                 await self._deliver(self._ws, env)
         return env.envelope_id
 
+    async def press(self, posted: Posted, action_id: str, *, user: str = "U1") -> str:
+        """A user presses a button under one of the bot's messages: a `block_actions` payload in an `interactive`
+        envelope. Returns its envelope id."""
+        button = next(b for b in posted.buttons() if b["action_id"] == action_id)
+        block_id = next(b.get("block_id", "actions") for b in posted.blocks or [] if b.get("type") == "actions")
+        message: dict[str, Any] = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "text": posted.text,
+            "ts": posted.ts,
+            "blocks": posted.blocks,
+        }
+        container: dict[str, Any] = {
+            "type": "message",
+            "message_ts": posted.ts,
+            "channel_id": posted.channel,
+            "is_ephemeral": False,
+        }
+        if posted.thread_ts:
+            message["thread_ts"] = container["thread_ts"] = posted.thread_ts
+        n = next(self._ids)
+        payload = {
+            "type": "block_actions",
+            "user": {"id": user, "username": user.lower(), "name": user.lower(), "team_id": self.team_id},
+            "api_app_id": "A0001",
+            "token": "verification-token",
+            "container": container,
+            "trigger_id": f"trigger-{n}",
+            "team": {"id": self.team_id, "domain": "fake"},
+            "enterprise": None,
+            "is_enterprise_install": False,
+            "channel": {"id": posted.channel, "name": "directmessage" if posted.channel.startswith("D") else "general"},
+            "message": message,
+            "state": {"values": {}},
+            "response_url": f"{self.base_url}/response/{n}",
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "text": button["text"],
+                    "value": button.get("value"),
+                    **({"style": button["style"]} if "style" in button else {}),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        env = Envelope(envelope_id=f"env-{n}", event_id=f"Act{n:08d}", body={})
+        env.body = {
+            "envelope_id": env.envelope_id,
+            "type": "interactive",
+            "accepts_response_payload": False,
+            "payload": payload,
+        }
+        async with self._send_lock:
+            self.envelopes.append(env)
+            if self._ws is not None and not self._ws.closed:
+                await self._deliver(self._ws, env)
+        return env.envelope_id
+
     async def send_disconnect(self, reason: str = "refresh_requested") -> None:
         async with self._send_lock:
             assert self._ws is not None
@@ -388,7 +459,12 @@ class FakeSlackServer(Observable):
         channel, text = p.get("channel"), p.get("text")
         if not channel or not text:
             return {"ok": False, "error": "channel_not_found" if not channel else "no_text"}
-        posted = Posted(channel, self.new_ts(), text, p.get("thread_ts"), mrkdwn=p.get("mrkdwn", True) is not False)
+        blocks = json.loads(p["blocks"]) if isinstance(p.get("blocks"), str) else p.get("blocks")
+        if blocks is not None and not _valid_blocks(blocks):
+            return {"ok": False, "error": "invalid_blocks"}
+        posted = Posted(
+            channel, self.new_ts(), text, p.get("thread_ts"), mrkdwn=p.get("mrkdwn", True) is not False, blocks=blocks
+        )
         self.posted.append(posted)
         message = {"type": "message", "user": self.bot_user_id, "bot_id": self.bot_id, "text": text, "ts": posted.ts}
         if posted.thread_ts:
@@ -402,6 +478,11 @@ class FakeSlackServer(Observable):
         posted = next((m for m in self.posted if m.channel == p.get("channel") and m.ts == p.get("ts")), None)
         if posted is None:
             return {"ok": False, "error": "message_not_found"}
+        if "blocks" in p:  # without them Slack keeps the message's blocks
+            blocks = json.loads(p["blocks"]) if isinstance(p.get("blocks"), str) else p.get("blocks")
+            if blocks is not None and not _valid_blocks(blocks):
+                return {"ok": False, "error": "invalid_blocks"}
+            posted.blocks = blocks
         posted.updates.append(p.get("text", ""))
         await self._echo(
             {
@@ -463,3 +544,34 @@ class FakeSlackServer(Observable):
             return web.Response(text="<html><body>Sign in to Slack</body></html>", content_type="text/html")
         data, mime = self.files[file_id]
         return web.Response(body=data, content_type=mime)
+
+
+def _valid_blocks(blocks: Any) -> bool:
+    """The part of Slack's Block Kit checks our messages meet: sections and button action blocks."""
+    if not isinstance(blocks, list) or not 1 <= len(blocks) <= 50:
+        return False
+    action_ids: set[str] = set()
+    for block in blocks:
+        if block.get("type") == "section":
+            text = block.get("text") or {}
+            if text.get("type") not in ("mrkdwn", "plain_text") or not 1 <= len(text.get("text") or "") <= 3000:
+                return False
+        elif block.get("type") == "actions":
+            elements = block.get("elements") or []
+            if not 1 <= len(elements) <= 25:
+                return False
+            for e in elements:
+                label = (e.get("text") or {}).get("text") or ""
+                if (
+                    e.get("type") != "button"
+                    or not 1 <= len(label) <= 75
+                    or len(e.get("value") or "") > 2000
+                    or e.get("style") not in (None, "primary", "danger")
+                    or not e.get("action_id")
+                    or e["action_id"] in action_ids
+                ):
+                    return False
+                action_ids.add(e["action_id"])
+        else:
+            return False
+    return True

@@ -19,6 +19,11 @@ python-telegram-bot is pointed at it with `ApplicationBuilder().base_url(fake.ba
   again with its old id, as after a restart whose offset was never confirmed; `push_update(...)` queues
   any update as given, a malformed one (a message without `message_id` or `date`) included;
   `delete_message(chat_id, message_id)` deletes a bot message as a user would (edits then find nothing).
+- Inline keyboards: `sendMessage`'s `reply_markup` is kept on the message (`BotMessage.reply_markup`);
+  `press(user, message, callback_data)` queues the `callback_query` update a user's press makes (delivered
+  only when `allowed_updates` lets it through), and `answerCallbackQuery` is recorded in `answered`
+  (a query answered twice, or one never sent, is refused as Telegram does); `editMessageText` without
+  `reply_markup` takes the keyboard off.
 
 Tests drive it as users would (`send_text`, `send_voice`, ...) and read what the bot did (`sent`,
 `calls`), waiting with `wait_for(predicate)`.
@@ -83,6 +88,11 @@ class BotMessage:
     mime: str | None = None
     file_name: str | None = None
     sent_at: float = 0.0
+    reply_markup: dict[str, Any] | None = None  # an inline keyboard, as sent
+
+    def buttons(self) -> list[dict[str, Any]]:
+        """The inline keyboard's buttons, row after row."""
+        return [b for row in (self.reply_markup or {}).get("inline_keyboard", []) for b in row]
 
 
 # --- HTML parse mode, as strict as Telegram's ------------------------------------------------
@@ -198,6 +208,8 @@ class FakeTelegram(Observable):
         self._chats: dict[int, dict[str, Any]] = {}
         self._file_ids = itertools.count(1)
         self._flood: list[tuple[frozenset[str], int]] = []  # (methods, retry_after) per injected 429
+        self._queries: dict[str, dict[str, Any]] = {}  # callback query id -> the query, until answered
+        self.answered: list[dict[str, Any]] = []  # answerCallbackQuery parameters, in order
         self._changed = asyncio.Condition()
         self._arrived = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -367,6 +379,21 @@ class FakeTelegram(Observable):
             "mime_type": mime,
         }
         return self._user_message(chat, user, {"document": doc, **self._caption(caption)}, **kw)
+
+    def press(self, user: dict[str, Any], message: BotMessage, callback_data: str) -> str:
+        """A user presses the button with `callback_data` under one of the bot's messages; returns the query id."""
+        assert any(b.get("callback_data") == callback_data for b in message.buttons()), "no such button"
+        query_id = str(next(self._update_ids) * 7919)
+        query = {
+            "id": query_id,
+            "from": user,
+            "message": {**self._message_json(message), "reply_markup": message.reply_markup},
+            "chat_instance": f"ci{message.chat_id}",
+            "data": callback_data,
+        }
+        self._queries[query_id] = query
+        self.push_update({"callback_query": query})
+        return query_id
 
     def push_update(self, update: dict[str, Any]) -> int:
         update_id = next(self._update_ids)
@@ -539,8 +566,22 @@ class FakeTelegram(Observable):
         shown = visible_text(text) if p.get("parse_mode") == "HTML" else text
         if _utf16_len(shown) > MAX_TEXT:
             raise ApiError(400, "Bad Request: message is too long")
-        msg = self._post(chat, p, "text", text=shown, html=text if p.get("parse_mode") == "HTML" else None)
-        return {**self._message_json(msg), "text": shown}
+        markup = _json(p.get("reply_markup"))
+        if markup is not None:
+            _check_keyboard(markup)
+        msg = self._post(
+            chat, p, "text", text=shown, html=text if p.get("parse_mode") == "HTML" else None, reply_markup=markup
+        )
+        out = {**self._message_json(msg), "text": shown}
+        if markup is not None:
+            out["reply_markup"] = markup
+        return out
+
+    async def _m_answerCallbackQuery(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
+        if self._queries.pop(str(p.get("callback_query_id")), None) is None:
+            raise ApiError(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self.answered.append(p)
+        return True
 
     async def _m_editMessageText(self, p: dict[str, Any], f: dict[str, Any]) -> Any:
         chat = self._chat(p)
@@ -559,9 +600,12 @@ class FakeTelegram(Observable):
         shown = visible_text(text) if html is not None else text
         if _utf16_len(shown) > MAX_TEXT:
             raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
-        if shown == msg.text and html == msg.html:
+        markup = _json(p.get("reply_markup"))  # absent: the inline keyboard goes, as on Telegram
+        if markup is not None:
+            _check_keyboard(markup)
+        if shown == msg.text and html == msg.html and markup == msg.reply_markup:
             raise ApiError(400, NOT_MODIFIED)
-        msg.text, msg.html = shown, html
+        msg.text, msg.html, msg.reply_markup = shown, html, markup
         msg.edits.append(shown)
         msg.edit_times.append(time.monotonic())
         return {**self._message_json(msg), "text": shown, "edit_date": int(time.time())}
@@ -699,6 +743,20 @@ class FakeTelegram(Observable):
         else:
             out["document"] = {**stored, "file_name": upload.filename, "mime_type": upload.content_type}
         return out
+
+
+def _check_keyboard(markup: Any) -> None:
+    """As Telegram checks an inline keyboard: callback_data of 1-64 bytes, a known style."""
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list):
+        raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object")
+    for row in rows:
+        for button in row:
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                raise ApiError(400, "Bad Request: BUTTON_DATA_INVALID")
+            if button.get("style") not in (None, "primary", "success", "danger"):
+                raise ApiError(400, "Bad Request: BUTTON_STYLE_INVALID")
 
 
 def _bool(value: Any) -> bool:

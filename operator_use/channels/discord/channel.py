@@ -13,23 +13,27 @@ import asyncio
 import io
 import logging
 import mimetypes
+import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from ...messages import Address, AudioPart, FilePart, ImagePart, Part
+from ...messages import Address, AudioPart, Button, FilePart, ImagePart, Part
 from ..base import Capabilities, Channel, ChannelError, RetryAfter
 from .config import DiscordConfig
-from .endpoints import discover_gateway, rebase_api, rebase_gateway
+from .endpoints import discover_gateway, rebase_api, rebase_gateway, rebase_webhooks
 from .errors import platform_errors as _errors
-from .inbound import should_answer, to_incoming
+from .inbound import press_to_incoming, should_answer, to_incoming
 
 log = logging.getLogger(__name__)
 
 # A send without reply_to this soon after a reply part was finalized continues that reply.
 _CONTINUATION_WINDOW = 5.0
 _REMEMBERED = 500
+# A button's custom_id holds up to 100 characters; a longer command goes by a key into `_long_commands`.
+_CUSTOM_ID_CHARS = 100
+_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
 _AUDIO_EXT = {
     "audio/ogg": ".ogg",
     "audio/opus": ".ogg",
@@ -51,6 +55,7 @@ class DiscordChannel(Channel):
         voice=True,
         threads=True,
         formatting="discord",
+        buttons=True,
     )
 
     def __init__(self, config: DiscordConfig | None = None, *, workspace: Path | None = None) -> None:
@@ -72,6 +77,7 @@ class DiscordChannel(Channel):
         self._where: OrderedDict[str, int] = OrderedDict()
         self._reply_parts: OrderedDict[str, str] = OrderedDict()  # message id -> its text (reply parts)
         self._finished: dict[str, tuple[str, float]] = {}  # address key -> (last reply part id, when)
+        self._long_commands: OrderedDict[str, str] = OrderedDict()  # custom_id key -> command over 100 chars
 
     # --- lifecycle ---
 
@@ -94,6 +100,7 @@ class DiscordChannel(Channel):
             "on_resumed": self._on_resumed,
             "on_disconnect": self._on_disconnect,
             "on_message": self._on_message,
+            "on_interaction": self._on_interaction,
         }
         for name, handler in events.items():  # discord.py dispatches to attributes named after the event
             setattr(client, name, handler)
@@ -133,6 +140,8 @@ class DiscordChannel(Channel):
     async def _run(self, client: Any) -> None:
         import discord
 
+        if self.discord_config.api_base_url:
+            rebase_webhooks(self.discord_config.api_base_url)  # this task's context: its event handlers only
         try:
             await client.connect(reconnect=True)
         except discord.PrivilegedIntentsRequired:
@@ -214,6 +223,31 @@ class DiscordChannel(Channel):
             else:
                 self._inbound[key] = (lock, users - 1)
 
+    async def _on_interaction(self, interaction: Any) -> None:
+        """A button pressed: acknowledged at once (Discord wants an answer within 3 s, or the presser sees
+        "This interaction failed"), whoever pressed it, then emitted as the presser's own message, so the
+        orchestrator authorizes it as if they had typed the command."""
+        import discord
+
+        if interaction.type is not discord.InteractionType.component:
+            return
+        custom_id = str((interaction.data or {}).get("custom_id") or "")
+        command = self._long_commands.get(custom_id) if custom_id.startswith(_LONG_PREFIX) else custom_id
+        try:
+            if command:
+                await interaction.response.defer()  # a deferred update: the message stays as it is
+            else:  # a key from before a restart
+                await interaction.response.send_message(
+                    "This button has expired; type the command instead.", ephemeral=True
+                )
+        except discord.HTTPException as exc:
+            log.warning("could not acknowledge a Discord button press: %s", exc)
+        if command:
+            try:
+                await self.emit(press_to_incoming(interaction, command, channel_name=self.name))
+            except Exception:
+                log.exception("could not take Discord button press %s", interaction.id)
+
     # --- outbound ---
 
     def _messageable(self, channel_id: int) -> Any:
@@ -245,6 +279,45 @@ class DiscordChannel(Channel):
         if self.discord_config.thread_long_replies and (reply_to is not None or channel_id != self._target(address)):
             self._remember(self._reply_parts, mid, text)
         return mid
+
+    async def send_buttons(
+        self, address: Address, text: str, buttons: list[Button], *, reply_to: str | None = None
+    ) -> str:
+        import discord
+
+        styles = {"primary": discord.ButtonStyle.primary, "danger": discord.ButtonStyle.danger}
+        view = discord.ui.View(timeout=None)
+        for b in buttons:
+            view.add_item(
+                discord.ui.Button(
+                    label=b.label[:80],
+                    custom_id=self._custom_id(b.command),
+                    style=styles.get(b.style, discord.ButtonStyle.secondary),
+                )
+            )
+        # Stopped: discord.py would otherwise keep the view to dispatch presses to it; _on_interaction takes them.
+        view.stop()
+        channel_id = self._target(address)
+        with _errors("send"):
+            message = await self._messageable(channel_id).send(
+                content=text, view=view, reference=self._reference(channel_id, reply_to)
+            )
+        mid = str(message.id)
+        self._remember(self._where, mid, channel_id)
+        return mid
+
+    async def close_buttons(self, address: Address, message_id: str, text: str) -> None:
+        channel_id = self._where.get(message_id, self._target(address))
+        with _errors("edit"):
+            # view=None: the components go (an empty list), the text is replaced.
+            await self._messageable(channel_id).get_partial_message(int(message_id)).edit(content=text, view=None)
+
+    def _custom_id(self, command: str) -> str:
+        if len(command) <= _CUSTOM_ID_CHARS:
+            return command
+        key = _LONG_PREFIX + secrets.token_urlsafe(12)
+        self._remember(self._long_commands, key, command)
+        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         channel_id = self._where.get(message_id, self._target(address))

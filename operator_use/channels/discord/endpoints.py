@@ -46,6 +46,24 @@ def rebase_gateway(http: Any, gateway_url: str) -> None:
     http.ws_connect = connect
 
 
+def rebase_webhooks(api_base_url: str) -> None:
+    """Send interaction responses (a button press's acknowledgement) to `api_base_url` too. discord.py makes
+    them with a webhook adapter taken from a context variable, not with the client's `HTTPClient`: set in the
+    task that runs the client, it reaches every event handler that client starts, and no other client."""
+    from discord.http import Route
+    from discord.webhook.async_ import AsyncWebhookAdapter, async_context
+
+    class Rebased(AsyncWebhookAdapter):
+        async def request(self, route: Route, *args: Any, **kwargs: Any) -> Any:
+            official = Route.BASE
+            if route.url.startswith(official + "/"):
+                route = copy.copy(route)
+                route.url = api_base_url + route.url[len(official) :]
+            return await super().request(route, *args, **kwargs)
+
+    async_context.set(Rebased())
+
+
 async def discover_gateway(http: Any) -> str:
     """The gateway URL the (rebased) API announces for bots: GET /gateway/bot."""
     _, url, _ = await http.get_bot_gateway()

@@ -67,13 +67,37 @@ def strip_mention(content: str, bot_id: int) -> str:
 
 def groups_of(message: Any) -> list[str]:
     """ "guild:<id>" and "role:<id>" of the author where the message was written (none in DMs)."""
-    if message.guild is None:
+    return member_groups(message.guild, message.author)
+
+
+def member_groups(guild: Any, member: Any) -> list[str]:
+    """ "guild:<id>" and "role:<id>" of a guild member (none outside a guild)."""
+    if guild is None:
         return []
-    groups = [f"guild:{message.guild.id}"]
-    for role in getattr(message.author, "roles", []):
+    groups = [f"guild:{guild.id}"]
+    for role in getattr(member, "roles", []):
         if not role.is_default():  # @everyone: every member has it
             groups.append(f"role:{role.id}")
     return groups
+
+
+def press_to_incoming(interaction: Any, command: str, *, channel_name: str) -> IncomingMessage:
+    """A button press (a component interaction) as the presser's own message saying `command`: their id, name
+    and roles, in the channel or thread of the message the button is under, replying to that message."""
+    chat_id, thread_id, _ = location(interaction)
+    user = interaction.user
+    return IncomingMessage(
+        channel=channel_name,
+        chat_id=chat_id,
+        thread_id=thread_id,
+        user_id=str(user.id),
+        user_name=user.name,
+        parts=[TextPart(text=command)],
+        message_id=str(interaction.message.id) if interaction.message is not None else None,
+        is_direct=interaction.guild is None,
+        mentioned=True,  # pressing the bot's own button addresses the bot
+        groups=member_groups(interaction.guild, user),
+    )
 
 
 async def to_incoming(

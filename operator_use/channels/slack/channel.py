@@ -15,16 +15,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import secrets
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from ...messages import Address, AudioPart, FilePart, ImagePart, IncomingMessage, Part, TextPart
+from ...messages import Address, AudioPart, Button, FilePart, ImagePart, IncomingMessage, Part, TextPart
 from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import SlackConfig
 from .events import EventRouter
 from .files import FileFetcher, withheld_files
+from .sections import sections
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,13 @@ _REFUSALS = {
     "cant_update_message": "Slack does not allow editing that message",
     "message_not_found": "the message being edited was deleted",
 }
+# Block Kit limits: a button's value and label (a section's text: sections.py).
+_VALUE_CHARS = 2000
+_LABEL_CHARS = 75
+_ACTION_ID = "operator-button-{}"
+_ACTION_IDS = re.compile(r"^operator-button-\d+$")
+_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
+_REMEMBERED_COMMANDS = 1024
 _AUDIO_EXT = {
     "audio/ogg": "ogg",
     "audio/opus": "opus",
@@ -79,6 +90,7 @@ class SlackChannel(Channel):
         voice=True,
         threads=True,
         formatting="slack_mrkdwn",
+        buttons=True,
     )
 
     def __init__(
@@ -102,6 +114,7 @@ class SlackChannel(Channel):
         self._state = "down"
         self._connections = 0
         self._closing = False
+        self._long_commands: OrderedDict[str, str] = OrderedDict()  # button value key -> command over 2,000
 
     # --- lifecycle ---
 
@@ -145,6 +158,7 @@ class SlackChannel(Channel):
             )
             app.event("message")(self._on_message)
             app.event("app_mention")(self._on_mention)
+            app.action({"type": "block_actions", "action_id": _ACTION_IDS})(self._on_press)
             if cfg.mode == "socket":
                 await self._connect_socket(app)
             else:
@@ -262,6 +276,33 @@ class SlackChannel(Channel):
             self.router.release(event)  # not acknowledged: Slack's redelivery gets another chance
             raise
 
+    async def _on_press(self, ack: Any, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """A button pressed (a block_actions payload): acknowledged, whoever pressed it, and emitted as the
+        presser's own message, so the orchestrator authorizes it as if they had typed the command. Bolt sends
+        the ack when this returns (listeners run first, as for events)."""
+        await ack()
+        value = str(action.get("value") or "")
+        command = self._long_commands.get(value) if value.startswith(_LONG_PREFIX) else value
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+        user = (body.get("user") or {}).get("id")
+        message = body.get("message") or {}
+        if not command or not channel or not user:
+            log.info("slack: a button press without a command, channel or user; ignored")
+            return
+        await self.emit(
+            IncomingMessage(
+                channel=self.name,
+                chat_id=str(channel),
+                thread_id=message.get("thread_ts") or container.get("thread_ts"),
+                user_id=str(user),
+                parts=[TextPart(text=command)],
+                message_id=message.get("ts") or container.get("message_ts"),
+                is_direct=str(channel).startswith("D"),
+                mentioned=True,  # pressing the bot's own button addresses the bot
+            )
+        )
+
     # --- outgoing ---
 
     async def send(self, address: Address, text: str, *, reply_to: str | None = None, plain: bool = False) -> str:
@@ -275,6 +316,45 @@ class SlackChannel(Channel):
         if address.thread_id:
             self.router.joined(address.chat_id, address.thread_id)
         return str(response["ts"])
+
+    async def send_buttons(
+        self, address: Address, text: str, buttons: list[Button], *, reply_to: str | None = None
+    ) -> str:
+        elements = []
+        for i, b in enumerate(buttons):
+            element: dict[str, Any] = {
+                "type": "button",
+                "text": {"type": "plain_text", "text": b.label[:_LABEL_CHARS]},
+                "action_id": _ACTION_ID.format(i),
+                "value": self._value(b.command),
+            }
+            if b.style in ("primary", "danger"):
+                element["style"] = b.style
+            elements.append(element)
+        response = await self._call(
+            self._client().chat_postMessage,
+            channel=address.chat_id,
+            text=text,  # notifications and clients without blocks
+            blocks=[*_section_blocks(text), {"type": "actions", "elements": elements}],
+            thread_ts=address.thread_id,
+        )
+        if address.thread_id:
+            self.router.joined(address.chat_id, address.thread_id)
+        return str(response["ts"])
+
+    async def close_buttons(self, address: Address, message_id: str, text: str) -> None:
+        # chat.update keeps a message's blocks unless given new ones: the sections alone, without the actions.
+        blocks = _section_blocks(text)
+        await self._call(self._client().chat_update, channel=address.chat_id, ts=message_id, text=text, blocks=blocks)
+
+    def _value(self, command: str) -> str:
+        if len(command) <= _VALUE_CHARS:
+            return command
+        key = _LONG_PREFIX + secrets.token_urlsafe(12)
+        self._long_commands[key] = command
+        while len(self._long_commands) > _REMEMBERED_COMMANDS:
+            self._long_commands.popitem(last=False)
+        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         await self._call(self._client().chat_update, channel=address.chat_id, ts=message_id, text=text)
@@ -320,6 +400,11 @@ class SlackChannel(Channel):
             raise _channel_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise ChannelError(f"slack request failed: {exc!r}") from exc
+
+
+def _section_blocks(text: str) -> list[dict[str, Any]]:
+    """Section blocks for `text`, each valid mrkdwn on its own (Slack parses every section separately)."""
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": part}} for part in sections(text)]
 
 
 def _channel_error(exc: Any) -> ChannelError:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
+import secrets
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ...messages import Address, AudioPart, FilePart, ImagePart, Part
+from ...messages import Address, AudioPart, Button, FilePart, ImagePart, Part
 from ...security.redact import install_log_redaction
 from ..base import Capabilities, Channel, ChannelError
 from .config import TelegramConfig
@@ -24,6 +26,11 @@ from .inbound import Inbound, RecentIds
 log = logging.getLogger(__name__)
 
 _OGG = ("audio/ogg", "audio/opus", "audio/oga")
+# Telegram's callback_data holds 1-64 bytes; a longer command goes by a key into `_long_commands`.
+_CALLBACK_BYTES = 64
+_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
+_REMEMBERED_COMMANDS = 1024
+_STYLES = {"primary": "primary", "danger": "danger"}  # secondary: the app's own style
 
 
 def _chat(address: Address) -> int | str:
@@ -50,6 +57,7 @@ class TelegramChannel(Channel):
         voice=True,
         threads=True,
         formatting="telegram_html",
+        buttons=True,
     )
 
     def __init__(self, config: TelegramConfig | None = None, *, workspace: Path | None = None) -> None:
@@ -69,6 +77,7 @@ class TelegramChannel(Channel):
         self._state = "down"
         self._failures = 0
         self._lost_at = 0.0
+        self._long_commands: OrderedDict[str, str] = OrderedDict()  # callback key -> command over 64 bytes
 
     # --- lifecycle ---
 
@@ -89,7 +98,7 @@ class TelegramChannel(Channel):
             self._app = app  # replies may go out as soon as updates flow
             await self._register_commands(app.bot)
             await app.start()
-            allowed = ["message"]
+            allowed = ["message", "callback_query"]  # callback_query: button presses
             if cfg.mode == "webhook":
                 # Our own endpoint, not PTB's: PTB's answers 400 to an update it cannot parse, and Telegram
                 # would redeliver it forever, holding back every later update (webhook.py).
@@ -170,7 +179,29 @@ class TelegramChannel(Channel):
             log.info("telegram: update %s delivered again; ignored", update.update_id)
             return
         assert self._inbound is not None
+        if update.callback_query is not None:
+            await self._on_press(update.callback_query)
+            return
         message = await self._inbound.translate(update)
+        if message is not None:
+            await self.emit(message)
+
+    async def _on_press(self, query: Any) -> None:
+        """A button pressed: answered at once, whoever pressed it (the client shows a spinner until then), then
+        emitted as the presser's own message, so the orchestrator authorizes it as if they had typed it."""
+        from . import ptb
+
+        assert self._inbound is not None
+        data = query.data or ""
+        command = self._long_commands.get(data) if data.startswith(_LONG_PREFIX) else data
+        try:
+            with ptb.translated_errors():
+                await self._bot().answer_callback_query(
+                    query.id, text=None if command else "This button has expired; type the command instead."
+                )
+        except ChannelError as e:
+            log.warning("telegram: could not answer a button press: %s", e)
+        message = self._inbound.press(query, command) if command else None
         if message is not None:
             await self.emit(message)
 
@@ -193,6 +224,41 @@ class TelegramChannel(Channel):
                 reply_parameters=ptb.reply_parameters(reply_to),
             )
         return str(message.message_id)
+
+    async def send_buttons(
+        self, address: Address, text: str, buttons: list[Button], *, reply_to: str | None = None
+    ) -> str:
+        from . import ptb
+
+        keyboard = [(b.label, self._callback_data(b.command), _STYLES.get(b.style)) for b in buttons]
+        with ptb.translated_errors():
+            message = await self._bot().send_message(
+                chat_id=_chat(address),
+                text=text,
+                parse_mode="HTML",
+                message_thread_id=_thread(address),
+                reply_parameters=ptb.reply_parameters(reply_to),
+                reply_markup=ptb.inline_keyboard(keyboard),
+            )
+        return str(message.message_id)
+
+    async def close_buttons(self, address: Address, message_id: str, text: str) -> None:
+        from . import ptb
+
+        # An edit without reply_markup takes the inline keyboard off.
+        with ptb.translated_errors(editing=True):
+            await self._bot().edit_message_text(
+                text=text, chat_id=_chat(address), message_id=int(message_id), parse_mode="HTML"
+            )
+
+    def _callback_data(self, command: str) -> str:
+        if len(command.encode()) <= _CALLBACK_BYTES:
+            return command
+        key = _LONG_PREFIX + secrets.token_urlsafe(12)
+        self._long_commands[key] = command
+        while len(self._long_commands) > _REMEMBERED_COMMANDS:
+            self._long_commands.popitem(last=False)
+        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         from . import ptb

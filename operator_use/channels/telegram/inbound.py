@@ -95,6 +95,25 @@ class Inbound:
             mentioned=mentioned,
         )
 
+    def press(self, query: Any, command: str) -> IncomingMessage | None:
+        """A button press (a callback query) as the presser's own message saying `command`, in the chat and
+        topic of the message the button was under; None when Telegram no longer says where that was."""
+        m, user = query.message, query.from_user
+        if m is None or m.chat is None or user is None:
+            return None
+        topic = getattr(m, "message_thread_id", None) if getattr(m, "is_topic_message", False) else None
+        return IncomingMessage(
+            channel=self.channel,
+            chat_id=str(m.chat.id),
+            thread_id=str(topic) if topic else None,
+            user_id=str(user.id),
+            user_name=user.username,
+            parts=[TextPart(text=command)],
+            message_id=str(m.message_id),
+            is_direct=m.chat.type == "private",
+            mentioned=True,  # pressing the bot's own button addresses the bot
+        )
+
     def _for_another_bot(self, command: re.Match[str] | None) -> bool:
         return bool(command and command.group(1) and command.group(1).lower() != self.username)
 

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
-from telegram import InputFile, ReplyParameters, Update
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, InputFile, ReplyParameters, Update
 from telegram.error import BadRequest, ChatMigrated, Forbidden, NetworkError, TelegramError
 from telegram.error import RetryAfter as TgRetryAfter
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes, TypeHandler
@@ -27,6 +27,7 @@ __all__ = [
     "NetworkError",
     "TelegramError",
     "build_application",
+    "inline_keyboard",
     "readable",
     "reply_parameters",
     "seconds",
@@ -127,6 +128,12 @@ async def shutdown(app: Application) -> None:
             await app.stop()
     finally:
         await app.shutdown()
+
+
+def inline_keyboard(buttons: list[tuple[str, str, str | None]]) -> InlineKeyboardMarkup:
+    """One row of callback buttons: (label, callback_data, style or None)."""
+    row = [InlineKeyboardButton(label, callback_data=data, style=style) for label, data, style in buttons]
+    return InlineKeyboardMarkup([row])
 
 
 def reply_parameters(reply_to: str | None) -> ReplyParameters | None:

@@ -4,12 +4,19 @@ Each browser is one conversation (`web:<id from its cookie>`); every open tab of
 events. The gateway drives the page like any platform: `send` adds a message, `edit` replaces its whole
 text, `finalize` marks it complete. The HTTP side (auth, page, socket) lives in server.py.
 
-Events to the page (JSON): history {items, max_message_bytes, max_audio_bytes}, user {id, text, voice},
-send {id, text, plain, reply_to}, edit {id, text, plain}, finalize {id}, voice {id, reply_to, mime, data
-(base64), duration_s}, typing, error {error}. From the page: {"type": "message", "text"} and voice notes
-{"type": "audio", "mime", "data" (base64)}, which the orchestrator transcribes like any platform's. The page
-renders the markdown itself (markdown-it, raw HTML off): a streamed reply is re-rendered at every edit,
-which costs the browser little and would cost the server a full parse per edit.
+Events to the page (JSON): hello {model, stt, max_message_bytes, max_audio_bytes} first on every
+connection, history {items, max_message_bytes, max_audio_bytes}, user {id, text, voice}, send {id, text,
+plain, reply_to, buttons?: [{label, command, style}]}, close_buttons {id, text} (the buttons of that message stop
+working in every tab, its text, the outcome below it, replaced), edit {id, text, plain}, finalize {id}, voice
+{id, reply_to, mime, data (base64), duration_s}, typing, clear (the conversation was archived by /new: every
+tab empties its view), error {error}. After the history a tab gets the `send` event of every message whose
+buttons are still open (an approval request still waiting), so a reload or a reconnection never hides one.
+A socket whose cookie holds another token (the page of an earlier start whose token changed) is closed with
+code 4401: the page stops retrying. From the page:
+{"type": "message", "text"} (typed, or a button's command) and voice notes {"type": "audio", "mime", "data"
+(base64)}, which the orchestrator transcribes like any platform's. The page renders the markdown itself
+(raw HTML off): a streamed reply is re-rendered at every edit, which costs the browser little and would
+cost the server a full parse per edit.
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ import logging
 import secrets
 import socket
 import sys
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...messages import Address, AudioPart, HistoryMessage, IncomingMessage, TextPart, conversation_key
+from ...messages import Address, AudioPart, Button, HistoryMessage, IncomingMessage, TextPart, conversation_key
 from ..base import Capabilities, Channel, ChannelError
 from .config import WEB_USER, WebConfig, is_loopback
 from .history import history_items
+from .token import TOKEN_FILE, stored_token
 
 if TYPE_CHECKING:
     from ...session.store import SessionStore
@@ -39,6 +49,10 @@ log = logging.getLogger(__name__)
 History = Callable[[str], Awaitable[list[HistoryMessage]]]
 # A tab that cannot take an event within this time is dropped (it reconnects and gets the history).
 SEND_TIMEOUT = 5.0
+# Messages whose buttons are still open, replayed to every tab that (re)connects: at most this many per
+# conversation and this many conversations, the oldest forgotten first.
+OPEN_BUTTONS_PER_CHAT = 32
+OPEN_BUTTON_CHATS = 256
 
 
 def print_to_console(url: str) -> None:
@@ -48,7 +62,9 @@ def print_to_console(url: str) -> None:
 
 class WebChannel(Channel):
     name = "web"
-    capabilities = Capabilities(can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown", voice=True)
+    capabilities = Capabilities(
+        can_edit=True, max_length=32_000, edit_interval=0.1, formatting="markdown", voice=True, buttons=True
+    )
 
     def __init__(
         self,
@@ -60,11 +76,21 @@ class WebChannel(Channel):
         self.web_config = config or WebConfig()
         super().__init__(self.web_config)
         secret = self.web_config.token
+        # Without a configured token: one kept in the data home (`use_agent`), read at connect; this random
+        # one serves only a channel used without an App.
         self.token = secret.get_secret_value() if secret is not None else secrets.token_urlsafe(24)
+        self._token_file: Path | None = None
+        # What the page's hello event tells it (set by `use_agent`).
+        self.model: str | None = None
+        self.stt = False
         self.history = history
         self._announce = announce
         self._announced = False
-        self._sockets: dict[str, set[Any]] = {}
+        # chat -> its open tabs, each with the lock that keeps its frames in order (the history and the open
+        # buttons a tab gets on attaching go out before any event broadcast after it joined).
+        self._sockets: dict[str, dict[Any, asyncio.Lock]] = {}
+        # chat -> message id -> the `send` event of a message whose buttons are still open.
+        self._open_buttons: OrderedDict[str, OrderedDict[str, dict[str, Any]]] = OrderedDict()
         self._runner: Any = None
         self._port: int | None = None
         self._prefix = secrets.token_hex(3)  # message ids stay unique across restarts
@@ -79,6 +105,15 @@ class WebChannel(Channel):
             return list((await store.load(key)).messages)
 
         self.history = load
+        store.archive_listeners.append(self._archived)
+
+    def use_agent(self, *, home: Path, model: str | None, stt: bool) -> None:
+        """App calls this before connecting: where the token is kept, the model's label and whether voice
+        notes can be transcribed (the page shows the model and disables its mic without speech-to-text)."""
+        if self.web_config.token is None:
+            self._token_file = Path(home) / TOKEN_FILE
+        self.model = model
+        self.stt = stt
 
     @property
     def port(self) -> int:
@@ -106,6 +141,13 @@ class WebChannel(Channel):
             raise ChannelError(
                 f"web chat: host {config.host!r} is not loopback and channels.web.allow_remote is false", permanent=True
             )
+        if self._token_file is not None:
+            try:
+                self.token = await asyncio.to_thread(stored_token, self._token_file)
+            except OSError as e:
+                raise ChannelError(
+                    f"web chat: cannot keep its token in {self._token_file}: {e.strerror or e}", permanent=True
+                ) from e
         ip = _ip_literal(config.host)
         if ip is None:
             ip = await asyncio.to_thread(_lookup, config.host, config.port)
@@ -152,7 +194,8 @@ class WebChannel(Channel):
     # --- the page's side (called by server.py) ---
 
     async def attach(self, chat: str, ws: Any) -> None:
-        """A tab connected: register it, then send it the conversation so far."""
+        """A tab connected: register it, then send it the conversation so far and the messages whose buttons
+        are still open. Events broadcast meanwhile wait for the tab's lock, so they arrive after these."""
         items: list[dict[str, Any]] = []
         failed = False
         if self.history is not None:
@@ -162,24 +205,43 @@ class WebChannel(Channel):
             except Exception:  # the chat still works without its past
                 log.exception("web chat: could not load the history of %s", chat)
                 failed = True
-        self._sockets.setdefault(chat, set()).add(ws)
-        await ws.send_str(
-            json.dumps(
-                {
-                    "type": "history",
-                    "items": items,
-                    "max_message_bytes": self.web_config.max_message_bytes,
-                    "max_audio_bytes": self.web_config.max_audio_bytes,
-                }
+        lock = asyncio.Lock()
+        async with lock:
+            self._sockets.setdefault(chat, {})[ws] = lock
+            # Taken as the tab joins: a message sent with buttons after this reaches it by broadcast, a close
+            # after this arrives after the replay (both wait for the lock).
+            still_open = list(self._open_buttons.get(chat, {}).values())
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "model": self.model,
+                        "stt": self.stt,
+                        "max_message_bytes": self.web_config.max_message_bytes,
+                        "max_audio_bytes": self.web_config.max_audio_bytes,
+                    }
+                )
             )
-        )
-        if failed:
-            await ws.send_str(json.dumps({"type": "error", "error": "the conversation's history could not be loaded"}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "type": "history",
+                        "items": items,
+                        "max_message_bytes": self.web_config.max_message_bytes,
+                        "max_audio_bytes": self.web_config.max_audio_bytes,
+                    }
+                )
+            )
+            if failed:
+                error = {"type": "error", "error": "the conversation's history could not be loaded"}
+                await ws.send_str(json.dumps(error))
+            for event in still_open:
+                await ws.send_str(json.dumps(event))
 
     def detach(self, chat: str, ws: Any) -> None:
         tabs = self._sockets.get(chat)
         if tabs is not None:
-            tabs.discard(ws)
+            tabs.pop(ws, None)
             if not tabs:
                 del self._sockets[chat]
 
@@ -215,6 +277,29 @@ class WebChannel(Channel):
         )
         return message_id
 
+    async def send_buttons(
+        self, address: Address, text: str, buttons: list[Button], *, reply_to: str | None = None
+    ) -> str:
+        # A press is sent by the page as an ordinary message (`receive`): the same user, the same checks.
+        message_id = self._new_id("m")
+        event = {
+            "type": "send",
+            "id": message_id,
+            "reply_to": reply_to,
+            "text": text,
+            "plain": False,
+            "buttons": [b.model_dump(include={"label", "command", "style"}) for b in buttons],
+        }
+        self._remember_buttons(address.chat_id, event)
+        await self._broadcast(address.chat_id, event)
+        return message_id
+
+    async def close_buttons(self, address: Address, message_id: str, text: str) -> None:
+        # Answered (in any tab, or typed), expired or cancelled: no tab replays it any more, every open tab
+        # disables its buttons and shows `text` (the request with the outcome under it).
+        self._forget_buttons(address.chat_id, message_id)
+        await self._broadcast(address.chat_id, {"type": "close_buttons", "id": message_id, "text": text})
+
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         await self._broadcast(address.chat_id, {"type": "edit", "id": message_id, "text": text, "plain": plain})
 
@@ -241,18 +326,45 @@ class WebChannel(Channel):
 
     # --- internals ---
 
+    async def _archived(self, key: str) -> None:
+        prefix = f"{self.name}:"
+        if key.startswith(prefix):
+            chat = key[len(prefix) :]
+            self._open_buttons.pop(chat, None)  # the view is emptied: nothing to show again on a reload
+            await self._broadcast(chat, {"type": "clear"})
+
+    def _remember_buttons(self, chat: str, event: dict[str, Any]) -> None:
+        messages = self._open_buttons.setdefault(chat, OrderedDict())
+        self._open_buttons.move_to_end(chat)
+        messages[event["id"]] = event
+        while len(messages) > OPEN_BUTTONS_PER_CHAT:
+            messages.popitem(last=False)
+        while len(self._open_buttons) > OPEN_BUTTON_CHATS:
+            self._open_buttons.popitem(last=False)
+
+    def _forget_buttons(self, chat: str, message_id: str) -> None:
+        messages = self._open_buttons.get(chat)
+        if messages is not None:
+            messages.pop(message_id, None)
+            if not messages:
+                del self._open_buttons[chat]
+
     def _new_id(self, kind: str) -> str:
         return f"{kind}{self._prefix}-{next(self._ids)}"
 
     async def _broadcast(self, chat: str, event: dict[str, Any]) -> None:
-        tabs = list(self._sockets.get(chat, ()))
+        tabs = list(self._sockets.get(chat, {}).items())
         if tabs:
             data = json.dumps(event)
-            await asyncio.gather(*(self._send_to(chat, ws, data) for ws in tabs))
+            await asyncio.gather(*(self._send_to(chat, ws, lock, data) for ws, lock in tabs))
 
-    async def _send_to(self, chat: str, ws: Any, data: str) -> None:
+    async def _send_to(self, chat: str, ws: Any, lock: asyncio.Lock, data: str) -> None:
+        async def send() -> None:
+            async with lock:
+                await ws.send_str(data)
+
         try:
-            await asyncio.wait_for(ws.send_str(data), SEND_TIMEOUT)
+            await asyncio.wait_for(send(), SEND_TIMEOUT)
         except (ConnectionError, RuntimeError, TimeoutError) as e:  # closed or stuck tab: drop it, the others go on
             log.info("web chat: dropping a tab of %s: %r", chat, e)
             self.detach(chat, ws)

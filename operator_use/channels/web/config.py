@@ -26,7 +26,8 @@ class WebConfig(ChannelConfig):
     port: int = Field(8765, ge=0, le=65535)
     # Binding beyond loopback must be asked for explicitly.
     allow_remote: bool = False
-    # None: a fresh random token is generated and printed at start-up.
+    # None: a random token generated once, kept in <home>/web_token (0600) and reused at every start (an open
+    # page reconnects after a restart); delete the file for a new one. Printed at start-up either way.
     token: SecretStr | None = None
     # Whoever holds the token is the local owner.
     allow_from: list[str] = Field(default_factory=lambda: [WEB_USER])

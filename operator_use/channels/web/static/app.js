@@ -4,17 +4,29 @@
 // typed and errors are shown as text. The page's CSP allows no inline script and no remote image either.
 // Voice notes: the mic button records with MediaRecorder and sends the recording as one base64 frame; the
 // agent's spoken replies arrive as base64 OGG/Opus and play from blob: URLs (the only media the CSP allows).
+//
+// The socket's first event on every connection is
+//   {"type": "hello", "model": "openai/gpt-4o" | null, "stt": true | false,
+//    "max_message_bytes": n, "max_audio_bytes": n}
+// model: the label of the agent's model (the empty state shows it); stt: whether voice notes can be
+// transcribed (without it the mic button is disabled, its tooltip says why). The page keeps both on
+// <html data-model data-stt> and dispatches a "opu:hello" DOM event (detail: the hello event) on document.
+// Other events: history, clear (after /new: empty the view), send (with buttons?: [{label, command,
+// style}] rendered under the message; a click sends the command as a message; after the history, the
+// messages whose buttons are still open come again as send events), close_buttons {id, text} (the request
+// was answered, expired or cancelled: its buttons are disabled in every tab, the text with the outcome under
+// it replaces the message's), edit, finalize, user, voice, typing, error. A close with code 4401 means the
+// page's token is stale: it stops reconnecting.
 "use strict";
 (() => {
-  const md = window.markdownit
-    ? window.markdownit("default", { html: false, linkify: false, typographer: false, breaks: true })
-    : null;
   const log = document.getElementById("log");
   const input = document.getElementById("input");
   const form = document.getElementById("composer");
   const statusEl = document.getElementById("status");
   const typingEl = document.getElementById("typing");
   const mic = document.getElementById("mic");
+  const stopButton = document.getElementById("stop");
+  const newChatButton = document.getElementById("new-chat");
   const encoder = new TextEncoder();
   const bubbles = new Map(); // message id -> element of the agent's messages
   let ws = null;
@@ -24,9 +36,12 @@
   let recorder = null;
   let unsentNote = null; // a voice note recorded while disconnected: sent on reconnect, not lost
   let typingTimer = null;
+  let stale = false; // the server refused our token (close code 4401): no more reconnecting
+  const STALE_CLOSE = 4401;
 
-  function setStatus(text, state) {
+  function setStatus(text, state, detail) {
     statusEl.textContent = text;
+    statusEl.title = detail || text; // the whole sentence, when a phone's header cuts the text short
     statusEl.dataset.state = state;
   }
 
@@ -53,19 +68,29 @@
     el.querySelector(".body").textContent = text;
   }
 
-  function showMarkdown(el, text, plain) {
+  // The markdown is render.js's (window.OperatorRender): incremental while a reply streams, at most one
+  // render per frame, code highlighted once its block is finished. `after` runs once the text is shown.
+  function showMarkdown(el, text, plain, final = false, after = null) {
     const body = el.querySelector(".body");
-    if (plain || !md) {
-      body.textContent = text;
-      body.classList.add("plain");
-      return;
+    const render = window.OperatorRender;
+    if (plain || !render) {
+      if (render) render.plain(body, text);
+      else {
+        body.textContent = text;
+        body.classList.add("plain");
+      }
+      if (after) after();
+    } else if (final) {
+      render.update(body, text, true);
+      if (after) after();
+    } else {
+      render.schedule(body, text, false, after);
     }
-    body.classList.remove("plain");
-    body.innerHTML = md.render(text);
-    for (const a of body.querySelectorAll("a")) {
-      a.target = "_blank";
-      a.rel = "noopener noreferrer";
-    }
+  }
+
+  // The message is complete: its last blocks get their highlighting.
+  function finishMarkdown(el) {
+    if (window.OperatorRender) window.OperatorRender.finish(el.querySelector(".body"));
   }
 
   function agentBubble(id) {
@@ -86,20 +111,66 @@
 
   function showError(text) {
     const stick = nearBottom();
-    showText(bubble("error"), text);
+    const el = bubble("error");
+    el.setAttribute("role", "alert");
+    showText(el, text);
     if (stick) toBottom();
   }
 
+  function clearView() {
+    for (const audio of log.querySelectorAll("audio")) URL.revokeObjectURL(audio.src);
+    log.replaceChildren();
+    bubbles.clear();
+    showTyping(false);
+  }
+
+  // Buttons under a message (approval requests): a click sends the command as if the user typed it, so
+  // the server checks it like any message; the row is disabled at once, so a request is answered once.
+  function addButtons(el, buttons) {
+    const row = document.createElement("div");
+    row.className = "buttons";
+    for (const b of buttons) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "action " + (["primary", "danger", "secondary"].includes(b.style) ? b.style : "secondary");
+      button.textContent = b.label;
+      button.dataset.command = b.command;
+      button.title = b.command;
+      button.addEventListener("click", () => {
+        if (!sendText(b.command)) return;
+        for (const other of row.querySelectorAll("button")) other.disabled = true;
+        button.classList.add("chosen");
+      });
+      row.appendChild(button);
+    }
+    el.appendChild(row);
+  }
+
   const handlers = {
+    hello(ev) {
+      if (ev.max_message_bytes) maxBytes = ev.max_message_bytes;
+      if (ev.max_audio_bytes) maxAudioBytes = ev.max_audio_bytes;
+      document.documentElement.dataset.model = ev.model || "";
+      document.documentElement.dataset.stt = ev.stt ? "on" : "off";
+      if (!ev.stt && mic.dataset.reason !== "device") {
+        if (recorder && recorder.state === "recording") recorder.stop();
+        micUnavailable("Voice notes are off: speech-to-text is not set up (see voice.stt in config.yaml).", "stt");
+      } else if (mic.dataset.reason === "stt") {
+        mic.disabled = false; // speech-to-text is back after a restart
+        mic.dataset.state = "idle";
+        delete mic.dataset.reason;
+        mic.title = "Record a voice note (click again to send it)";
+      }
+      document.dispatchEvent(new CustomEvent("opu:hello", { detail: ev }));
+    },
+    clear() { clearView(); },
     history(ev) {
       if (ev.max_message_bytes) maxBytes = ev.max_message_bytes;
       if (ev.max_audio_bytes) maxAudioBytes = ev.max_audio_bytes;
-      for (const audio of log.querySelectorAll("audio")) URL.revokeObjectURL(audio.src);
-      log.replaceChildren();
-      bubbles.clear();
+      clearView();
       for (const item of ev.items) {
         if (item.role === "user") showText(bubble("user"), item.text);
-        else showMarkdown(bubble("assistant done"), item.text, false);
+        else showMarkdown(bubble("assistant done"), item.text, false, true);
       }
       toBottom();
     },
@@ -119,16 +190,33 @@
       showTyping(false);
       if (stick) toBottom();
     },
-    send(ev) { handlers.edit(ev); },
+    send(ev) {
+      handlers.edit(ev);
+      if (ev.buttons && ev.buttons.length) {
+        const el = agentBubble(ev.id);
+        addButtons(el, ev.buttons);
+        finishMarkdown(el);
+        el.classList.remove("streaming");
+        el.classList.add("done"); // a message with buttons is whole: it is never edited
+        bubbles.delete(ev.id);
+      }
+    },
+    close_buttons(ev) {
+      const el = Array.from(log.querySelectorAll(".msg.assistant")).find((m) => m.dataset.id === ev.id);
+      if (!el) return; // not shown here (sent before a /new cleared the view)
+      for (const button of el.querySelectorAll(".buttons button")) button.disabled = true;
+      el.classList.add("closed");
+      if (typeof ev.text === "string") showMarkdown(el, ev.text, false, true);
+    },
     edit(ev) {
       const stick = nearBottom();
-      showMarkdown(agentBubble(ev.id), ev.text, ev.plain);
+      showMarkdown(agentBubble(ev.id), ev.text, ev.plain, false, () => { if (stick) toBottom(); });
       showTyping(false);
-      if (stick) toBottom();
     },
     finalize(ev) {
       const el = bubbles.get(ev.id);
       if (el) {
+        finishMarkdown(el);
         el.classList.remove("streaming");
         el.classList.add("done");
         bubbles.delete(ev.id);
@@ -161,39 +249,56 @@
       const handle = handlers[ev.type];
       if (handle) handle(ev);
     };
-    socket.onclose = () => {
+    socket.onclose = (e) => {
       if (ws !== socket) return;
+      if (e.code === STALE_CLOSE) {
+        // The agent's token changed (its token file was deleted, or another one configured): retrying
+        // cannot help, only the new address can.
+        stale = true;
+        setStatus("token changed: open the new address", "stale",
+          "This page's token is no longer valid: open the new address operator-use printed at start-up.");
+        showError("Disconnected: the agent's token changed. Open the new address operator-use printed at start-up.");
+        return;
+      }
       failures += 1;
-      // A restarted agent has a new token: after a few refusals, say where to find it.
-      setStatus(failures > 3 ? "not connected: open the address operator-use printed at start-up"
-        : "disconnected, retrying…", "bad");
+      // The token stays the same across restarts: the page waits for the agent to come back.
+      setStatus("disconnected, retrying…", "bad");
       setTimeout(connect, Math.min(10000, 300 * 2 ** failures));
     };
+  }
+
+  // Sends a message (typed, or a button's command); false when it could not be sent (the reason shown).
+  function sendText(text, kept = "") {
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      showError(stale ? "Not connected: open the new address printed at start-up."
+        : `Not connected${kept}; send it again once connected.`);
+      return false;
+    }
+    const frame = JSON.stringify({ type: "message", text });
+    const size = encoder.encode(frame).length;
+    if (size > maxBytes) {
+      showError(`The message is too long (${size} bytes; the limit is ${maxBytes})${kept}.`);
+      return false;
+    }
+    ws.send(frame);
+    return true;
   }
 
   function submit() {
     const text = input.value;
     if (!text.trim()) return;
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
-      showError("Not connected: the message was kept in the box; send it again once connected.");
-      return;
-    }
-    const frame = JSON.stringify({ type: "message", text });
-    const size = encoder.encode(frame).length;
-    if (size > maxBytes) {
-      showError(`The message is too long (${size} bytes; the limit is ${maxBytes}). It was kept in the box.`);
-      return;
-    }
-    ws.send(frame);
+    if (!sendText(text, ": the message was kept in the box")) return;
     input.value = "";
     autosize();
   }
 
   // --- voice notes ---
 
-  function micUnavailable(reason) {
+  // why: "stt" when the agent cannot transcribe (may change at the next hello), "device" for the browser.
+  function micUnavailable(reason, why = "device") {
     mic.disabled = true;
     mic.dataset.state = "unavailable";
+    mic.dataset.reason = why;
     mic.title = reason;
   }
 
@@ -304,6 +409,8 @@
   }
 
   form.addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  stopButton.addEventListener("click", () => { sendText("/stop"); });
+  newChatButton.addEventListener("click", () => { sendText("/new"); });
   input.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
