@@ -31,10 +31,10 @@ from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.support.web_render import (
     REPLAY,
     TIME_ONE_BUBBLE,
-    TIME_UPDATES,
     chat_page,
     long_reply,
     percentile,
+    stream_timed,
 )
 
 REPLY_KB = 100
@@ -66,18 +66,7 @@ async def main() -> dict[str, float]:
         home.mkdir()
         script = [Reply(text=reply, chunk_size=64, delay_per_chunk=0.001)]
         async with FakeLLMServer(script) as server, chat_page(home, server, chromium) as (page, _):
-            await page.evaluate(TIME_UPDATES)
-            await page.fill("#input", "write a lot")
-            await page.press("#input", "Enter")
-            await page.wait_for_function(
-                """(end) => !document.querySelector('.msg.assistant.streaming') &&
-                  Array.from(window.__texts.values()).some((seen) => {
-                    const [text, final] = seen[seen.length - 1];
-                    return final && text.trimEnd().endsWith(end);
-                  })""",
-                arg=reply.strip()[-100:],
-                timeout=120_000,
-            )
+            await stream_timed(page, reply, timeout=120_000)
             live: list[float] = await page.evaluate("window.__renders")
             messages: int = await page.evaluate("window.__texts.size")
             new = [await page.evaluate(REPLAY, False) for _ in range(REPS)]

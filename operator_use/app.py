@@ -51,6 +51,7 @@ class App:
         bus: Bus | None = None,
         hooks: Hooks | None = None,
         gateway_options: dict[str, Any] | None = None,
+        home_lock: HomeLock | None = None,
     ) -> None:
         self.config = config or load_config()
         self.bus: Bus = bus or MemoryBus()
@@ -69,8 +70,9 @@ class App:
         # voice/service.py VoiceService: speech-to-text and spoken replies, built in start().
         self.voice: Any = None
         self.sessions = SessionStore(self.config.home)
-        # One agent per data home (homelock.py): taken by prepare(), released by stop().
-        self.home_lock = HomeLock(self.config.home)
+        # One agent per data home (homelock.py): taken by prepare(), released by stop(). A lock given already
+        # held (`operator-use run` takes it before anything else) is found held by prepare().
+        self.home_lock = home_lock if home_lock is not None else HomeLock(self.config.home)
         self.restart_requested = False
         # control/server.py: answers `operator-use status` on <home>/control.sock while running.
         self.control: Any = None
@@ -89,7 +91,7 @@ class App:
     async def _build_llm(self) -> LLM:
         from .providers.llm.setup import llm_from_config
 
-        llm, reason = await llm_from_config(self.config.llm)
+        llm, reason = await llm_from_config(self.config.llm, config_file=self.config.config_path)
         if llm is None:
             raise NoLLMConfigured(reason)
         self.llm_reason = reason

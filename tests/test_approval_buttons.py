@@ -563,6 +563,22 @@ async def test_telegram_expiry_closes_the_buttons(home: Path) -> None:
             assert not proof(home).exists()
 
 
+async def test_telegram_restart_while_waiting_closes_the_buttons_as_stop_does(home: Path) -> None:
+    require_module("telegram")
+    async with FakeTelegram() as fake, FakeLLMServer(responder=shell_responder) as server:
+        async with shell_app(home, telegram_channel(fake, home), server) as app:
+            fake.send_text(fake.private_chat(ALICE), ALICE, "build it")
+            request = await tg_request(fake, 111)
+            fake.send_text(fake.private_chat(ALICE), ALICE, "/restart")
+            # Closed before the agent goes: the restart waits for it.
+            await fake.wait_for(lambda: request.reply_markup is None and "Restarting..." in tg_texts(fake, 111))
+            assert request.text.endswith("\n\nCancelled: run_shell was not run.")
+            assert not app.protection.gate.pending
+            await asyncio.wait_for(app.wait_closed(), 30)
+            assert app.restart_requested
+    assert not proof(home).exists()
+
+
 async def test_telegram_stop_while_waiting_closes_the_buttons(home: Path) -> None:
     require_module("telegram")
     async with FakeTelegram() as fake, FakeLLMServer(responder=shell_responder) as server:

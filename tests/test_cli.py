@@ -7,41 +7,30 @@ import contextlib
 import os
 import pty
 import re
-import signal
+import stat
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from operator_use.channels.cli import NO_TERMINAL
 from operator_use.homelock import HomeLock
 
 from .fakes.llm_server import FakeLLMServer, echo_responder
+from .support.agent_process import ROOT, agent_env, fake_model, run_cli_now, running_agent, web_chat
 from .support.deps import require_binary
 from .support.tmux import Tmux
-from .support.web import Tab
-
-ROOT = Path(__file__).resolve().parent.parent
+from .support.web import chat_at
 
 
 def cli(
     home: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     base = {"PATH": os.environ["PATH"], "HOME": str(home), "OPERATOR_HOME": str(home), "LANG": "C.UTF-8"}
-    # stdin: /dev/null, as under systemd (not whatever the test runner was given).
-    return subprocess.run(
-        [sys.executable, "-m", "operator_use", *args],
-        cwd=ROOT,
-        env={**base, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_cli_now(*args, env={**base, **(env or {})}, timeout=timeout)
 
 
 def test_init_is_idempotent(home: Path) -> None:
@@ -52,6 +41,17 @@ def test_init_is_idempotent(home: Path) -> None:
     second = cli(home, "init")
     assert second.returncode == 0 and "Kept existing" in second.stdout
     assert (home / "workspace" / "SOUL.md").read_text() == "my own soul"
+
+
+def test_init_writes_the_starter_config_readable_by_the_owner_only(home: Path) -> None:
+    # Under the usual umask a plain write would make it 0644; the starter invites an api_key.
+    previous = os.umask(0o022)
+    try:
+        result = cli(home, "init")
+    finally:
+        os.umask(previous)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE((home / "config.yaml").stat().st_mode) == 0o600
 
 
 def test_config_prints_secrets_masked(home: Path) -> None:
@@ -274,64 +274,23 @@ async def test_run_without_a_terminal_turns_the_terminal_chat_off_and_serves_the
     home: Path, stdin: str
 ) -> None:
     """`operator-use run </dev/null` (systemd, nohup), with a pipe (`docker run -i`) or no stdin at all."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "OPERATOR_HOME": str(home),
-        "LANG": "C.UTF-8",
-        "OPERATOR_LLM__PROVIDER": "openai",
-        "OPERATOR_LLM__MODEL": "fake-model",
-        "OPERATOR_LLM__API_KEY": "k",
-        "OPERATOR_CHANNELS__CLI__ENABLED": "true",
-        "OPERATOR_CHANNELS__WEB__ENABLED": "true",
-        "OPERATOR_CHANNELS__WEB__PORT": "0",
-    }
     streams = {
         "devnull": {"stdin": asyncio.subprocess.DEVNULL},
         "pipe": {"stdin": asyncio.subprocess.PIPE},
         "closed": {"stdin": None, "preexec_fn": lambda: os.close(0)},
     }[stdin]
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "operator_use",
-            "run",
-            cwd=ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            **streams,
-        )  # type: ignore[arg-type]
-        assert proc.stderr is not None and proc.stdout is not None
-        lines: list[str] = []
-        try:
-
-            async def address() -> str:
-                while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
-                    lines.append(line)
-                    if line.startswith("Web chat: "):
-                        return line.removeprefix("Web chat: ").strip()
-                raise AssertionError("operator-use run ended without serving the web chat:\n" + "".join(lines))
-
-            url = await asyncio.wait_for(address(), 60)
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                async with http.get(url) as r:
-                    assert r.status == 200
-                async with http.ws_connect(url.split("?")[0] + "ws") as ws:
-                    tab = Tab(ws)
-                    await tab.next("history")
-                    await tab.say("anyone there?")
-                    await tab.next("finalize")
+        env = agent_env(
+            home,
+            **fake_model(server.openai_base_url),
+            OPERATOR_CHANNELS__CLI__ENABLED="true",
+            **web_chat(),
+        )
+        async with running_agent(env, **streams) as agent:  # type: ignore[arg-type]
+            _, tab = await chat_at(agent.web_chat_url, "anyone there?")
             assert any(e.get("text") == "You said: anyone there?" for e in tab.events)
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            rest, out = await asyncio.wait_for(asyncio.gather(proc.stderr.read(), proc.stdout.read()), 30)
-            await asyncio.wait_for(proc.wait(), 30)
-    stderr = "".join(lines) + rest.decode()
-    assert proc.returncode == 0, stderr
+    stderr, out = agent.stderr, agent.stdout
+    assert agent.proc.returncode == 0, stderr
     assert stderr.count(NO_TERMINAL) == 1 and "Traceback" not in stderr, stderr
-    assert "you>" not in out.decode()  # no prompt printed to nobody
+    assert "you>" not in out  # no prompt printed to nobody
     assert NO_TERMINAL in (home / "logs" / "operator-use.log").read_text()

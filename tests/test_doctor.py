@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from .fakes.llm_server import FakeLLMServer, echo_responder
-from .support.agent_process import agent_env, run_cli, running_agent
+from .support.agent_process import agent_env, fake_model, run_cli, running_agent, web_chat
 from .support.blocked import blocked_env
 from .support.deps import require_binary
 from .support.mqtt import free_port
@@ -101,15 +101,7 @@ async def test_doctor_names_every_problem_and_fails(home: Path, tmp_path: Path) 
 async def test_doctor_accepts_the_web_port_held_by_our_own_running_agent(home: Path) -> None:
     port = free_port()
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env = agent_env(
-            home,
-            OPERATOR_LLM__PROVIDER="openai",
-            OPERATOR_LLM__MODEL="fake-model",
-            OPERATOR_LLM__API_KEY="k",
-            OPERATOR_LLM__BASE_URL=server.openai_base_url,
-            OPERATOR_CHANNELS__WEB__ENABLED="true",
-            OPERATOR_CHANNELS__WEB__PORT=str(port),
-        )
+        env = agent_env(home, **fake_model(server.openai_base_url), **web_chat(port))
         async with running_agent(env) as agent:
             result = await run_cli("doctor", "--json", env=env)
         checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}

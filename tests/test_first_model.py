@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
@@ -24,46 +21,21 @@ from operator_use.providers.llm.discover import DiscoveryError, list_models
 from operator_use.providers.llm.setup import llm_from_config
 
 from .fakes.llm_server import FakeLLMServer, echo_responder
+from .support.agent_process import agent_env, run_cli, running_agent, spawned, web_chat
 from .support.serve import serve
-from .support.web import Tab
+from .support.web import chat_at
 
-ROOT = Path(__file__).resolve().parent.parent
 NO_LLM = "No LLM found"
 
 
 def base_env(home: Path) -> dict[str, str]:
     # Only what a shell would have: no API key of any provider.
-    return {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "OPERATOR_HOME": str(home),
-        "LANG": "C.UTF-8",
-        "OPERATOR_CHANNELS__CLI__ENABLED": "false",
-        "OPERATOR_CHANNELS__WEB__ENABLED": "true",
-        "OPERATOR_CHANNELS__WEB__PORT": "0",
-    }
+    return agent_env(home, **web_chat())
 
 
 async def run_to_end(home: Path, env: dict[str, str]) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "operator_use",
-        "run",
-        cwd=ROOT,
-        env={**base_env(home), **env},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        _, err = await asyncio.wait_for(proc.communicate(), 60)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, err.decode()
+    result = await run_cli("run", env={**base_env(home), **env})
+    return result.returncode, result.stderr
 
 
 @contextlib.contextmanager
@@ -213,44 +185,10 @@ async def test_a_specific_setup_problem_is_not_followed_by_the_no_llm_block() ->
 async def test_run_with_only_a_base_url_starts_with_the_only_model_and_replies(home: Path) -> None:
     async with FakeLLMServer(responder=echo_responder(), models=["only-model"]) as server:
         env = {**base_env(home), "OPERATOR_LLM__BASE_URL": server.openai_base_url}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "operator_use",
-            "run",
-            cwd=ROOT,
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert proc.stderr is not None and proc.stdout is not None
-        lines: list[str] = []
-        try:
-
-            async def address() -> str:
-                while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
-                    lines.append(line)
-                    if line.startswith("Web chat: "):
-                        return line.removeprefix("Web chat: ").strip()
-                raise AssertionError("operator-use run ended without serving the web chat:\n" + "".join(lines))
-
-            url = await asyncio.wait_for(address(), 60)
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                async with http.get(url) as r:
-                    assert r.status == 200
-                async with http.ws_connect(url.split("?")[0] + "ws") as ws:
-                    tab = Tab(ws)
-                    await tab.next("history")
-                    await tab.say("which model?")
-                    await tab.next("finalize")
-        finally:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            rest, _ = await asyncio.wait_for(asyncio.gather(proc.stderr.read(), proc.stdout.read()), 30)
-            await asyncio.wait_for(proc.wait(), 30)
-    stderr = "".join(lines) + rest.decode()
-    assert proc.returncode == 0, stderr
+        async with running_agent(env) as agent:
+            _, tab = await chat_at(agent.web_chat_url, "which model?")
+    stderr = agent.stderr
+    assert agent.proc.returncode == 0, stderr
     assert f"Model: openai-compatible/only-model (the only model served at {server.openai_base_url})" in stderr
     assert any(e.get("text") == "You said: which model?" for e in tab.events), tab.events
     chat = [c for c in server.calls if c.path.endswith("/chat/completions")]
@@ -409,25 +347,11 @@ async def test_run_gives_up_on_a_server_trickling_its_model_list(home: Path) -> 
 async def test_run_stops_at_once_when_told_to_while_a_server_keeps_it_waiting(home: Path, sig: int) -> None:
     accepted = asyncio.Event()
     async with raw_server(respond=False, accepted=accepted) as url:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "operator_use",
-            "run",
-            cwd=ROOT,
-            env={**base_env(home), "OPERATOR_LLM__BASE_URL": url},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
+        env = {**base_env(home), "OPERATOR_LLM__BASE_URL": url}
+        async with spawned("run", env=env, stdout=asyncio.subprocess.DEVNULL) as proc:
             await asyncio.wait_for(accepted.wait(), 60)  # asking for the model list, which never comes
             proc.send_signal(sig)
             _, err = await asyncio.wait_for(proc.communicate(), 60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
     stderr = err.decode()
     assert proc.returncode == 0, stderr
     assert "Stopped before the agent started." in stderr

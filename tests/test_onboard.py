@@ -62,9 +62,10 @@ def telegram_flags(fake: FakeTelegram, token: str = TOKEN, owner: str | None = "
 async def test_non_interactive_onboard_writes_a_config_with_which_run_answers_on_telegram(home: Path) -> None:
     async with FakeLLMServer(responder=echo_responder(), api_key=KEY) as server, FakeTelegram() as fake:
         code, out, err = await operator_use(
-            home, "onboard", "--non-interactive", *model_flags(server), *telegram_flags(fake)
+            home, "onboard", "--non-interactive", "--no-web", *model_flags(server), *telegram_flags(fake)
         )
         assert code == 0, out + err
+        assert "Local web chat: off" in out
         assert "OK: openai/fake-model answers" in out
         assert "OK: telegram: the token belongs to @operator_test_bot" in out
         assert "Next: operator-use run" in out
@@ -106,6 +107,20 @@ async def test_non_interactive_onboard_writes_a_config_with_which_run_answers_on
             await asyncio.wait_for(run.wait(), 60)
         assert run.returncode == 0, stderr
         assert KEY not in stderr and TOKEN not in stderr
+
+
+async def test_the_local_web_chat_stays_on_unless_no_web_is_given(home: Path) -> None:
+    async with FakeLLMServer(responder=echo_responder(), api_key=KEY) as server:
+        code, out, err = await operator_use(home, "onboard", "--non-interactive", *model_flags(server))
+        assert code == 0, out + err
+        assert "Local web chat: on" in out
+        assert load_config().channels.web.enabled
+        code, out, err = await operator_use(
+            home, "onboard", "--non-interactive", "--force", "--no-web", *model_flags(server)
+        )
+        assert code == 0, out + err
+        assert "Local web chat: off" in out
+        assert not load_config().channels.web.enabled
 
 
 async def test_a_refused_key_exits_1_and_writes_nothing(home: Path) -> None:
@@ -222,6 +237,7 @@ async def test_interactive_onboard_in_a_real_terminal(home: Path) -> None:
             ada = fake.user(777, "ada", "Ada")
             fake.send_text(fake.private_chat(ada), ada, f" {code} ")
             await answer(r"The code came from Ada @ada \(id 777\)\. Is that you\? \[Y/n\]:", "")
+            await answer(r"Keep the local web chat on too\? \[Y/n\]:", "")
             screen = await shows(r"EXIT=\d+")
         finally:
             tmux.run("kill-session", "-t", tmux.session)
@@ -234,6 +250,7 @@ async def test_interactive_onboard_in_a_real_terminal(home: Path) -> None:
     assert config.llm.api_key is not None and config.llm.api_key.get_secret_value() == KEY
     assert config.llm.base_url == server.openai_base_url and config.llm.provider is None
     assert config.channels.telegram.allow_from == ["777"] and config.channels.telegram.admins == ["777"]
+    assert config.channels.web.enabled
     assert stat.S_IMODE((home / "config.yaml").stat().st_mode) == 0o600
 
 
@@ -308,7 +325,7 @@ def test_each_channels_answers_make_a_config_that_loads(home: Path, channel: str
     config = load_config()
     loaded = getattr(config.channels, channel)
     assert loaded.enabled and loaded.allow_from == ["1234"] and loaded.admins == ["1234"]
-    assert not config.channels.web.enabled
+    assert config.channels.web.enabled  # the local web chat stays on beside the platform
     assert stat.S_IMODE((home / "config.yaml").stat().st_mode) == 0o600
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -10,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from importlib.metadata import version
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from operator_use.gateway.gateway import Gateway
 from operator_use.homelock import HomeLock, UnsafeLockFile
 
 from .fakes.llm_server import FakeLLMServer, echo_responder
-from .support.agent_process import ROOT, agent_env, run_cli, running_agent
+from .support.agent_process import ROOT, agent_env, fake_model, run_cli, run_cli_now, running_agent, web_chat
 from .support.blocked import blocked_env
 from .support.mqtt import free_port
 
@@ -35,6 +37,39 @@ async def test_version_prints_the_installed_package_version(home: Path) -> None:
 # --- a channel enabled without its optional extra -------------------------------------------------
 
 
+class Stub(Channel):
+    """A channel that only connects (each test says how)."""
+
+    name = "telegram"
+
+    async def disconnect(self) -> None:
+        pass
+
+    async def send(self, address, text, *, reply_to=None, plain=False):  # type: ignore[no-untyped-def]
+        return "1"
+
+
+@contextlib.asynccontextmanager
+async def started_gateway(channel: Channel) -> AsyncIterator[tuple[Gateway, list[logging.LogRecord]]]:
+    """A gateway with `channel` alone, retrying at once, started; and what it logged (kept after it stopped)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    logger = logging.getLogger("operator_use.gateway.gateway")
+    logger.addHandler(keep)
+    gateway = Gateway(MemoryBus(), [channel], start_retry_base=0.001, start_retry_max=0.001)
+    try:
+        await gateway.start()
+        yield gateway, records
+    finally:
+        await gateway.stop()
+        logger.removeHandler(keep)
+
+
 async def test_a_channel_without_its_extra_fails_at_once_with_the_install_command(home: Path, tmp_path: Path) -> None:
     env = {
         **agent_env(home),
@@ -42,10 +77,7 @@ async def test_a_channel_without_its_extra_fails_at_once_with_the_install_comman
         "OPERATOR_CHANNELS__TELEGRAM__ENABLED": "true",
         "OPERATOR_CHANNELS__TELEGRAM__TOKEN": "123:abc",
         # A model that would answer: the failure must be the missing package, and come before anything else.
-        "OPERATOR_LLM__PROVIDER": "openai",
-        "OPERATOR_LLM__MODEL": "fake-model",
-        "OPERATOR_LLM__API_KEY": "k",
-        "OPERATOR_LLM__BASE_URL": f"http://127.0.0.1:{free_port()}/v1",
+        **fake_model(f"http://127.0.0.1:{free_port()}/v1"),
     }
     # The blocker is real: this Python cannot import the SDK.
     probe = await asyncio.create_subprocess_exec(
@@ -66,36 +98,16 @@ async def test_the_gateway_does_not_retry_a_channel_whose_sdk_is_missing(monkeyp
     """An embedding program hands over a channel whose SDK import fails in connect(): one clear error, no retry."""
     monkeypatch.setitem(sys.modules, "telegram", None)  # this Python cannot import it (find_spec agrees)
 
-    class NeedsTelegram(Channel):
-        name = "telegram"
+    class NeedsTelegram(Stub):
         attempts = 0
 
         async def connect(self) -> None:
             type(self).attempts += 1
             import telegram  # noqa: F401
 
-        async def disconnect(self) -> None:
-            pass
-
-        async def send(self, address, text, *, reply_to=None, plain=False):  # type: ignore[no-untyped-def]
-            return "1"
-
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep()
-    logging.getLogger("operator_use.gateway.gateway").addHandler(keep)
-    gateway = Gateway(MemoryBus(), [NeedsTelegram()], start_retry_base=0.001, start_retry_max=0.001)
-    try:
-        await gateway.start()
+    async with started_gateway(NeedsTelegram()) as (gateway, records):
         assert gateway.status() == {"telegram": "failed"}
         assert NeedsTelegram.attempts == 1
-    finally:
-        await gateway.stop()
-        logging.getLogger("operator_use.gateway.gateway").removeHandler(keep)
     assert any(
         "module telegram is not installed; install it: pip install 'operator-use[telegram]'" in r.getMessage()
         for r in records
@@ -113,8 +125,7 @@ async def test_other_missing_modules_are_bugs_retried_with_their_traceback(impor
     """Not an extra to install: the normal path, logged with the traceback and retried."""
     retried = asyncio.Event()
 
-    class Broken(Channel):
-        name = "telegram"
+    class Broken(Stub):
         attempts = 0
 
         async def connect(self) -> None:
@@ -123,28 +134,9 @@ async def test_other_missing_modules_are_bugs_retried_with_their_traceback(impor
                 retried.set()
             importlib.import_module(importing)
 
-        async def disconnect(self) -> None:
-            pass
-
-        async def send(self, address, text, *, reply_to=None, plain=False):  # type: ignore[no-untyped-def]
-            return "1"
-
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    keep = Keep()
-    logging.getLogger("operator_use.gateway.gateway").addHandler(keep)
-    gateway = Gateway(MemoryBus(), [Broken()], start_retry_base=0.001, start_retry_max=0.001)
-    try:
-        await gateway.start()
+    async with started_gateway(Broken()) as (gateway, records):
         await asyncio.wait_for(retried.wait(), 30)  # a bound against hangs only
         assert gateway.status()["telegram"] != "failed"
-    finally:
-        await gateway.stop()
-        logging.getLogger("operator_use.gateway.gateway").removeHandler(keep)
     logged = [r.exc_info[1] for r in records if r.exc_info and isinstance(r.exc_info[1], ModuleNotFoundError)]
     assert logged and logged[0].name == importing, [r.getMessage() for r in records]
     assert not any("install it" in r.getMessage() for r in records)
@@ -156,15 +148,7 @@ async def test_other_missing_modules_are_bugs_retried_with_their_traceback(impor
 async def test_a_second_run_on_the_same_home_is_refused_before_it_binds_any_port(home: Path) -> None:
     port = free_port()
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env = agent_env(
-            home,
-            OPERATOR_LLM__PROVIDER="openai",
-            OPERATOR_LLM__MODEL="fake-model",
-            OPERATOR_LLM__API_KEY="k",
-            OPERATOR_LLM__BASE_URL=server.openai_base_url,
-            OPERATOR_CHANNELS__WEB__ENABLED="true",
-            OPERATOR_CHANNELS__WEB__PORT=str(port),
-        )
+        env = agent_env(home, **fake_model(server.openai_base_url), **web_chat(port))
         async with running_agent(env) as first:
             second = await run_cli("run", env=env)
             assert second.returncode == 1, second.stderr
@@ -185,13 +169,7 @@ async def test_a_second_run_on_the_same_home_is_refused_before_it_binds_any_port
 
 async def test_a_refused_second_run_never_touches_the_running_agents_log(home: Path) -> None:
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env = agent_env(
-            home,
-            OPERATOR_LLM__PROVIDER="openai",
-            OPERATOR_LLM__MODEL="fake-model",
-            OPERATOR_LLM__API_KEY="k",
-            OPERATOR_LLM__BASE_URL=server.openai_base_url,
-        )
+        env = agent_env(home, **fake_model(server.openai_base_url))
         async with running_agent(env):
             # The first agent keeps writing its open (now unlinked) file; whoever opens the log by name
             # recreates the directory.
@@ -208,14 +186,7 @@ def test_a_symlink_at_the_lock_is_refused_and_its_target_left_alone(home: Path, 
     with pytest.raises(UnsafeLockFile, match=r"\.lock is a symbolic link; remove it"):
         HomeLock(home).acquire()
     assert target.read_text() == "do not truncate me\n"
-    result = subprocess.run(
-        [sys.executable, "-m", "operator_use", "run"],
-        cwd=ROOT,
-        env=agent_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli_now("run", env=agent_env(home))
     assert result.returncode == 1 and "is a symbolic link" in result.stderr and "Traceback" not in result.stderr
     assert target.read_text() == "do not truncate me\n"
 
@@ -250,17 +221,17 @@ logs.close()
 """
 
 
-def test_the_log_rotates_at_max_bytes_keeping_the_configured_backups(home: Path) -> None:
-    (home / "config.yaml").write_text("logging:\n  max_bytes: 4000\n  backups: 3\n")
+def log_a_lot(home: Path) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-c", LOG_A_LOT],
-        cwd=ROOT,
-        env=agent_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, "-c", LOG_A_LOT], cwd=ROOT, env=agent_env(home), capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_the_log_rotates_at_max_bytes_keeping_the_configured_backups(home: Path) -> None:
+    (home / "config.yaml").write_text("logging:\n  max_bytes: 4000\n  backups: 3\n")
+    result = log_a_lot(home)
     logs = home / "logs"
     names = sorted(p.name for p in logs.iterdir())
     assert names == ["operator-use.log", "operator-use.log.1", "operator-use.log.2", "operator-use.log.3"]
@@ -278,36 +249,15 @@ def test_the_log_rotates_at_max_bytes_keeping_the_configured_backups(home: Path)
 
 def test_logging_settings_are_checked(home: Path) -> None:
     (home / "config.yaml").write_text("logging:\n  max_bytes: -1\n  backup: 3\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "operator_use", "config"],
-        cwd=ROOT,
-        env=agent_env(home),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli_now("config", env=agent_env(home))
     assert result.returncode == 2
     assert "logging.max_bytes" in result.stderr and "logging.backup" in result.stderr
 
 
 def test_the_control_socket_can_be_turned_off(home: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "operator_use", "config"],
-        cwd=ROOT,
-        env={**agent_env(home), "OPERATOR_CONTROL__ENABLED": "false"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli_now("config", env={**agent_env(home), "OPERATOR_CONTROL__ENABLED": "false"})
     assert result.returncode == 0, result.stderr
     assert "control:\n  enabled: false" in result.stdout
-
-
-def log_a_lot(home: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", LOG_A_LOT], cwd=ROOT, env=agent_env(home), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def test_no_backups_still_caps_the_log_file(home: Path) -> None:

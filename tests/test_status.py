@@ -19,7 +19,7 @@ from operator_use.control.paths import bind_private, socket_path
 from operator_use.homelock import HomeLock
 
 from .fakes.llm_server import FakeLLMServer, Reply, echo_responder
-from .support.agent_process import agent_env, run_cli, running_agent
+from .support.agent_process import agent_env, fake_model, run_cli, running_agent
 from .support.deps import require_binary, require_module
 from .support.mqtt import Mosquitto, publish
 
@@ -69,10 +69,7 @@ async def test_status_shows_channels_turns_in_flight_queues_model_and_uptime(hom
     async with FakeLLMServer([Reply(text="thinking about it", gate=gate)], responder=echo_responder()) as server:
         env = agent_env(
             home,
-            OPERATOR_LLM__PROVIDER="openai",
-            OPERATOR_LLM__MODEL="fake-model",
-            OPERATOR_LLM__API_KEY="k",
-            OPERATOR_LLM__BASE_URL=server.openai_base_url,
+            **fake_model(server.openai_base_url),
             OPERATOR_CHANNELS__MQTT__ENABLED="true",
             OPERATOR_CHANNELS__MQTT__PORT=str(broker.port),
             OPERATOR_CHANNELS__MQTT__ALLOW_FROM='["alice"]',
@@ -119,13 +116,7 @@ async def test_a_deep_data_home_still_gets_its_control_socket(tmp_path: Path) ->
     home.mkdir(parents=True)
     assert len(str(socket_path(home))) > 108
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env = agent_env(
-            home,
-            OPERATOR_LLM__PROVIDER="openai",
-            OPERATOR_LLM__MODEL="fake-model",
-            OPERATOR_LLM__API_KEY="k",
-            OPERATOR_LLM__BASE_URL=server.openai_base_url,
-        )
+        env = agent_env(home, **fake_model(server.openai_base_url))
         async with running_agent(env) as agent:
             result = await run_cli("status", "--json", env=env)
             assert result.returncode == 0, result.stderr

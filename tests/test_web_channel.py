@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import signal
 import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -24,11 +21,10 @@ from operator_use.config import ConfigError, load_config
 from operator_use.providers.llm.openai import OpenAILLM
 
 from .fakes.llm_server import FakeLLMServer, Reply, echo_responder
+from .support.agent_process import agent_env, fake_model, running_agent, web_chat
 from .support.chat import ChatChannel
 from .support.pipeline import Gates
-from .support.web import TOKEN, Tab, open_tab, web_app
-
-ROOT = Path(__file__).resolve().parent.parent
+from .support.web import TOKEN, Tab, chat_at, open_tab, web_app
 
 
 def base(channel: WebChannel) -> str:
@@ -406,7 +402,7 @@ async def test_a_busy_port_leaves_the_other_channels_running(home: Path, caplog:
             async with App(
                 config, channels=[web, chat], llm=llm, tools=[], gateway_options={"start_retry_base": 60}
             ) as app:
-                assert app.gateway.status() == {"web": "down", "test": "up"}
+                assert app.gateway.status() == {"web": "failed", "test": "up"}  # not retried: nothing frees it
                 assert f"cannot listen on 127.0.0.1:{port}" in caplog.text and "in use" in caplog.text
                 await chat.say("hi")
                 await chat.wait_for(lambda: len(chat.finalized()) == 1)
@@ -418,53 +414,23 @@ async def test_a_busy_port_leaves_the_other_channels_running(home: Path, caplog:
 async def test_run_starts_the_web_chat_and_prints_its_address(home: Path) -> None:
     """`operator-use run` (what `make run` starts) as a real process: the address is printed on the console,
     the page answers through it, and the token never reaches the log file."""
-    env = {
-        "PATH": os.environ["PATH"],
-        "HOME": str(home),
-        "OPERATOR_HOME": str(home),
-        "LANG": "C.UTF-8",
-        "OPERATOR_LLM__PROVIDER": "openai",
-        "OPERATOR_LLM__MODEL": "fake-model",
-        "OPERATOR_LLM__API_KEY": "k",
-        "OPERATOR_CHANNELS__WEB__PORT": "0",
-    }
     async with FakeLLMServer(responder=echo_responder()) as server:
-        env["OPERATOR_LLM__BASE_URL"] = server.openai_base_url
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "operator_use",
-            "run",
-            cwd=ROOT,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+        # The terminal chat as configured by default: it turns itself off (stdin is a pipe, not a terminal).
+        env = agent_env(
+            home,
+            **fake_model(server.openai_base_url),
+            OPERATOR_CHANNELS__CLI__ENABLED="true",
+            **web_chat(),
         )
-        try:
-            assert proc.stderr is not None
-
-            async def address() -> str:
-                while line := (await proc.stderr.readline()).decode():  # type: ignore[union-attr]
-                    if line.startswith("Web chat: "):
-                        return line.removeprefix("Web chat: ").strip()
-                raise AssertionError("operator-use run ended without printing the web chat address")
-
-            url = await asyncio.wait_for(address(), 60)
+        async with running_agent(env, stdin=asyncio.subprocess.PIPE) as agent:
+            url = agent.web_chat_url
             assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=[\w-]{32,}", url)
             token = url.split("token=")[1]
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                async with http.get(url) as r:
-                    assert r.status == 200 and "/static/app.js" in await r.text()
-                async with http.ws_connect(url.split("?")[0] + "ws") as ws:
-                    tab = Tab(ws)
-                    await tab.next("history")
-                    await tab.say("hi from the browser")
-                    await tab.wait(
-                        lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: hi from the browser"
-                    )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(proc.wait(), 30)
-    assert proc.returncode == 0
+            page, _ = await chat_at(
+                url,
+                "hi from the browser",
+                until=lambda e: e["type"] in ("send", "edit") and e["text"] == "You said: hi from the browser",
+            )
+            assert "/static/app.js" in page
+    assert agent.proc.returncode == 0
     assert token not in (home / "logs" / "operator-use.log").read_text()

@@ -18,7 +18,7 @@ import pytest
 from .fakes.llm_server import FakeLLMServer, Reply
 from .support.deps import require_binary, require_module
 from .support.web import TOKEN
-from .support.web_render import TIME_UPDATES, chat_page, long_reply, percentile
+from .support.web_render import chat_page, long_reply, percentile, stream_timed
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "artifacts"
@@ -383,18 +383,7 @@ async def test_a_streamed_100kb_reply_renders_whole(home: Path) -> None:
         FakeLLMServer([Reply(text=reply, chunk_size=64, delay_per_chunk=0.001)]) as server,
         chat_page(home, server, chromium) as (page, _),
     ):
-        await page.evaluate(TIME_UPDATES)
-        await page.fill("#input", "write a lot")
-        await page.press("#input", "Enter")
-        # Done: the last message rendered final, ending as the reply ends.
-        await page.wait_for_function(
-            """(end) => !document.querySelector('.msg.assistant.streaming') &&
-              Array.from(window.__texts.values()).some((seen) => {
-                const [text, final] = seen[seen.length - 1];
-                return final && text.trimEnd().endsWith(end);
-              })""",
-            arg=reply.strip()[-100:],
-        )
+        await stream_timed(page, reply)  # done: the last message rendered final, ending as the reply ends
         same = await page.evaluate("""() => Array.from(document.querySelectorAll('.msg.assistant .body')).map((b) => {
           const seen = window.__texts.get(b.dataset.benchId);
           const text = seen[seen.length - 1][0];

@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import logging
 import re
+import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Literal
 
@@ -160,6 +162,31 @@ class ChannelConfig(StrictModel):
 
 # Telegram group chats have negative ids (messaging targets may be listed in allow_from).
 _NUMERIC_ID = re.compile(r"-?\d+")
+
+
+class ButtonPayloads:
+    """The command behind each button as a platform carries it back when the button is pressed (Telegram's
+    callback_data, Slack's value, Discord's custom_id): the command itself when it `fits`, else a random key,
+    the newest `keep` of them remembered. A key from before a restart, or forgotten, comes back as None."""
+
+    KEY_PREFIX = "#"  # commands start with "/": a key never looks like one
+
+    def __init__(self, fits: Callable[[str], bool], keep: int = 1024) -> None:
+        self._fits = fits
+        self._keep = keep
+        self._commands: OrderedDict[str, str] = OrderedDict()
+
+    def payload(self, command: str) -> str:
+        if self._fits(command):
+            return command
+        key = self.KEY_PREFIX + secrets.token_urlsafe(12)
+        self._commands[key] = command
+        while len(self._commands) > self._keep:
+            self._commands.popitem(last=False)
+        return key
+
+    def command(self, payload: str) -> str | None:
+        return self._commands.get(payload) if payload.startswith(self.KEY_PREFIX) else payload
 
 
 def withheld(what: str) -> TextPart:

@@ -14,7 +14,7 @@ import typer
 # Light: the stores load inside the commands.
 from .access import pairing_app, user_app
 from .doctor import doctor
-from .loading import load_or_exit
+from .loading import ensure_workspace_or_exit, load_or_exit
 from .onboard import onboard
 from .status import status
 
@@ -111,6 +111,13 @@ async def _serve(application: App) -> None:
     typer.echo(f"Model: {llm.label} ({application.llm_reason})", err=True)
     try:
         await application.start()
+        failures = application.gateway.failures if application.gateway else {}
+        if failures:
+            # A channel that can never start as configured (its port in use...) ends the start, as a missing
+            # extra does: the user fixes the setting rather than finding out later that a chat is missing.
+            for name, why in failures.items():
+                typer.echo(f"Error: channel {name} cannot start: {why}", err=True)
+            raise typer.Exit(1)
         await application.wait_closed()
     finally:
         await application.stop()
@@ -143,8 +150,7 @@ def _run(only: list[str] | None) -> None:
         logging.getLogger("operator_use.channels.cli").info(NO_TERMINAL)
     if terminal:
         typer.echo(f"Logs: {logs.path}", err=True)
-    application = App(config)
-    application.home_lock = lock
+    application = App(config, home_lock=lock)
     try:
         if only is not None:
             try:
@@ -165,7 +171,6 @@ def _run(only: list[str] | None) -> None:
 def init() -> None:
     """Create the data directory, a starter config.yaml and the workspace (safe to run again)."""
     from ..config import CONFIG_FILE, ConfigError, data_home, default_config_yaml
-    from ..workspace import TemplateMissing, ensure_workspace
 
     try:
         home = data_home()
@@ -174,22 +179,17 @@ def init() -> None:
         raise typer.Exit(2) from None
     home.mkdir(parents=True, exist_ok=True)
     config_path = home / CONFIG_FILE
-    if config_path.exists():
+    # Created 0600 in one step (never a moment readable by others): the starter invites an api_key.
+    try:
+        fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
         typer.echo(f"Kept existing {config_path}")
     else:
-        config_path.write_text(default_config_yaml(), encoding="utf-8")
-        typer.echo(f"Wrote {config_path}")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(default_config_yaml())
+        typer.echo(f"Wrote {config_path} (readable by you only: it may hold an API key)")
     config = load_or_exit()
-    try:
-        created = ensure_workspace(config.workspace)
-    except TemplateMissing as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(
-        f"Workspace {config.workspace}: {len(created)} file(s) added"
-        if created
-        else f"Workspace {config.workspace} is complete"
-    )
+    ensure_workspace_or_exit(config)
 
 
 @app.command()

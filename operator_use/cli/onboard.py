@@ -73,6 +73,7 @@ class Flags:
     mqtt_password: str | None = None
     owner_id: str | None = None
     force: bool = False
+    no_web: bool = False
 
 
 @dataclass
@@ -82,9 +83,11 @@ class Plan:
     llm: dict[str, Any] = field(default_factory=dict)
     channel: str = "none"
     section: dict[str, Any] = field(default_factory=dict)
+    # The local web chat the README promises stays on beside the chosen channel unless turned off.
+    web: bool = True
 
     def data(self) -> dict[str, Any]:
-        channels: dict[str, Any] = {"web": {"enabled": self.channel == "web"}}
+        channels: dict[str, Any] = {"web": {"enabled": self.web or self.channel == "web"}}
         if self.channel not in ("none", "web"):
             channels[self.channel] = self.section
         return {"llm": {k: v for k, v in self.llm.items() if v is not None}, "channels": channels}
@@ -161,6 +164,7 @@ def onboard(
     mqtt_password: str | None = typer.Option(None, help="MQTT password."),
     owner_id: str | None = typer.Option(None, help="Your user id on the channel: allowed, and admin."),
     force: bool = typer.Option(False, "--force", help="Replace an existing config.yaml without asking."),
+    no_web: bool = typer.Option(False, "--no-web", help="Turn the local web chat off (it is on by default)."),
 ) -> None:
     """Set up the model and one chat channel, checking each live, and write config.yaml."""
     flags = Flags(
@@ -181,6 +185,7 @@ def onboard(
         mqtt_password=mqtt_password,
         owner_id=owner_id,
         force=force,
+        no_web=no_web,
     )
     if not non_interactive and not sys.stdin.isatty():
         typer.echo(
@@ -215,6 +220,7 @@ def _onboard(flags: Flags, ask: Asker) -> None:
     plan = Plan()
     plan.llm = _choose_model(flags, ask, home)
     plan.channel, plan.section = _choose_channel(flags, ask, home)
+    plan.web = _choose_web(flags, ask, plan.channel)
     _write(path, home, plan)
     typer.echo(f"Wrote {path} (readable by you only: it holds secrets)")
     _finish(plan.channel)
@@ -374,6 +380,21 @@ def _choose_channel(flags: Flags, ask: Asker, home: Path) -> tuple[str, dict[str
     owner = _owner(name, section, flags, ask, checked=probe.ok is True)
     section.update(allow_from=[owner], admins=[owner])
     return name, section
+
+
+def _choose_web(flags: Flags, ask: Asker, channel: str) -> bool:
+    if channel == "web":
+        on = True
+    elif flags.no_web:
+        on = False
+    else:
+        on = ask.confirm("Keep the local web chat on too?", default=True)
+    typer.echo(
+        "Local web chat: on (channels.web.enabled: true; its address is printed by `operator-use run`)"
+        if on
+        else "Local web chat: off (channels.web.enabled: false)"
+    )
+    return on
 
 
 def _channel_answers(name: str, flags: Flags, ask: Asker) -> dict[str, Any]:
@@ -577,7 +598,7 @@ def _write(path: Path, home: Path, plan: Plan) -> None:
     import yaml
 
     from ..config import ConfigError, load_config
-    from ..workspace import TemplateMissing, ensure_workspace
+    from .loading import ensure_workspace_or_exit
 
     _validated(home, plan)
     text = (
@@ -592,16 +613,7 @@ def _write(path: Path, home: Path, plan: Plan) -> None:
     except ConfigError as exc:
         typer.echo(f"{path} was written, but the configuration does not load:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    try:
-        created = ensure_workspace(config.workspace)
-    except TemplateMissing as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(
-        f"Workspace {config.workspace}: {len(created)} file(s) added"
-        if created
-        else f"Workspace {config.workspace} is complete"
-    )
+    ensure_workspace_or_exit(config)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -72,7 +72,7 @@ async def _probe_model(config: Config, seconds: float) -> Probe:
 
     # A few tokens are enough to know the key, the URL and the model name are right.
     settings = config.llm.model_copy(update={"fallbacks": [], "max_tokens": 16, "timeout": seconds})
-    llm, reason = await llm_from_config(settings)
+    llm, reason = await llm_from_config(settings, config_file=config.config_path)
     if llm is None:
         return Probe(False, reason.strip().splitlines()[0])
     where = model_url(llm.provider, config.llm.base_url)
@@ -88,7 +88,8 @@ async def _probe_model(config: Config, seconds: float) -> Probe:
     except ConnectionError_:
         return Probe(False, f"{llm.label}: cannot reach {where}")
     except LLMError as exc:
-        return Probe(False, f"{llm.label} at {where}: {_one_line(exc)}")
+        # The error's own text starts with the model's label already: said once.
+        return Probe(False, f"{llm.label} at {where}: {_one_line(exc).removeprefix(llm.label + ': ')}")
     finally:
         with contextlib.suppress(Exception):
             await llm.aclose()
@@ -149,14 +150,7 @@ async def _discord(config: Config) -> Probe:
     c = config.channels.discord
     if c.token is None or not c.token.get_secret_value():
         return Probe(False, "discord: no token (channels.discord.token, from the developer portal)")
-    async with _client() as http:
-        response = await _send(
-            http,
-            "GET",
-            f"{c.api_base_url or DISCORD_API}/users/@me",
-            "Discord",
-            headers={"Authorization": f"Bot {c.token.get_secret_value()}"},
-        )
+    response = await _get(f"{c.api_base_url or DISCORD_API}/users/@me", "Discord", f"Bot {c.token.get_secret_value()}")
     if response.status_code == 401:
         return Probe(False, "discord: the token was refused (developer portal → Bot → Reset Token)")
     if response.status_code != 200:
@@ -193,14 +187,9 @@ async def _twitch(config: Config) -> Probe:
     c = config.channels.twitch
     if c.access_token is None or not c.access_token.get_secret_value():
         return Probe(False, "twitch: no access_token (the bot account's user token)")
-    async with _client() as http:
-        response = await _send(
-            http,
-            "GET",
-            f"{(c.id_url or TWITCH_ID).rstrip('/')}/oauth2/validate",
-            "Twitch",
-            headers={"Authorization": f"OAuth {c.access_token.get_secret_value()}"},
-        )
+    response = await _get(
+        f"{(c.id_url or TWITCH_ID).rstrip('/')}/oauth2/validate", "Twitch", f"OAuth {c.access_token.get_secret_value()}"
+    )
     if response.status_code == 401:
         renew = " (the agent renews it with refresh_token)" if c.refresh_token and c.client_secret else ""
         return Probe(False, f"twitch: the access token was refused or has expired{renew}")
@@ -222,21 +211,16 @@ async def _mqtt(config: Config) -> Probe:
         import aiomqtt
     except ImportError:
         return Probe(False, "mqtt: aiomqtt is not installed (pip install 'operator-use[mqtt]')")
-    kw: dict[str, Any] = {"protocol": aiomqtt.ProtocolVersion.V5 if c.protocol == "5" else aiomqtt.ProtocolVersion.V311}
-    if c.uses_tls:
-        kw["tls_params"] = aiomqtt.TLSParameters(
-            ca_certs=_path(c.tls_ca), certfile=_path(c.tls_cert), keyfile=_path(c.tls_key)
-        )
-        kw["tls_insecure"] = c.tls_insecure
+    from ..channels.mqtt.client_options import client_options
+
     client = aiomqtt.Client(
         c.host,
         c.port,
-        username=c.username,
-        password=c.password.get_secret_value() if c.password else None,
-        # Not the agent's own id: a probe must not take over (or end) the agent's persistent session.
+        # Not the agent's own id, and a clean session (aiomqtt's default): a probe must not take over (or
+        # end) the agent's persistent session.
         identifier=f"operator-use-probe-{uuid.uuid4().hex[:8]}",
         timeout=min(c.timeout, HTTP_TIMEOUT),
-        **kw,
+        **client_options(c),
     )
     where = f"{c.host}:{c.port}"
     try:
@@ -265,6 +249,12 @@ def _client(read_seconds: float = HTTP_TIMEOUT) -> httpx.AsyncClient:
     import httpx
 
     return httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT, read=read_seconds), follow_redirects=False)
+
+
+async def _get(url: str, service: str, authorization: str) -> httpx.Response:
+    """One GET with the token in the Authorization header (the caller reads the status)."""
+    async with _client() as http:
+        return await _send(http, "GET", url, service, headers={"Authorization": authorization})
 
 
 async def _send(http: httpx.AsyncClient, method: str, url: str, platform: str, **kw: Any) -> httpx.Response:
@@ -303,10 +293,6 @@ def _host(url: str) -> str:
     if not parsed.host:
         return f"{parsed.scheme or '(no scheme)'}://(no host)"
     return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
-
-
-def _path(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 def _secrets(section: object) -> list[str]:

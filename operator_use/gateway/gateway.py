@@ -85,6 +85,8 @@ class Gateway:
         self.max_send_retries = max_send_retries
         self.start_wait = start_wait
         self._state: dict[str, str] = dict.fromkeys(self.channels, "down")
+        # Channels that can never start as configured (state "failed"), with why: `operator-use run` stops on them.
+        self.failures: dict[str, str] = {}
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self._typing: dict[str, asyncio.Task[None]] = {}
         self._with_buttons: OrderedDict[tuple[str, str], _WithButtons] = OrderedDict()  # (chat key, command)
@@ -172,9 +174,11 @@ class Gateway:
                 hint = await asyncio.to_thread(_missing_extra, e) if isinstance(e, ModuleNotFoundError) else None
                 if hint is not None:
                     # A missing SDK does not come back by waiting: say how to install it once, never retry.
-                    self._state[ch.name] = "failed"
-                    attempted.set()
-                    log.error("channel %s cannot start: %s", ch.name, hint)
+                    self._fail(ch.name, hint, attempted)
+                    return
+                if isinstance(e, ChannelError) and e.permanent:
+                    # A port in use, a setting that cannot work: waiting does not change it, so say it once.
+                    self._fail(ch.name, str(e), attempted)
                     return
                 self._state[ch.name] = "down"
                 attempted.set()
@@ -191,6 +195,12 @@ class Gateway:
             attempted.set()
             log.info("channel %s up", ch.name)
             return
+
+    def _fail(self, name: str, why: str, attempted: asyncio.Event) -> None:
+        self._state[name] = "failed"
+        self.failures[name] = why
+        attempted.set()
+        log.error("channel %s cannot start: %s", name, why)
 
     # --- routing ---
 

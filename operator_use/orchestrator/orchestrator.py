@@ -7,6 +7,7 @@ messages so one turn runs at a time per conversation, and turns the agent's even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -248,7 +249,19 @@ class Orchestrator:
     async def _restart_after_reply(self, message: IncomingMessage) -> None:
         await asyncio.sleep(0)
         assert self.on_restart is not None
+        await self._end_all_work()
         await self.on_restart()
+
+    async def _end_all_work(self, grace: float = 5.0) -> None:
+        """Before a restart, every running turn ends as /stop ends it: a pending approval's buttons are closed
+        with "Cancelled: ... was not run." instead of vanishing without a word."""
+        keys = [key for key, _, _ in self.lanes.snapshot()]
+        for key in keys:
+            self.lanes.cancel(key)
+            await self._end_session_work(key)
+        # The cancelled turns send their last words (closing their buttons) as they end: let them.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.lanes.idle(), grace)
 
     def _side_done(self, task: asyncio.Task[None]) -> None:
         self._side_tasks.discard(task)

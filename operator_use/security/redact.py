@@ -111,9 +111,18 @@ def log_redactor() -> Redactor:
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#@]*(?:@[^/\s?#@]*)*@")
 
 
+# ?key=... / &api_key=... / ?access_token=...: a query parameter whose name says it holds a credential.
+_URL_SECRET_PARAM = re.compile(r"(?i)([?&;][^=&;\s#?]*(?:key|token|secret|password)[^=&;\s#?]*=)[^&;\s#]*")
+
+
 def strip_url_credentials(text: str) -> str:
-    """`text` with the `user:password@` of every URL in it shown as `***@`."""
-    return _URL_USERINFO.sub(r"\1***@", text) if "@" in text else text
+    """`text` with the `user:password@` of every URL in it shown as `***@`, and the value of every query
+    parameter whose name contains key, token, secret or password shown as `***`."""
+    if "@" in text:
+        text = _URL_USERINFO.sub(r"\1***@", text)
+    if "=" in text:
+        text = _URL_SECRET_PARAM.sub(r"\1***", text)
+    return text
 
 
 def strip_url_credentials_in(data: Any) -> Any:

@@ -74,3 +74,18 @@ async def open_tab(
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(f"http://127.0.0.1:{channel.port}/ws?chat={chat}", headers=all_headers) as ws:
             yield Tab(ws)
+
+
+async def chat_at(url: str, text: str, until: Callable[[dict[str, Any]], bool] | None = None) -> tuple[str, Tab]:
+    """A browser at a printed `Web chat:` address (the link's token becomes its cookie): the page, then `text`
+    said on its websocket; back once an event matches `until` (by default: the reply is finalized)."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(url) as r:
+            assert r.status == 200
+            page = await r.text()
+        async with http.ws_connect(url.split("?")[0] + "ws") as ws:
+            tab = Tab(ws)
+            await tab.next("history")
+            await tab.say(text)
+            await tab.wait(until or (lambda e: e["type"] == "finalize"))
+    return page, tab

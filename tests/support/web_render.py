@@ -123,6 +123,24 @@ TIME_UPDATES = """() => {
   };
 }"""
 
+
+async def stream_timed(page: Any, reply: str, timeout: float | None = None) -> None:
+    """Ask for the (fake model's) long reply on a chat_page with TIME_UPDATES installed first; back once the
+    last message rendered final, ending as `reply` ends. `timeout` in ms (None: Playwright's default)."""
+    await page.evaluate(TIME_UPDATES)
+    await page.fill("#input", "write a lot")
+    await page.press("#input", "Enter")
+    await page.wait_for_function(
+        """(end) => !document.querySelector('.msg.assistant.streaming') &&
+          Array.from(window.__texts.values()).some((seen) => {
+            const [text, final] = seen[seen.length - 1];
+            return final && text.trimEnd().endsWith(end);
+          })""",
+        arg=reply.strip()[-100:],
+        timeout=timeout,
+    )
+
+
 # The renderer before this one: the whole markdown rendered at every edit.
 _OLD = """
   const md = window.markdownit("default", { html: false, linkify: false, typographer: false, breaks: true });

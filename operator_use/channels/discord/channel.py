@@ -13,14 +13,13 @@ import asyncio
 import io
 import logging
 import mimetypes
-import secrets
 import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from ...messages import Address, AudioPart, Button, FilePart, ImagePart, Part
-from ..base import Capabilities, Channel, ChannelError, RetryAfter
+from ..base import ButtonPayloads, Capabilities, Channel, ChannelError, RetryAfter
 from .config import DiscordConfig
 from .endpoints import discover_gateway, rebase_api, rebase_gateway, rebase_webhooks
 from .errors import platform_errors as _errors
@@ -31,9 +30,8 @@ log = logging.getLogger(__name__)
 # A send without reply_to this soon after a reply part was finalized continues that reply.
 _CONTINUATION_WINDOW = 5.0
 _REMEMBERED = 500
-# A button's custom_id holds up to 100 characters; a longer command goes by a key into `_long_commands`.
+# A button's custom_id holds up to 100 characters; a longer command goes by a key (ButtonPayloads).
 _CUSTOM_ID_CHARS = 100
-_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
 _AUDIO_EXT = {
     "audio/ogg": ".ogg",
     "audio/opus": ".ogg",
@@ -77,7 +75,7 @@ class DiscordChannel(Channel):
         self._where: OrderedDict[str, int] = OrderedDict()
         self._reply_parts: OrderedDict[str, str] = OrderedDict()  # message id -> its text (reply parts)
         self._finished: dict[str, tuple[str, float]] = {}  # address key -> (last reply part id, when)
-        self._long_commands: OrderedDict[str, str] = OrderedDict()  # custom_id key -> command over 100 chars
+        self._button_payloads = ButtonPayloads(lambda command: len(command) <= _CUSTOM_ID_CHARS, keep=_REMEMBERED)
 
     # --- lifecycle ---
 
@@ -232,7 +230,7 @@ class DiscordChannel(Channel):
         if interaction.type is not discord.InteractionType.component:
             return
         custom_id = str((interaction.data or {}).get("custom_id") or "")
-        command = self._long_commands.get(custom_id) if custom_id.startswith(_LONG_PREFIX) else custom_id
+        command = self._button_payloads.command(custom_id)
         try:
             if command:
                 await interaction.response.defer()  # a deferred update: the message stays as it is
@@ -291,7 +289,7 @@ class DiscordChannel(Channel):
             view.add_item(
                 discord.ui.Button(
                     label=b.label[:80],
-                    custom_id=self._custom_id(b.command),
+                    custom_id=self._button_payloads.payload(b.command),
                     style=styles.get(b.style, discord.ButtonStyle.secondary),
                 )
             )
@@ -311,13 +309,6 @@ class DiscordChannel(Channel):
         with _errors("edit"):
             # view=None: the components go (an empty list), the text is replaced.
             await self._messageable(channel_id).get_partial_message(int(message_id)).edit(content=text, view=None)
-
-    def _custom_id(self, command: str) -> str:
-        if len(command) <= _CUSTOM_ID_CHARS:
-            return command
-        key = _LONG_PREFIX + secrets.token_urlsafe(12)
-        self._remember(self._long_commands, key, command)
-        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         channel_id = self._where.get(message_id, self._target(address))

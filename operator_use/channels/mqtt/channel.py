@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...messages import Address, IncomingMessage, Part, TextPart, new_id
 from ..base import Capabilities, Channel, ChannelError, NotModified, RetryAfter
+from .client_options import client_options
 from .config import MQTTConfig
 from .payloads import BadRequest, check_reply_topic, event, parse_request
 
@@ -121,23 +122,17 @@ class MQTTChannel(Channel):
         from paho.mqtt.properties import Properties
 
         c = self.mqtt_config
-        kw: dict[str, Any] = {}
+        kw = client_options(c)
+        # The agent's own session, kept at the broker while it is away (what it missed is delivered then).
         if c.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = c.session_expiry
-            kw.update(protocol=aiomqtt.ProtocolVersion.V5, clean_start=False, properties=props)
+            kw.update(clean_start=False, properties=props)
         else:
-            kw.update(protocol=aiomqtt.ProtocolVersion.V311, clean_session=False)
-        if c.uses_tls:
-            kw["tls_params"] = aiomqtt.TLSParameters(
-                ca_certs=_str(c.tls_ca), certfile=_str(c.tls_cert), keyfile=_str(c.tls_key)
-            )
-            kw["tls_insecure"] = c.tls_insecure
+            kw.update(clean_session=False)
         client = aiomqtt.Client(
             c.host,
             c.port,
-            username=c.username,
-            password=c.password.get_secret_value() if c.password else None,
             identifier=c.identifier,
             keepalive=c.keepalive,
             timeout=c.timeout,
@@ -339,10 +334,6 @@ def _remember(store: OrderedDict[K, V], key: K, value: V) -> None:
     store.move_to_end(key)
     while len(store) > _TRACKED:
         store.popitem(last=False)
-
-
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
 
 
 async def _close(client: aiomqtt.Client) -> None:

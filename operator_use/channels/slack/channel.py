@@ -16,15 +16,13 @@ import asyncio
 import json
 import logging
 import re
-import secrets
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
 from ...messages import Address, AudioPart, Button, FilePart, ImagePart, IncomingMessage, Part, TextPart
-from ..base import Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
+from ..base import ButtonPayloads, Capabilities, Channel, ChannelError, Refused, RetryAfter, TooLong
 from .config import SlackConfig
 from .events import EventRouter
 from .files import FileFetcher, withheld_files
@@ -60,13 +58,12 @@ _REFUSALS = {
     "cant_update_message": "Slack does not allow editing that message",
     "message_not_found": "the message being edited was deleted",
 }
-# Block Kit limits: a button's value and label (a section's text: sections.py).
+# Block Kit limits: a button's value (a longer command goes by a key: ButtonPayloads) and label (a
+# section's text: sections.py).
 _VALUE_CHARS = 2000
 _LABEL_CHARS = 75
 _ACTION_ID = "operator-button-{}"
 _ACTION_IDS = re.compile(r"^operator-button-\d+$")
-_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
-_REMEMBERED_COMMANDS = 1024
 _AUDIO_EXT = {
     "audio/ogg": "ogg",
     "audio/opus": "opus",
@@ -114,7 +111,7 @@ class SlackChannel(Channel):
         self._state = "down"
         self._connections = 0
         self._closing = False
-        self._long_commands: OrderedDict[str, str] = OrderedDict()  # button value key -> command over 2,000
+        self._button_payloads = ButtonPayloads(lambda command: len(command) <= _VALUE_CHARS)
 
     # --- lifecycle ---
 
@@ -282,7 +279,7 @@ class SlackChannel(Channel):
         the ack when this returns (listeners run first, as for events)."""
         await ack()
         value = str(action.get("value") or "")
-        command = self._long_commands.get(value) if value.startswith(_LONG_PREFIX) else value
+        command = self._button_payloads.command(value)
         container = body.get("container") or {}
         channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
         user = (body.get("user") or {}).get("id")
@@ -326,7 +323,7 @@ class SlackChannel(Channel):
                 "type": "button",
                 "text": {"type": "plain_text", "text": b.label[:_LABEL_CHARS]},
                 "action_id": _ACTION_ID.format(i),
-                "value": self._value(b.command),
+                "value": self._button_payloads.payload(b.command),
             }
             if b.style in ("primary", "danger"):
                 element["style"] = b.style
@@ -346,15 +343,6 @@ class SlackChannel(Channel):
         # chat.update keeps a message's blocks unless given new ones: the sections alone, without the actions.
         blocks = _section_blocks(text)
         await self._call(self._client().chat_update, channel=address.chat_id, ts=message_id, text=text, blocks=blocks)
-
-    def _value(self, command: str) -> str:
-        if len(command) <= _VALUE_CHARS:
-            return command
-        key = _LONG_PREFIX + secrets.token_urlsafe(12)
-        self._long_commands[key] = command
-        while len(self._long_commands) > _REMEMBERED_COMMANDS:
-            self._long_commands.popitem(last=False)
-        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         await self._call(self._client().chat_update, channel=address.chat_id, ts=message_id, text=text)

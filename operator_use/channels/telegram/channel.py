@@ -10,26 +10,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import mimetypes
-import secrets
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ...messages import Address, AudioPart, Button, FilePart, ImagePart, Part
 from ...security.redact import install_log_redaction
-from ..base import Capabilities, Channel, ChannelError
+from ..base import ButtonPayloads, Capabilities, Channel, ChannelError
 from .config import TelegramConfig
 from .inbound import Inbound, RecentIds
 
 log = logging.getLogger(__name__)
 
 _OGG = ("audio/ogg", "audio/opus", "audio/oga")
-# Telegram's callback_data holds 1-64 bytes; a longer command goes by a key into `_long_commands`.
+# Telegram's callback_data holds 1-64 bytes; a longer command goes by a key (ButtonPayloads).
 _CALLBACK_BYTES = 64
-_LONG_PREFIX = "#"  # commands start with "/": a key never looks like one
-_REMEMBERED_COMMANDS = 1024
 _STYLES = {"primary": "primary", "danger": "danger"}  # secondary: the app's own style
 
 
@@ -77,7 +73,7 @@ class TelegramChannel(Channel):
         self._state = "down"
         self._failures = 0
         self._lost_at = 0.0
-        self._long_commands: OrderedDict[str, str] = OrderedDict()  # callback key -> command over 64 bytes
+        self._button_payloads = ButtonPayloads(lambda command: len(command.encode()) <= _CALLBACK_BYTES)
 
     # --- lifecycle ---
 
@@ -193,7 +189,7 @@ class TelegramChannel(Channel):
 
         assert self._inbound is not None
         data = query.data or ""
-        command = self._long_commands.get(data) if data.startswith(_LONG_PREFIX) else data
+        command = self._button_payloads.command(data)
         try:
             with ptb.translated_errors():
                 await self._bot().answer_callback_query(
@@ -230,7 +226,7 @@ class TelegramChannel(Channel):
     ) -> str:
         from . import ptb
 
-        keyboard = [(b.label, self._callback_data(b.command), _STYLES.get(b.style)) for b in buttons]
+        keyboard = [(b.label, self._button_payloads.payload(b.command), _STYLES.get(b.style)) for b in buttons]
         with ptb.translated_errors():
             message = await self._bot().send_message(
                 chat_id=_chat(address),
@@ -250,15 +246,6 @@ class TelegramChannel(Channel):
             await self._bot().edit_message_text(
                 text=text, chat_id=_chat(address), message_id=int(message_id), parse_mode="HTML"
             )
-
-    def _callback_data(self, command: str) -> str:
-        if len(command.encode()) <= _CALLBACK_BYTES:
-            return command
-        key = _LONG_PREFIX + secrets.token_urlsafe(12)
-        self._long_commands[key] = command
-        while len(self._long_commands) > _REMEMBERED_COMMANDS:
-            self._long_commands.popitem(last=False)
-        return key
 
     async def edit(self, address: Address, message_id: str, text: str, *, plain: bool = False) -> None:
         from . import ptb

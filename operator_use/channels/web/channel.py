@@ -15,14 +15,15 @@ A socket whose cookie holds another token (the page of an earlier start whose to
 code 4401: the page stops retrying. From the page:
 {"type": "message", "text"} (typed, or a button's command) and voice notes {"type": "audio", "mime", "data"
 (base64)}, which the orchestrator transcribes like any platform's. The page renders the markdown itself
-(raw HTML off): a streamed reply is re-rendered at every edit, which costs the browser little and would
-cost the server a full parse per edit.
+(raw HTML off, static/render.js): a streamed reply renders incrementally, its finished blocks once and kept,
+only the live tail again at each edit (a full parse per edit here would cost the server).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import itertools
 import json
@@ -154,10 +155,15 @@ class WebChannel(Channel):
         try:
             sock = _listen(ip, config.port)
         except OSError as e:
-            raise ChannelError(
-                f"web chat cannot listen on {config.host}:{config.port}: {e.strerror or e} "
-                "(is another operator-use running? set channels.web.port)"
-            ) from e
+            if e.errno == errno.EADDRINUSE:
+                # Another program, or another agent with its own data home, holds it: retrying never frees it.
+                raise ChannelError(
+                    f"web chat cannot listen on {config.host}:{config.port}: the port is already in use "
+                    "(by another program, or another operator-use agent). Choose another port: channels.web.port "
+                    "in config.yaml, or OPERATOR_CHANNELS__WEB__PORT=PORT (0: any free port)",
+                    permanent=True,
+                ) from e
+            raise ChannelError(f"web chat cannot listen on {config.host}:{config.port}: {e.strerror or e}") from e
         self._port = sock.getsockname()[1]
         # Before the first await: with the web channel started ahead of the terminal, the address is
         # printed before the terminal's prompt instead of in the middle of it.

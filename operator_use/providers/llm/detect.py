@@ -8,9 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .discover import DiscoveryError, list_models
 from .presets import PRESETS, Preset
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # Checked in this order; the first key that is set wins.
 KEY_ORDER = ("anthropic", "openai", "groq", "openrouter", "gemini", "mistral", "deepseek", "cerebras")
@@ -70,7 +74,9 @@ def _local(preset: Preset, result: ProbeResult) -> Detection:
     return Detection(preset.name, model, preset.base_url, reason)
 
 
-def explain_no_llm() -> str:
+def explain_no_llm(config_file: Path | None = None) -> str:
+    """`config_file` is the config.yaml the agent reads (it depends on OPERATOR_HOME); without it, the default."""
+    where = str(config_file) if config_file else "~/.operator-use/config.yaml (OPERATOR_HOME moves it)"
     keys = "\n".join(f"  {PRESETS[n].key_env:<20} {PRESETS[n].label}" for n in KEY_ORDER)
     return f"""\
 No LLM found: no API key is set and no local model server answered.
@@ -78,7 +84,9 @@ No LLM found: no API key is set and no local model server answered.
 Set one of these environment variables (checked in this order):
 {keys}
 
-or name the provider in ~/.operator-use/config.yaml (OPERATOR_HOME moves it):
+or run `operator-use onboard` to choose one and write the configuration,
+
+or name the provider in {where}:
   llm:
     provider: groq              # also together, fireworks, xai, lmstudio, llamacpp, vllm...
     model: llama-3.3-70b-versatile

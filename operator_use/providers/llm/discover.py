@@ -28,13 +28,14 @@ SHOWN_IDS = 30
 class DiscoveryError(Exception):
     """The server could not be asked, or its answer was not a model list; the message says which."""
 
-    def __init__(self, url: str, problem: str) -> None:
+    def __init__(self, url: str, problem: str, *, status: int | None = None) -> None:
         from ...security.redact import strip_url_credentials
 
         url = strip_url_credentials(url)
         super().__init__(f"{url}: {problem}")
         self.url = url
         self.problem = problem
+        self.status = status  # the HTTP status when the server answered with an error
 
 
 def models_url(base_url: str) -> str:
@@ -61,7 +62,9 @@ async def list_models(base_url: str, api_key: str | None = None, timeout: float 
                 started = True
                 status = response.status_code
                 if status in (401, 403):
-                    raise DiscoveryError(url, f"HTTP {status}: the server wants an API key (set llm.api_key)")
+                    raise DiscoveryError(
+                        url, f"HTTP {status}: the server wants an API key (set llm.api_key)", status=status
+                    )
                 if status != 200:
                     raise DiscoveryError(url, f"HTTP {status} instead of a model list")
                 raw = await _body(response, url)

@@ -18,14 +18,26 @@ from .limits import StreamLimits
 from .presets import LOCAL_KEY, get_preset
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ...config import LLMConfig
+
+KEY_WITHOUT_PROVIDER = (
+    "llm.api_key is set but not llm.provider (or llm.base_url): which service is it for? e.g. provider: openai\n"
+    "Set llm.provider (OPERATOR_LLM__PROVIDER) to the key's service, or llm.base_url (OPERATOR_LLM__BASE_URL) "
+    "to the server it is for."
+)
 
 
 async def llm_from_config(
-    config: LLMConfig, *, env: Mapping[str, str] | None = None, probe: Probe | None = None
+    config: LLMConfig,
+    *,
+    env: Mapping[str, str] | None = None,
+    probe: Probe | None = None,
+    config_file: Path | None = None,
 ) -> tuple[LLM | None, str]:
     """Returns (llm, reason): the reason says where the choice came from, or, when `llm` is None,
-    what the user should set."""
+    what the user should set. `config_file` is the config.yaml named in that advice."""
     from .fallback import FallbackLLM
     from .presets import make_llm
 
@@ -47,10 +59,14 @@ async def llm_from_config(
             if model is None:
                 return None, problem
             reason = f"the only model served at {strip_url_credentials(ask)}"
+    elif config.api_key is not None:
+        # A key of the user's own must never go to whichever service detection happens to find (an OpenAI
+        # key sent to Anthropic because ANTHROPIC_API_KEY is also set): the user says which service it is for.
+        return None, KEY_WITHOUT_PROVIDER
     else:
         found = await detect_llm(env, probe)
         if found is None:
-            return None, explain_no_llm()
+            return None, explain_no_llm(config_file)
         provider, model, base_url = found.provider, config.model or found.model, config.base_url or found.base_url
         reason = found.reason
     try:
@@ -91,9 +107,14 @@ async def _only_model(url: str, api_key: str | None) -> tuple[str | None, str]:
     try:
         models = await list_models(url, api_key)
     except DiscoveryError as exc:
-        return None, (
+        asked = (
             f"No model is set (llm.model), and the server at {base_url} could not be asked which models it "
-            f"serves: {exc.problem} (GET {exc.url}).\nCheck that the server is running at that address, or set "
+            f"serves: {exc.problem} (GET {exc.url})."
+        )
+        if exc.status in (401, 403):  # it is running: it answered, and wants a key
+            return None, asked + "\nSet llm.api_key (OPERATOR_LLM__API_KEY) to the server's key."
+        return None, (
+            asked + "\nCheck that the server is running at that address, or set "
             "llm.model (OPERATOR_LLM__MODEL) to the model to use."
         )
     if len(models) == 1:
