@@ -15,20 +15,9 @@ import pytest
 from .fakes.llm_server import FakeLLMServer, Reply
 from .support.deps import require_binary, require_module
 from .support.pipeline import Gates
-from .support.web import web_app
+from .support.web import CHROMIUM_ARGS, web_app
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-]
 
 FIRST = "Let me look at the workspace first."
 SECOND = "Found **two** things worth showing."

@@ -33,8 +33,7 @@ from .support.agent_process import agent_env, running_agent
 from .support.apps import build_app
 from .support.deps import require_binary, require_module
 from .support.mqtt import free_port
-from .support.web import open_tab
-from .test_web_browser import CHROMIUM_ARGS
+from .support.web import CHROMIUM_ARGS, open_tab
 
 SHOTS = Path("/tmp/opu-web-ui")
 COMMAND = "echo ran > proof.txt && echo shell-ok"

@@ -146,7 +146,8 @@ async def test_mic_button_in_headless_chromium(home: Path, tmp_path: Path) -> No
     import numpy as np
 
     from .support.deps import require_binary, require_module
-    from .test_web_browser import CHROMIUM_ARGS, ROOT
+    from .support.web import CHROMIUM_ARGS
+    from .test_web_browser import ROOT
 
     chromium = require_binary("chromium")
     require_module("playwright")

@@ -21,6 +21,18 @@ from ..fakes.llm_server import FakeLLMServer
 from .pipeline import make_app
 
 TOKEN = "test-token-0123456789"
+# Debian's Chromium, headless, quiet and offline: every browser test launches it with these.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+]
 
 
 @asynccontextmanager

@@ -10,19 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..fakes.llm_server import FakeLLMServer
-from .web import web_app
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",
-]
+from .web import CHROMIUM_ARGS, web_app
 
 _WORDS = [
     "agent",
