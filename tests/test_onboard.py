@@ -9,7 +9,6 @@ import re
 import signal
 import stat
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from operator_use.config import load_config
 from .fakes.llm_server import FakeLLMServer, echo_responder
 from .fakes.telegram_server import TOKEN, FakeTelegram
 from .support.deps import require_binary, unavailable
-from .test_cli import Tmux
+from .support.tmux import Tmux
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sk-onboard-good-key"
@@ -185,21 +184,9 @@ async def test_interactive_onboard_in_a_real_terminal(home: Path) -> None:
     require_binary("tmux")
     tmux = Tmux(f"onboard-{uuid.uuid4().hex[:8]}")
 
-    def seen(pattern: str, times: int) -> str:
-        """The screen once `pattern` shows `times` times (a hidden answer leaves its prompt line unchanged,
-        so the second key prompt looks like the first)."""
-        deadline = time.monotonic() + 60
-        while True:
-            screen = tmux.screen()
-            if len(re.findall(pattern, screen, re.MULTILINE)) >= times:
-                return screen
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} never appeared {times} time(s); screen:\n{screen}")
-            time.sleep(0.05)
-
     async def shows(pattern: str, times: int = 1) -> str:
         # Polled in a thread, so the fakes on this loop keep answering meanwhile.
-        return await asyncio.to_thread(seen, pattern, times)
+        return await asyncio.to_thread(tmux.wait_for, pattern, 60, times=times)
 
     async def answer(pattern: str, text: str, times: int = 1) -> None:
         await shows(pattern + r"\s*$", times)

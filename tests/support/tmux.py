@@ -35,16 +35,17 @@ class Tmux:
     def screen(self) -> str:
         return self.run("capture-pane", "-t", self.session, "-p", "-S", "-200")
 
-    def wait_for(self, pattern: str, timeout: float = 30) -> str:
-        """Poll the screen until `pattern` shows: waiting on what the user would see, not on a timer."""
+    def wait_for(self, pattern: str, timeout: float = 30, *, times: int = 1) -> str:
+        """Poll the screen until `pattern` shows (`times` times: a prompt asked again looks like the first):
+        waiting on what the user would see, not on a timer."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern, re.MULTILINE)
         while True:
             screen = self.screen()
-            if regex.search(screen):
+            if len(regex.findall(screen)) >= times:
                 return screen
             if time.monotonic() > deadline:
-                raise AssertionError(f"{pattern!r} never appeared; screen:\n{screen}")
+                raise AssertionError(f"{pattern!r} never appeared {times} time(s); screen:\n{screen}")
             time.sleep(0.05)
 
     def kill(self) -> None:
